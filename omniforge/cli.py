@@ -1,0 +1,132 @@
+"""`omniforge`: the one command line. Sub-commands only parse arguments and call flows or storage."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from omniforge.config import ConfigError, PipelineConfig, dump_yaml, load_pipeline_config
+
+app = typer.Typer(help="Build, tokenize, train and evaluate LLaMA-Omni 2 style spoken chatbots.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Inspect run configs.", no_args_is_help=True)
+artifacts_app = typer.Typer(help="Inspect the versioned artifact store.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(artifacts_app, name="artifacts")
+
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="YAML run config (default: built-in defaults).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: section.field=value (repeatable).")]
+StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store URL (overrides store.url).")]
+
+
+def load(config: str | None, overrides: list[str] | None, store: str | None = None) -> PipelineConfig:
+    """Load the config or exit with the error message (no traceback for a user's mistake)."""
+    extra = [f"store.url={store}"] if store else []
+    try:
+        return load_pipeline_config(config, list(overrides or []) + extra)
+    except ConfigError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(2) from None
+
+
+def open_store(config: str | None, overrides: list[str] | None, store: str | None):
+    from storage import store_from_config
+
+    return store_from_config(load(config, overrides, store).store)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from omniforge import __version__
+
+        typer.echo(f"omniforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")] = False) -> None:
+    """Build, tokenize, train and evaluate LLaMA-Omni 2 style spoken chatbots."""
+
+
+def fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show(config: Annotated[Optional[str], typer.Argument(help="YAML run config.")] = None,
+                set_: SetOpt = None) -> None:
+    """Print the resolved config (defaults + file + overrides) and its hash."""
+    resolved = load(config, set_)
+    typer.echo(dump_yaml(resolved), nl=False)
+    typer.echo(f"# config hash: {resolved.hash()}")
+
+
+@artifacts_app.command("list")
+def artifacts_list(kind: Annotated[Optional[str], typer.Option(help="Only this kind.")] = None,
+                   config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
+    """List every artifact and its versions."""
+    from storage import ArtifactNameError
+
+    st = open_store(config, set_, store)
+    try:
+        refs = st.names(kind)
+    except ArtifactNameError as err:
+        fail(str(err))
+    if not refs:
+        typer.echo(f"no artifacts in {st.url}")
+    for ref in refs:
+        versions = st.versions(ref.kind, ref.name)
+        typer.echo(f"{ref}  versions: {', '.join(map(str, versions))}")
+
+
+def _with_store_errors(action):
+    """Run a store action, turning a bad reference or a missing version into a clean message."""
+    from storage import ArtifactNameError, ArtifactNotFound
+
+    try:
+        return action()
+    except (ArtifactNameError, ArtifactNotFound) as err:
+        fail(str(err))
+
+
+@artifacts_app.command("show")
+def artifacts_show(ref: Annotated[str, typer.Argument(help="kind/name[@version]")],
+                   config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
+    """Print a version's manifest."""
+    st = open_store(config, set_, store)
+    manifest = _with_store_errors(lambda: st.manifest(ref))
+    typer.echo(manifest.model_dump_json(indent=2))
+
+
+@artifacts_app.command("lineage")
+def artifacts_lineage(ref: Annotated[str, typer.Argument(help="kind/name[@version]")],
+                      config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
+    """Print the tree of versions a version was made from."""
+    st = open_store(config, set_, store)
+    tree = _with_store_errors(lambda: st.lineage(ref))
+
+    def show(node: dict, depth: int) -> None:
+        typer.echo(f"{'  ' * depth}{'<- ' if depth else ''}{node['ref']}  ({node['created_at']})")
+        for parent in node["parents"]:
+            show(parent, depth + 1)
+
+    show(tree, 0)
+
+
+@artifacts_app.command("verify")
+def artifacts_verify(ref: Annotated[str, typer.Argument(help="kind/name[@version]")],
+                     config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
+    """Re-hash every file of a version; exit 1 naming each missing or corrupted file."""
+    st = open_store(config, set_, store)
+    problems = _with_store_errors(lambda: st.verify(ref))
+    if problems:
+        fail("\n".join(problems))
+    typer.echo(json.dumps({"ref": str(st.resolve(ref)), "ok": True}))
+
+
+def main() -> None:
+    app()

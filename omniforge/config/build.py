@@ -1,0 +1,143 @@
+"""Settings of the spoken-dialogue build (source -> speech-ready text -> TTS -> validated shards)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from omniforge.config.base import Section
+
+Range = tuple[float, float]
+
+
+class DemoSourceConfig(Section):
+    """The built-in generator of closed-domain question-answer dialogues (offline demo data)."""
+
+    dialogues: int = Field(60, ge=1, description="Number of dialogues to generate.")
+    max_user_turns: int = Field(2, ge=1, le=5, description="User turns per dialogue, drawn 1..max.")
+
+
+class SourceConfig(Section):
+    """Where the text dialogues come from."""
+
+    kind: Literal["demo", "jsonl", "hf"] = Field("demo", description="demo generator, JSONL file, or HF dataset.")
+    path: str | None = Field(None, description="JSONL path/URL (jsonl), or dataset directory / hub name (hf).")
+    hf_split: str = Field("train", description="Split of the HF dataset.")
+    hf_config: str | None = Field(None, description="Config (subset) name of the HF dataset.")
+    limit: int | None = Field(None, ge=1, description="Keep at most this many dialogues (sampled with seed).")
+    seed: int = Field(0, description="Seed of the sampling of dialogues.")
+    demo: DemoSourceConfig = Field(default_factory=DemoSourceConfig, description="Demo generator settings.")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "SourceConfig":
+        if self.kind in ("jsonl", "hf") and not self.path:
+            raise ValueError(f"source.path is required when source.kind is {self.kind!r}")
+        return self
+
+
+class RewriteConfig(Section):
+    """Optional LLM rewrite of responses into spoken style (off by default)."""
+
+    enabled: bool = Field(False, description="Rewrite assistant turns with an LLM before TTS.")
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).")
+    model: str | None = Field(None, description="Model name at the endpoint, or a local transformers model path.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    max_new_tokens: int = Field(256, ge=1, description="Longest rewrite.")
+    prompt: str = Field(
+        "Rewrite the answer so it sounds natural when spoken aloud: short sentences, no lists, no "
+        "markdown, numbers written as words. Keep the meaning. Answer with the rewrite only.",
+        description="Instruction given to the rewriting model.",
+    )
+
+    @model_validator(mode="after")
+    def _model_needed(self) -> "RewriteConfig":
+        if self.enabled and not self.model:
+            raise ValueError("text.rewrite.model is required when text.rewrite.enabled is true")
+        return self
+
+
+class TextConfig(Section):
+    """Speech-friendly text normalization."""
+
+    max_segment_chars: int = Field(300, ge=20, description="Long turns are split at sentence ends into "
+                                   "segments of at most this many characters, synthesized one by one.")
+    max_turn_chars: int = Field(1500, ge=20, description="Turns longer than this are cut at a sentence end.")
+    rewrite: RewriteConfig = Field(default_factory=RewriteConfig, description="Optional LLM rewrite.")
+
+
+class VoiceConfig(Section):
+    """One concrete voice: a backend, its voice, and how to vary it."""
+
+    backend: Literal["piper", "espeak", "cosyvoice2"] = Field("piper", description="TTS backend.")
+    voice: str = Field("joe", description="piper: 'joe' (shipped) or a .onnx path; espeak: a voice name "
+                       "(en-us, en-gb+f3...); cosyvoice2: a prompt wav path.")
+    length_scale: float = Field(1.0, gt=0.2, lt=5, description="Piper phoneme length (>1 slower).")
+    noise_scale: float = Field(0.0, ge=0, le=2, description="Piper generator noise. Non-zero makes "
+                               "synthesis random, so a rebuild is no longer bit-identical.")
+    noise_w_scale: float = Field(0.0, ge=0, le=2, description="Piper duration noise (same caveat).")
+    pitch_semitones: float = Field(0.0, ge=-12, le=12, description="Pitch shift.")
+    tempo: float = Field(1.0, gt=0.3, lt=3, description="Speaking-rate factor (>1 faster).")
+
+
+class UserVoicePoolConfig(Section):
+    """The pool of user voices; each dialogue draws one (seeded) for all its user turns."""
+
+    size: int = Field(24, ge=1, description="Number of distinct user voices.")
+    piper_voices: list[str] = Field(default_factory=lambda: ["joe"], description="Piper voices to vary.")
+    espeak_voices: list[str] = Field(
+        default_factory=lambda: ["en-us", "en-gb", "en-us+f3", "en-gb+m3", "en-us+f2", "en-029"],
+        description="espeak-ng voices mixed in when espeak-ng is installed.",
+    )
+    espeak_share: float = Field(0.25, ge=0, le=1, description="Share of pool voices from espeak-ng (when present).")
+    pitch_semitones: Range = Field((-3.0, 3.0), description="Range of pitch shifts.")
+    tempo: Range = Field((0.85, 1.2), description="Range of tempo factors.")
+    length_scale: Range = Field((0.9, 1.1), description="Range of Piper length scales.")
+    seed: int = Field(0, description="Seed of the pool and of the per-dialogue draw.")
+
+
+class TTSConfig(Section):
+    assistant: VoiceConfig = Field(default_factory=VoiceConfig, description="The assistant's one fixed voice.")
+    users: UserVoicePoolConfig = Field(default_factory=UserVoicePoolConfig, description="User voice pool.")
+    cosyvoice_model_dir: str | None = Field(None, description="Local CosyVoice 2 model directory.")
+
+
+class SynthesisConfig(Section):
+    """How synthesis is spread over Ray."""
+
+    workers: int = Field(1, ge=1, description="Long-lived TTS workers (one model each).")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker (CosyVoice 2 needs one).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
+    batch_size: int = Field(8, ge=1, description="Utterances per call to a worker.")
+    checkpoint_every: int = Field(64, ge=1, description="Finished utterances per cache shard written "
+                                  "(what a killed run can lose at most, per worker).")
+
+
+class AsrCheckConfig(Section):
+    enabled: bool = Field(False, description="Transcribe each utterance and reject those above max_wer.")
+    model: str = Field("tiny.en", description="faster-whisper model: a directory, or 'tiny.en' (shipped offline).")
+    max_wer: float = Field(0.5, ge=0, description="Largest word error rate accepted.")
+
+
+class ValidationConfig(Section):
+    """Checks every synthesized utterance passes before it enters the dataset."""
+
+    min_duration_s: float = Field(0.3, ge=0, description="Shortest utterance.")
+    max_duration_s: float = Field(40.0, gt=0, description="Longest utterance.")
+    max_silence_ratio: float = Field(0.8, gt=0, le=1, description="Largest share of silent frames.")
+    max_clipped_ratio: float = Field(0.01, ge=0, le=1, description="Largest share of clipped samples.")
+    asr: AsrCheckConfig = Field(default_factory=AsrCheckConfig, description="Optional ASR round-trip check.")
+
+
+class BuildConfig(Section):
+    """The `build_dialogues` flow."""
+
+    name: str = Field("demo", description="Dataset name in the store (dialogues/NAME, speech/NAME).")
+    source: SourceConfig = Field(default_factory=SourceConfig, description="Text dialogue source.")
+    text: TextConfig = Field(default_factory=TextConfig, description="Text normalization.")
+    tts: TTSConfig = Field(default_factory=TTSConfig, description="Voices.")
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="Ray parallelism.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Audio checks.")
+    sample_rate: int = Field(16000, ge=8000, description="Rate of the `audio` column (the model's input rate).")
+    cache_url: str | None = Field(None, description="Where finished utterances are cached (default: "
+                                  "STORE/cache/tts). Makes re-runs and resumes incremental.")

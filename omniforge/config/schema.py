@@ -1,0 +1,45 @@
+"""The foundation sections and the root config that every `omniforge` command loads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from omniforge.config.base import Section
+from omniforge.config.build import BuildConfig
+
+
+class StoreConfig(Section):
+    """Where versioned artifacts live."""
+
+    url: str = Field(
+        "omniforge-data/store",
+        description="fsspec URL of the artifact store: a local path (relative to the working "
+        "folder), file://, memory://, s3://bucket/prefix or gs://bucket/prefix.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options, e.g. {endpoint_url: http://127.0.0.1:9000} for S3.",
+    )
+    rows_per_shard: int = Field(500, ge=1, description="Rows per Parquet shard.")
+    rows_per_row_group: int = Field(
+        32, ge=1, description="Rows per Parquet row group (small groups give cheap random access)."
+    )
+
+
+class RayConfig(Section):
+    """Where Ray work runs."""
+
+    address: str | None = Field(
+        None, description="Ray cluster address ('auto', 'host:6379', 'ray://...'); None starts Ray locally."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (None: all).")
+
+
+class PipelineConfig(Section):
+    """Root of every run config: one file holds every stage's settings."""
+
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Artifact store.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
+    build: BuildConfig = Field(default_factory=BuildConfig, description="Spoken-dialogue build.")

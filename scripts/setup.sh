@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up omniforge on a fresh Debian/Ubuntu machine with Python >= 3.10: system packages, then a
+# virtual environment in .venv with the project and its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# espeak-ng adds ~100 extra user voices; the build works without it (Piper alone), so a machine
+# where we cannot install it only gets a warning.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
+  if [ "$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+  else
+    echo "warning: espeak-ng not installed; the user voice pool will use Piper voices only" >&2
+  fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# constraints.txt pins torch to the CPU build; without it pip pulls several GB of CUDA wheels.
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+echo "omniforge is set up in .venv ($(.venv/bin/omniforge --version 2>/dev/null || echo ok))"

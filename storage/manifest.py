@@ -1,0 +1,66 @@
+"""The manifest: the one file that makes a version exist. Written last, never changed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from storage.names import ArtifactRef, Kind
+
+MANIFEST_FORMAT = 1
+
+
+class FileEntry(BaseModel):
+    """A stored file, by its path relative to the store root (it may belong to a parent version)."""
+
+    path: str
+    bytes: int
+    sha256: str
+
+
+class ShardEntry(FileEntry):
+    rows: int
+
+
+class TableEntry(BaseModel):
+    """A Parquet table split in shards; `schema_fields` is the Arrow schema, one field a line."""
+
+    schema_fields: list[dict[str, str]] = Field(default_factory=list)
+    shards: list[ShardEntry] = Field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+
+class ParentEntry(BaseModel):
+    kind: Kind
+    name: str
+    version: int
+
+    def ref(self) -> ArtifactRef:
+        return ArtifactRef(self.kind, self.name, self.version)
+
+
+class Manifest(BaseModel):
+    format: int = MANIFEST_FORMAT
+    kind: Kind
+    name: str
+    version: int
+    tables: dict[str, TableEntry] = Field(default_factory=dict)
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    parents: list[ParentEntry] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    config_hash: str = ""
+    code_version: str = ""
+    flow_run_id: str | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    def ref(self) -> ArtifactRef:
+        return ArtifactRef(self.kind, self.name, self.version)
+
+    def all_files(self) -> list[FileEntry]:
+        return [s for t in self.tables.values() for s in t.shards] + list(self.files.values())
