@@ -128,5 +128,19 @@ def artifacts_verify(ref: Annotated[str, typer.Argument(help="kind/name[@version
     typer.echo(json.dumps({"ref": str(st.resolve(ref)), "ok": True}))
 
 
+@app.command("build-dialogues")
+def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Build (or extend) a spoken-dialogue dataset: text -> speech-ready text -> TTS on Ray -> store."""
+    resolved = load(config, set_)
+    from flows.build_dialogues import build_dialogues as flow
+
+    summary = flow(resolved)
+    typer.echo(f"speech dataset: {summary['speech_version']} in {resolved.store.url}")
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

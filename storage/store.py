@@ -29,6 +29,12 @@ from storage.names import ArtifactRef, Kind, check_kind, check_name
 MAX_PUBLISH_ATTEMPTS = 50
 
 
+def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    """Parse a Parquet file held in memory with the synchronous reader. (pq.read_table's dataset
+    scanner frees Python-owned buffers on its own threads, which can abort the interpreter at exit.)"""
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
+
+
 class ArtifactNotFound(LookupError):
     pass
 
@@ -132,12 +138,11 @@ class ArtifactStore:
     ) -> Iterator[pa.RecordBatch]:
         """Stream a table shard by shard, so a large dataset never sits in memory whole."""
         for shard in self._table(manifest, table).shards:
-            with self.fs.open(self.path(shard.path), "rb") as handle:
-                yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size, columns=columns)
+            reader = pq.ParquetFile(pa.BufferReader(self.fs.cat_file(self.path(shard.path))))
+            yield from reader.iter_batches(batch_size=batch_size, columns=columns)
 
     def _read_shard(self, relative: str, columns: list[str] | None) -> pa.Table:
-        with self.fs.open(self.path(relative), "rb") as handle:
-            return pq.read_table(handle, columns=columns)
+        return read_parquet_bytes(self.fs.cat_file(self.path(relative)), columns)
 
     @staticmethod
     def _table(manifest: Manifest, table: str) -> TableEntry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -11,6 +12,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# each test session gets its own Prefect database (the temporary server keeps its state there)
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="omniforge-prefect-"))
 
 
 def free_port() -> int:
@@ -33,3 +36,12 @@ def s3_endpoint():
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="omniforge-test")
     yield endpoint
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (own database) for the session's flow runs, stopped cleanly."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -63,6 +63,7 @@ class TextConfig(Section):
     max_segment_chars: int = Field(300, ge=20, description="Long turns are split at sentence ends into "
                                    "segments of at most this many characters, synthesized one by one.")
     max_turn_chars: int = Field(1500, ge=20, description="Turns longer than this are cut at a sentence end.")
+    segment_pause_s: float = Field(0.2, ge=0, description="Silence between the segments of one turn.")
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig, description="Optional LLM rewrite.")
 
 
@@ -72,6 +73,7 @@ class VoiceConfig(Section):
     backend: Literal["piper", "espeak", "cosyvoice2"] = Field("piper", description="TTS backend.")
     voice: str = Field("joe", description="piper: 'joe' (shipped) or a .onnx path; espeak: a voice name "
                        "(en-us, en-gb+f3...); cosyvoice2: a prompt wav path.")
+    prompt_text: str = Field("", description="cosyvoice2: transcript of the prompt wav.")
     length_scale: float = Field(1.0, gt=0.2, lt=5, description="Piper phoneme length (>1 slower).")
     noise_scale: float = Field(0.0, ge=0, le=2, description="Piper generator noise. Non-zero makes "
                                "synthesis random, so a rebuild is no longer bit-identical.")

@@ -1,0 +1,48 @@
+"""`build_dialogues`: text dialogues -> speech-ready text -> TTS on Ray -> versioned dataset."""
+
+from __future__ import annotations
+
+import re
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
+
+from omniforge.config import PipelineConfig
+from storage import store_from_config
+from tasks import build_steps
+
+
+@task(name="load-and-plan", cache_policy=NONE)
+def load_and_plan(config: PipelineConfig):
+    return build_steps.load_and_plan(config)
+
+
+@task(name="synthesize", cache_policy=NONE)
+def synthesize(plan, config: PipelineConfig) -> int:
+    store = store_from_config(config.store)
+    return build_steps.synthesize_missing(plan, build_steps.open_cache(store, config), config)
+
+
+@task(name="validate-and-publish", cache_policy=NONE)
+def publish(plan, synthesized: int, config: PipelineConfig):
+    store = store_from_config(config.store)
+    return build_steps.publish(store, plan, build_steps.open_cache(store, config), config, synthesized,
+                               flow_run_id=str(flow_run.id) if flow_run.id else None)
+
+
+@flow(name="build-dialogues", log_prints=True)
+def build_dialogues(config: PipelineConfig) -> dict:
+    """Build (or extend) the spoken-dialogue dataset `config.build.name`; returns the summary."""
+    logger = get_run_logger()
+    plan = load_and_plan(config)
+    logger.info("planned %d utterances from %d dialogues (%d rejected so far)",
+                len(plan.utterances), len({u.dialogue_id for u in plan.utterances}), len(plan.rejects))
+    synthesized = synthesize(plan, config)
+    result = publish(plan, synthesized, config)
+    markdown = build_steps.summary_markdown(result)
+    create_markdown_artifact(markdown, key=re.sub(r"[^a-z0-9-]", "-", f"build-{config.build.name}"), description="Spoken-dialogue build")
+    logger.info("\n%s", markdown)
+    return {**result.summary, "dialogues_version": str(result.dialogues.ref()),
+            "speech_version": str(result.speech.ref()), "published": result.published}

@@ -1,0 +1,55 @@
+"""Facts tables for the offline demo's closed-domain spoken QA (written for this project).
+
+Each row: country, capital, currency, language. Answers are short sentences that contain the fact,
+so accuracy can be scored the paper's way (reference answer contained in the response).
+"""
+
+COUNTRIES: list[tuple[str, str, str, str]] = [
+    ("France", "Paris", "euro", "French"),
+    ("Germany", "Berlin", "euro", "German"),
+    ("Italy", "Rome", "euro", "Italian"),
+    ("Spain", "Madrid", "euro", "Spanish"),
+    ("Portugal", "Lisbon", "euro", "Portuguese"),
+    ("Japan", "Tokyo", "yen", "Japanese"),
+    ("China", "Beijing", "yuan", "Chinese"),
+    ("India", "New Delhi", "rupee", "Hindi"),
+    ("Russia", "Moscow", "ruble", "Russian"),
+    ("Egypt", "Cairo", "pound", "Arabic"),
+    ("Kenya", "Nairobi", "shilling", "Swahili"),
+    ("Brazil", "Brasilia", "real", "Portuguese"),
+    ("Argentina", "Buenos Aires", "peso", "Spanish"),
+    ("Mexico", "Mexico City", "peso", "Spanish"),
+    ("Canada", "Ottawa", "dollar", "English"),
+    ("Australia", "Canberra", "dollar", "English"),
+    ("Norway", "Oslo", "krone", "Norwegian"),
+    ("Sweden", "Stockholm", "krona", "Swedish"),
+    ("Poland", "Warsaw", "zloty", "Polish"),
+    ("Greece", "Athens", "euro", "Greek"),
+    ("Turkey", "Ankara", "lira", "Turkish"),
+    ("Peru", "Lima", "sol", "Spanish"),
+    ("Chile", "Santiago", "peso", "Spanish"),
+    ("Thailand", "Bangkok", "baht", "Thai"),
+    ("Vietnam", "Hanoi", "dong", "Vietnamese"),
+    ("Ireland", "Dublin", "euro", "English"),
+    ("Austria", "Vienna", "euro", "German"),
+    ("Hungary", "Budapest", "forint", "Hungarian"),
+    ("Morocco", "Rabat", "dirham", "Arabic"),
+    ("Nigeria", "Abuja", "naira", "English"),
+]
+
+QUESTIONS: dict[str, list[str]] = {
+    "capital": ["What is the capital of {country}?", "Which city is the capital of {country}?",
+                "Can you tell me the capital of {country}?"],
+    "currency": ["What currency is used in {country}?", "What is the currency of {country}?"],
+    "language": ["What language do people speak in {country}?", "What is the main language of {country}?"],
+}
+FOLLOW_UPS: dict[str, str] = {
+    "capital": "And what is its capital?",
+    "currency": "And what money do they use there?",
+    "language": "And which language do they speak there?",
+}
+ANSWERS: dict[str, str] = {
+    "capital": "The capital of {country} is {capital}.",
+    "currency": "The currency of {country} is the {currency}.",
+    "language": "People in {country} mainly speak {language}.",
+}

@@ -1,0 +1,168 @@
+"""Load text dialogues from JSONL (ShareGPT, OpenAI and LLaMA-Omni 2 layouts), a Hugging Face
+dataset, or the built-in demo generator. A bad record becomes a reject naming its field."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import fsspec
+import numpy as np
+
+from omniforge.config.build import DemoSourceConfig, SourceConfig
+from omniforge.hashing import stable_hash
+from storage.audio import encode_audio
+from tasks.demo_facts import ANSWERS, COUNTRIES, FOLLOW_UPS, QUESTIONS
+from tasks.dialogues import ROLE_NAMES, Dialogue, Reject, RecordError, SourceBatch, Turn
+
+# (turn list key, role key, text key) of each supported layout
+LAYOUTS = [("conversations", "from", "value"), ("messages", "role", "content"), ("conversation", "from", "text")]
+
+
+def parse_record(record: Any, origin: str, base_dir: str | None = None) -> Dialogue:
+    """One source record -> a Dialogue (user first, roles alternating); raises RecordError."""
+    if not isinstance(record, dict):
+        raise RecordError("<record>", "malformed_record", f"expected an object, got {type(record).__name__}")
+    layout = next((l for l in LAYOUTS if l[0] in record), None)
+    if layout is None:
+        raise RecordError("<record>", "unknown_layout", "no 'conversations', 'messages' or 'conversation' list")
+    list_key, role_key, text_key = layout
+    items = record[list_key]
+    if not isinstance(items, list):
+        raise RecordError(list_key, "malformed_record", "must be a list")
+    turns: list[Turn] = []
+    for i, item in enumerate(items):
+        where = f"{list_key}[{i}]"
+        if not isinstance(item, dict):
+            raise RecordError(where, "malformed_record", "each turn must be an object")
+        role_name = str(item.get(role_key, "")).strip().lower()
+        if role_name not in ROLE_NAMES:
+            raise RecordError(f"{where}.{role_key}", "unknown_role", repr(item.get(role_key)))
+        role = ROLE_NAMES[role_name]
+        if role is None:
+            continue
+        text = item.get(text_key)
+        if not isinstance(text, str) or not text.strip():
+            raise RecordError(f"{where}.{text_key}", "empty_turn")
+        if turns and turns[-1].role == role:
+            raise RecordError(f"{where}.{role_key}", "bad_turn_order", f"two {role} turns in a row")
+        if not turns and role != "user":
+            raise RecordError(f"{where}.{role_key}", "bad_turn_order", "the dialogue must start with the user")
+        turns.append(Turn(role, text.strip(), _speech(item.get("speech"), f"{where}.speech", base_dir)))
+    if turns and turns[-1].role == "user":
+        turns.pop()  # a question without an answer teaches nothing
+    if not turns:
+        raise RecordError(list_key, "no_turns", "no user/assistant pair")
+    dialogue_id = str(record.get("id") or stable_hash([[t.role, t.text] for t in turns]))
+    return Dialogue(dialogue_id, turns, origin)
+
+
+def _speech(value: Any, where: str, base_dir: str | None) -> bytes | None:
+    """Existing speech of a turn: a wav path (relative to the source file), an HF audio dict with
+    bytes, or an HF decoded dict with an array."""
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, str):
+            path = value if "://" in value or value.startswith("/") or base_dir is None else posixpath.join(base_dir, value)
+            with fsspec.open(path, "rb") as handle:
+                return handle.read()
+        if isinstance(value, dict) and value.get("bytes"):
+            return bytes(value["bytes"])
+        if isinstance(value, dict) and value.get("array") is not None:
+            return encode_audio(np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
+        if isinstance(value, dict) and value.get("path"):
+            return _speech(value["path"], where, base_dir)
+    except (OSError, KeyError, ValueError) as err:
+        raise RecordError(where, "missing_audio", str(err)) from err
+    raise RecordError(where, "missing_audio", f"unrecognized speech value {type(value).__name__}")
+
+
+def parse_records(records: Iterable[tuple[str, Any]], base_dir: str | None = None) -> SourceBatch:
+    batch = SourceBatch()
+    seen: set[str] = set()
+    for origin, record in records:
+        try:
+            if isinstance(record, RecordError):  # the reader could not even parse it
+                raise record
+            dialogue = parse_record(record, origin, base_dir)
+        except RecordError as err:
+            batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
+            continue
+        if dialogue.id in seen:
+            batch.rejects.append(Reject(dialogue.id, "id", "duplicate_id", origin))
+            continue
+        seen.add(dialogue.id)
+        batch.dialogues.append(dialogue)
+    return batch
+
+
+def _record_name(origin: str, record: Any) -> str:
+    return f"{record['id']} ({origin})" if isinstance(record, dict) and record.get("id") else origin
+
+
+def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
+    with fsspec.open(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                yield f"line {number}", RecordError("<json>", "malformed_json", str(err))
+
+
+def read_hf(config: SourceConfig) -> Iterable[tuple[str, Any]]:
+    import datasets
+
+    fs, path = fsspec.core.url_to_fs(config.path)
+    if fs.exists(posixpath.join(path, "dataset_info.json")) or fs.exists(posixpath.join(path, "state.json")):
+        data = datasets.load_from_disk(config.path)
+        data = data[config.hf_split] if isinstance(data, datasets.DatasetDict) else data
+    else:  # a hub name (needs access) or a folder of data files
+        data = datasets.load_dataset(config.path, config.hf_config, split=config.hf_split)
+    for column, feature in data.features.items():
+        if isinstance(feature, datasets.Audio):
+            data = data.cast_column(column, datasets.Audio(decode=False))
+    for index, row in enumerate(data):
+        yield f"row {index}", row
+
+
+def demo_dialogues(config: DemoSourceConfig, seed: int) -> list[dict]:
+    """Closed-domain QA dialogues from the facts tables. Dialogue i depends only on (seed, i), so
+    asking for more dialogues keeps the earlier ones identical (incremental builds stay small)."""
+    records = []
+    for index in range(config.dialogues):
+        rng = random.Random(f"{seed}-{index}")
+        country, capital, currency, language = rng.choice(COUNTRIES)
+        facts = {"country": country, "capital": capital, "currency": currency, "language": language}
+        topics = rng.sample(list(QUESTIONS), k=rng.randint(1, config.max_user_turns))
+        conversation = []
+        for turn, topic in enumerate(topics):
+            question = rng.choice(QUESTIONS[topic]) if turn == 0 else FOLLOW_UPS[topic]
+            conversation += [{"from": "human", "value": question.format(**facts)},
+                             {"from": "gpt", "value": ANSWERS[topic].format(**facts)}]
+        records.append({"id": f"demo-{seed}-{index:05d}", "conversations": conversation})
+    return records
+
+
+def load_source(config: SourceConfig) -> SourceBatch:
+    """Read the configured source, then cap it reproducibly (seeded sample, original order kept)."""
+    if config.kind == "demo":
+        records = ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
+        base_dir = None
+    elif config.kind == "jsonl":
+        records, base_dir = read_jsonl(config.path), posixpath.dirname(config.path)
+    else:
+        records, base_dir = read_hf(config), None
+    records = list(records)
+    if config.limit is not None and len(records) > config.limit:
+        keep = sorted(random.Random(config.seed).sample(range(len(records)), config.limit))
+        records = [records[i] for i in keep]
+    batch = parse_records(records, base_dir)
+    batch.description = {"kind": config.kind, "path": config.path, "records": len(records),
+                         "limit": config.limit, "seed": config.seed}
+    return batch

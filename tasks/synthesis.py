@@ -1,0 +1,112 @@
+"""Synthesis on Ray: long-lived workers, each owning its TTS models, fed batches of utterances.
+
+One actor per worker loads its engines once (a Piper voice takes ~1 s to load; an utterance
+~0.1 s to say), so per-utterance overhead stays at one Ray call per batch. Results stream back
+to the driver, which checkpoints them into the utterance cache as they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from omniforge.config.build import BuildConfig, TTSConfig, ValidationConfig, VoiceConfig
+from storage.audio import decode_audio, encode_audio
+from tasks.audio_checks import AudioRejected, check_audio
+from tasks.audio_ops import join_segments, resample
+from tasks.tts import EngineSet
+
+log = logging.getLogger(__name__)
+
+
+class SynthesisWorker:
+    """Turns jobs (segments + voice, or provided audio) into cache rows. Plain class: the same
+    code runs in a Ray actor and in the benchmark's bare loop."""
+
+    def __init__(self, tts: TTSConfig, validation: ValidationConfig, sample_rate: int, pause_s: float,
+                 threads: int = 1) -> None:
+        self.engines = EngineSet(tts, threads)
+        self.validation = validation
+        self.sample_rate = sample_rate
+        self.pause_s = pause_s
+        self.transcriber = None
+        if validation.asr.enabled:
+            from tasks.asr import Transcriber
+
+            self.transcriber = Transcriber(validation.asr.model, threads)
+
+    def run(self, jobs: list[dict]) -> list[dict]:
+        return [self.one(job) for job in jobs]
+
+    def one(self, job: dict) -> dict:
+        row = {"key": job["key"], "audio": None, "audio_native": None, "native_sampling_rate": None,
+               "duration": None, "backend": None, "error_reason": None, "error": None, "asr_text": None}
+        try:
+            native, native_rate, backend = self._speak(job)
+            wave = resample(native, native_rate, self.sample_rate)
+            check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
+            if self.transcriber is not None:
+                row["asr_text"] = self._asr_check(wave, job)
+        except AudioRejected as err:
+            row.update(error_reason=err.reason, error=err.detail)
+            return row
+        except Exception as err:  # noqa: BLE001 - any engine failure is recorded, the build goes on
+            row.update(error_reason="tts_failed", error=f"{type(err).__name__}: {err}")
+            return row
+        row.update(audio=encode_audio(wave, self.sample_rate), audio_native=encode_audio(native, native_rate),
+                   native_sampling_rate=native_rate, duration=len(wave) / self.sample_rate, backend=backend)
+        return row
+
+    def _speak(self, job: dict) -> tuple[np.ndarray, int, str]:
+        if job.get("provided_audio") is not None:
+            try:
+                wave, rate = decode_audio(job["provided_audio"])
+            except Exception as err:  # noqa: BLE001 - soundfile raises several types
+                raise AudioRejected("bad_audio", f"the provided speech cannot be decoded ({err})") from err
+            return wave, rate, "provided"
+        voice = VoiceConfig.model_validate(job["voice"])
+        engine = self.engines.get(voice.backend)
+        parts, rate = [], 0
+        for segment in job["segments"]:
+            wave, rate = engine.synthesize(segment, voice)
+            parts.append(wave)
+        return join_segments(parts, rate, self.pause_s), rate, voice.backend
+
+    def _asr_check(self, wave: np.ndarray, job: dict) -> str:
+        from tasks.asr import word_error_rate
+
+        heard = self.transcriber.transcribe(wave)
+        wer = word_error_rate(" ".join(job["segments"]), heard)
+        if wer > self.validation.asr.max_wer:
+            raise AudioRejected("asr_mismatch", f"WER {wer:.2f} > {self.validation.asr.max_wer} (heard {heard!r})")
+        return heard
+
+
+def make_worker(config: BuildConfig) -> SynthesisWorker:
+    return SynthesisWorker(config.tts, config.validation, config.sample_rate, config.text.segment_pause_s,
+                           threads=max(1, int(config.synthesis.cpus_per_worker)))
+
+
+def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> float:
+    """Run `jobs` on `config.synthesis.workers` Ray actors; call `on_result` with each finished
+    batch, in completion order. Needs a Ray session (tasks.ray_runtime). Returns the wall time."""
+    import ray
+    from ray.util import ActorPool
+
+    settings = config.synthesis
+    actor = ray.remote(SynthesisWorker).options(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker)
+    threads = max(1, int(settings.cpus_per_worker))
+    workers = [actor.remote(config.tts, config.validation, config.sample_rate, config.text.segment_pause_s, threads)
+               for _ in range(min(settings.workers, max(1, len(jobs))))]
+    batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
+    start = time.perf_counter()
+    try:
+        for rows in ActorPool(workers).map_unordered(lambda w, batch: w.run.remote(batch), batches):
+            on_result(rows)
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+    return time.perf_counter() - start
