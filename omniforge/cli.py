@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -138,7 +139,17 @@ def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(f"speech dataset: {summary['speech_version']} in {resolved.store.url}")
 
 
+OFFLINE_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no telemetry calls from an offline machine
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # a cold start takes ~15-20 s on 2 cores
+    "RAY_AUTH_MODE": "disabled",  # Ray 2.60 otherwise wants a token file for a local cluster
+}
+
+
 def main() -> None:
+    for name, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     app()
 
 

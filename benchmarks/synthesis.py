@@ -1,0 +1,98 @@
+"""Synthesis throughput: the build_dialogues flow on Ray vs a bare loop calling the same engine.
+
+Audio-seconds produced per wall-second. The bare loop is one process calling `SynthesisWorker`
+(the class the Ray actors run) on every job, with the same one ONNX thread per worker. The flow is
+timed from call to return (planning, Ray actors, caching, validation, publishing), on a Prefect
+server and a Ray runtime that are already up, the way a scheduled build meets them; each flow run
+gets a fresh store, so nothing is cached. Ray's own start-up is timed separately.
+
+    python benchmarks/synthesis.py                 # ~3 minutes on 2 cores
+    python benchmarks/synthesis.py --dialogues 400 # a longer run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+for _name, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "RAY_AUTH_MODE": "disabled",
+                      "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
+    os.environ.setdefault(_name, _value)
+
+from benchmarks.common import report, result_row  # noqa: E402
+from omniforge.config import load_pipeline_config  # noqa: E402
+
+
+def config(store: str, dialogues: int, workers: int):
+    return load_pipeline_config("configs/demo.yaml", [
+        f"store.url={store}", f"build.source.demo.dialogues={dialogues}", f"build.synthesis.workers={workers}",
+        "build.synthesis.batch_size=4", "ray.num_cpus=2"])
+
+
+def bare_loop(dialogues: int) -> tuple[float, float]:
+    from tasks.build_steps import load_and_plan
+    from tasks.synthesis import make_worker
+
+    cfg = config(tempfile.mkdtemp(), dialogues, 1)
+    jobs = load_and_plan(cfg).jobs()
+    worker = make_worker(cfg.build)
+    worker.one(jobs[0])  # load the voice model, as a Ray actor does before its first batch
+    start = time.perf_counter()
+    rows = worker.run(jobs)
+    elapsed = time.perf_counter() - start
+    return sum(r["duration"] for r in rows), elapsed
+
+
+def flow_run(dialogues: int, workers: int) -> tuple[float, float]:
+    from flows.build_dialogues import build_dialogues
+
+    cfg = config(tempfile.mkdtemp(), dialogues, workers)
+    start = time.perf_counter()
+    summary = build_dialogues(cfg)
+    elapsed = time.perf_counter() - start
+    assert summary["synthesized_this_run"] > 0
+    return summary["hours"] * 3600 * summary["synthesized_this_run"] / summary["turns"], elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dialogues", type=int, default=80, help="demo dialogues per run")
+    args = parser.parse_args()
+
+    import ray
+    from prefect import flow
+
+    @flow
+    def warm_up() -> None:
+        """Start Prefect's temporary server before anything is timed."""
+
+    warm_up()
+    audio, seconds = bare_loop(args.dialogues)
+    bare = audio / seconds
+    print(f"bare loop: {audio:.1f} s of audio in {seconds:.1f} s")
+
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray_start = time.perf_counter() - start
+    rates = {}
+    for workers in (1, 2):
+        audio, seconds = flow_run(args.dialogues, workers)
+        rates[workers] = audio / seconds
+        print(f"flow, {workers} worker(s): {audio:.1f} s of audio in {seconds:.1f} s")
+    ray.shutdown()
+    print(f"Ray start-up (paid once per process, not per flow here): {ray_start:.1f} s")
+
+    report("synthesis", [
+        result_row("flow 1 worker vs bare loop", rates[1], bare, "audio-s per wall-s", 0.95),
+        result_row("flow 2 workers, per worker, vs bare loop", rates[2] / 2, bare, "audio-s per wall-s", 0.95),
+        result_row("flow 2 workers vs flow 1 worker", rates[2], rates[1], "audio-s per wall-s", 1.8),
+    ])
+
+
+if __name__ == "__main__":
+    main()
