@@ -1,0 +1,76 @@
+"""OmniConfig: the whole model's config, one sub-config per part (HF style, saved as config.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+
+def _sub_config(value: PretrainedConfig | dict | None, default_type: str) -> PretrainedConfig:
+    if isinstance(value, PretrainedConfig):
+        return value
+    data = dict(value or {})
+    return AutoConfig.for_model(data.pop("model_type", default_type), **data)
+
+
+class OmniConfig(PretrainedConfig):
+    """Speech encoder (Whisper) + adapter + LLM + TTS LM with gate fusion + read-write streaming.
+
+    Field names follow the released LLaMA-Omni 2 config where one exists
+    (`speech_encoder_ds_rate`, `speech_encoder_hidden_size`, `unit_vocab_size`, `stream_params`).
+    """
+
+    model_type = "omniforge"
+
+    def __init__(
+        self,
+        encoder_config: PretrainedConfig | dict | None = None,
+        llm_config: PretrainedConfig | dict | None = None,
+        tts_config: PretrainedConfig | dict | None = None,
+        speech_encoder_ds_rate: int = 5,
+        adapter_hidden_size: int = 2048,
+        unit_vocab_size: int = 6561,
+        text_vocab_size: int | None = None,
+        stream_read: int = 3,
+        stream_write: int = 10,
+        speech_token_id: int | None = None,
+        eos_token_id: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.encoder_config = _sub_config(encoder_config, "whisper")
+        self.llm_config = _sub_config(llm_config, "qwen2")
+        self.tts_config = _sub_config(tts_config, "qwen2")
+        self.speech_encoder_ds_rate = speech_encoder_ds_rate
+        self.adapter_hidden_size = adapter_hidden_size
+        self.unit_vocab_size = unit_vocab_size
+        # the TTS LM shares the LLM's text tokenizer: text ids first, then units, then <sep>
+        self.text_vocab_size = text_vocab_size or self.llm_config.vocab_size
+        self.stream_read = stream_read
+        self.stream_write = stream_write
+        self.speech_token_id = speech_token_id
+        super().__init__(eos_token_id=eos_token_id, **kwargs)
+
+    @property
+    def speech_encoder_hidden_size(self) -> int:
+        return self.encoder_config.d_model
+
+    @property
+    def tts_vocab_size(self) -> int:
+        return self.text_vocab_size + self.unit_vocab_size + 1
+
+    @property
+    def unit_offset(self) -> int:
+        """TTS-LM id of speech unit 0."""
+        return self.text_vocab_size
+
+    @property
+    def sep_token_id(self) -> int:
+        """TTS-LM id of `<sep>` (the text is finished)."""
+        return self.text_vocab_size + self.unit_vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in ("encoder_config", "llm_config", "tts_config"):
+            out[name] = getattr(self, name).to_dict()
+        return out

@@ -1,0 +1,166 @@
+"""OmniModel: LLaMA-Omni 2's modular speech chatbot, config-driven (a tiny CPU model and a 7B
+one are the same code).
+
+    speech -> Whisper encoder (frozen) -> adapter (k=5) -> spliced into the LLM's chat prompt
+    LLM hidden states + the TTS LM's own token embeddings -> gate fusion -> TTS LM -> speech units
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from model.configuration_omni import OmniConfig
+from model.gate_fusion import GateFusion
+from model.read_write import ReadWrite, Slot, interleave
+from model.speech_adapter import SpeechAdapter
+from model.speech_encoder import encode_speech, encoder_lengths
+
+IGNORE_INDEX = -100
+
+
+class SpeechGenerator(GateFusion):
+    """The TTS LM (`model`, a causal LM over text ids + units + <sep>) with its gate fusion."""
+
+    def __init__(self, config: OmniConfig, lm: nn.Module | None = None) -> None:
+        super().__init__(config.llm_config.hidden_size, config.tts_config.hidden_size)
+        self.config = config
+        self.model = lm if lm is not None else AutoModelForCausalLM.from_config(config.tts_config)
+        # the parent PreTrainedModel gathers tied weights from its children: pass the TTS LM's up
+        self.all_tied_weights_keys = {f"model.{k}": f"model.{v}" for k, v in self.model.all_tied_weights_keys.items()}
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def text_inputs(self, text_ids: torch.Tensor, llm_hidden: torch.Tensor | None) -> torch.Tensor:
+        """c_t for each text token (gate fusion), or the plain embedding e_t when there are no LLM
+        states (stage-1 TTS pretraining learns text -> speech from text alone)."""
+        embeds = self.embed(text_ids)
+        return embeds if llm_hidden is None else super().forward(llm_hidden, embeds)
+
+    def unit_ids(self, units: torch.Tensor) -> torch.Tensor:
+        return units + self.config.unit_offset
+
+    def sequence(self, text_inputs: torch.Tensor, units: torch.Tensor, schedule: ReadWrite
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One item's interleaved input embeddings and, aligned with them, the target each position
+        predicts (a speech token or EOS; IGNORE_INDEX where the next slot is text or <sep>)."""
+        slots = interleave(len(text_inputs), len(units), schedule)
+        speech_embeds = self.embed(self.unit_ids(units))
+        sep = self.embed(torch.tensor([self.config.sep_token_id], device=units.device))[0]
+        inputs, targets = [], []
+        for position, (slot, index) in enumerate(slots[:-1]):
+            inputs.append(text_inputs[index] if slot is Slot.TEXT else sep if slot is Slot.SEP else speech_embeds[index])
+            following, next_index = slots[position + 1]
+            if following is Slot.SPEECH:
+                targets.append(int(units[next_index]) + self.config.unit_offset)
+            elif following is Slot.EOS:
+                targets.append(self.config.eos_token_id)
+            else:
+                targets.append(IGNORE_INDEX)
+        return torch.stack(inputs), torch.tensor(targets, device=units.device)
+
+
+class OmniModel(PreTrainedModel):
+    config_class = OmniConfig
+    base_model_prefix = "omni"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: OmniConfig, speech_encoder: nn.Module | None = None, llm: nn.Module | None = None,
+                 tts_lm: nn.Module | None = None) -> None:
+        super().__init__(config)
+        self.speech_encoder = speech_encoder if speech_encoder is not None else WhisperEncoder(config.encoder_config)
+        self.speech_projector = SpeechAdapter(config.speech_encoder_hidden_size, config.llm_config.hidden_size,
+                                              config.speech_encoder_ds_rate, config.adapter_hidden_size)
+        self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.llm_config)
+        self.speech_generator = SpeechGenerator(config, tts_lm)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The parts initialise themselves (HF sub-models in their own post_init, torch layers in
+        their constructors); a pretrained part handed in must not be re-initialised here."""
+
+    @property
+    def schedule(self) -> ReadWrite:
+        return ReadWrite(self.config.stream_read, self.config.stream_write)
+
+    # ------------------------------------------------------------------ speech -> LLM inputs
+    def speech_embeddings(self, features: torch.Tensor, mel_lengths: torch.Tensor) -> list[torch.Tensor]:
+        """(B, n_mels, T) log-mels -> per utterance, its adapter outputs (n_i, H_llm)."""
+        frames = encode_speech(self.speech_encoder, features, mel_lengths)
+        projected = self.speech_projector(frames)
+        lengths = self.speech_projector.output_lengths(encoder_lengths(mel_lengths))
+        return [projected[i, : int(n)] for i, n in enumerate(lengths)]
+
+    def splice(self, input_ids: list[torch.Tensor], speech: list[torch.Tensor], labels: list[torch.Tensor] | None = None,
+               left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Replace each speech placeholder token, in order, by the next utterance's embeddings and
+        pad the batch. Returns inputs_embeds, attention_mask and (expanded) labels."""
+        embed = self.llm.get_input_embeddings()
+        queue = iter(speech)
+        rows, row_labels = [], []
+        for i, ids in enumerate(input_ids):
+            parts, label_parts = [], []
+            cuts = (ids == self.config.speech_token_id).nonzero().flatten().tolist()
+            start = 0
+            for cut in cuts + [len(ids)]:
+                parts.append(embed(ids[start:cut]))
+                if labels is not None:
+                    label_parts.append(labels[i][start:cut])
+                if cut < len(ids):
+                    utterance = next(queue)
+                    parts.append(utterance.to(parts[-1].dtype))
+                    if labels is not None:
+                        label_parts.append(torch.full((len(utterance),), IGNORE_INDEX, device=ids.device))
+                start = cut + 1
+            rows.append(torch.cat(parts))
+            row_labels.append(torch.cat(label_parts) if labels is not None else None)
+        if next(queue, None) is not None:
+            raise ValueError("more utterances than speech placeholders in the batch")
+        embeds, mask = pad_sequences(rows, left=left_pad)
+        padded_labels = pad_sequences(row_labels, left=left_pad, value=IGNORE_INDEX)[0] if labels is not None else None
+        return embeds, mask, padded_labels
+
+    # ------------------------------------------------------------------ training losses
+    def forward(self, input_ids: list[torch.Tensor], features: torch.Tensor | None = None,
+                mel_lengths: torch.Tensor | None = None, labels: list[torch.Tensor] | None = None,
+                output_hidden_states: bool = False):
+        """Speech-to-text: the LLM over chat prompts with spliced speech; loss on the labels
+        (assistant tokens only: the data path sets everything else to IGNORE_INDEX)."""
+        speech = self.speech_embeddings(features, mel_lengths) if features is not None else []
+        embeds, mask, padded = self.splice(input_ids, speech, labels)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=padded,
+                        output_hidden_states=output_hidden_states)
+
+    def tts_loss(self, text_ids: list[torch.Tensor], units: list[torch.Tensor],
+                 llm_hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Text(-states) -> speech units on read-write interleaved sequences. Without `llm_hidden`
+        this is stage-1 TTS pretraining; with it, stage-2 speech-to-speech (gate fusion)."""
+        generator = self.speech_generator
+        rows, targets = [], []
+        for i, ids in enumerate(text_ids):
+            hidden = None if llm_hidden is None else llm_hidden[i]
+            inputs, target = generator.sequence(generator.text_inputs(ids, hidden), units[i], self.schedule)
+            rows.append(inputs)
+            targets.append(target)
+        embeds, mask = pad_sequences(rows)
+        target = pad_sequences(targets, value=IGNORE_INDEX)[0]
+        logits = generator.model(inputs_embeds=embeds, attention_mask=mask).logits
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def pad_sequences(rows: list[torch.Tensor], left: bool = False, value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack variable-length rows (L_i, ...) into (B, L_max, ...) plus a (B, L_max) attention mask."""
+    longest = max(len(r) for r in rows)
+    out = rows[0].new_full((len(rows), longest, *rows[0].shape[1:]), value)
+    mask = torch.zeros(len(rows), longest, dtype=torch.long, device=rows[0].device)
+    for i, row in enumerate(rows):
+        span = slice(longest - len(row), longest) if left else slice(0, len(row))
+        out[i, span] = row
+        mask[i, span] = 1
+    return out, mask

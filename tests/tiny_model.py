@@ -1,0 +1,34 @@
+"""A tiny OmniModel for tests: every part real, every size small (builds in ~0.1 s)."""
+
+from __future__ import annotations
+
+import torch
+
+from model.configuration_omni import OmniConfig
+from model.modeling_omni import OmniModel
+
+TEXT_VOCAB, UNITS, SPEECH_TOKEN, EOS = 64, 20, 5, 2
+
+
+def tiny_config(**overrides) -> OmniConfig:
+    settings = dict(
+        encoder_config=dict(model_type="whisper", num_mel_bins=16, d_model=32, encoder_layers=2,
+                            encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=100,
+                            decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=10,
+                            bos_token_id=1, eos_token_id=2, pad_token_id=0, decoder_start_token_id=1),
+        llm_config=dict(model_type="qwen2", vocab_size=TEXT_VOCAB, hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                        tie_word_embeddings=False),
+        tts_config=dict(model_type="qwen2", vocab_size=TEXT_VOCAB + UNITS + 1, hidden_size=24, intermediate_size=48,
+                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                        tie_word_embeddings=True),
+        adapter_hidden_size=48, unit_vocab_size=UNITS, stream_read=3, stream_write=4,
+        speech_token_id=SPEECH_TOKEN, eos_token_id=EOS,
+    )
+    settings.update(overrides)
+    return OmniConfig(**settings)
+
+
+def tiny_model(seed: int = 0, **overrides) -> OmniModel:
+    torch.manual_seed(seed)
+    return OmniModel(tiny_config(**overrides)).eval()
