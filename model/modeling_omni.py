@@ -79,7 +79,27 @@ class OmniModel(PreTrainedModel):
                                               config.speech_encoder_ds_rate, config.adapter_hidden_size)
         self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.llm_config)
         self.speech_generator = SpeechGenerator(config, tts_lm)
+        self.speech_encoder.requires_grad_(False)  # frozen in every stage of the paper
         self.post_init()
+
+    @classmethod
+    def from_parts(cls, encoder: str, llm: str, tts: str, unit_vocab_size: int, speech_token_id: int,
+                   eos_token_id: int, **config_kwargs) -> "OmniModel":
+        """First build: each part from its own pretrained source (a local directory, or a hub id
+        where the user has access): a Whisper checkpoint's encoder, a causal LM, and a causal LM
+        for the TTS whose vocabulary is extended by the units and <sep>. Adapter and gate fusion
+        start fresh."""
+        from transformers import WhisperModel
+
+        speech_encoder = WhisperModel.from_pretrained(encoder).get_encoder()
+        language_model = AutoModelForCausalLM.from_pretrained(llm)
+        tts_lm = AutoModelForCausalLM.from_pretrained(tts)
+        text_vocab = language_model.get_input_embeddings().num_embeddings
+        tts_lm.resize_token_embeddings(text_vocab + unit_vocab_size + 1)
+        config = OmniConfig(encoder_config=speech_encoder.config, llm_config=language_model.config,
+                            tts_config=tts_lm.config, unit_vocab_size=unit_vocab_size, text_vocab_size=text_vocab,
+                            speech_token_id=speech_token_id, eos_token_id=eos_token_id, **config_kwargs)
+        return cls(config, speech_encoder=speech_encoder, llm=language_model, tts_lm=tts_lm)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The parts initialise themselves (HF sub-models in their own post_init, torch layers in

@@ -192,3 +192,30 @@ def test_released_checkpoint_names_load(tmp_path):
     assert (loaded.config.stream_read, loaded.config.stream_write) == (3, 4)
     for name in ours:
         assert released_to_ours(ours_to_released(name)) == name
+
+
+def test_first_build_loads_each_part_from_its_own_checkpoint(tmp_path):
+    """Production path, offline: a Whisper checkpoint, an LLM and a TTS LM saved separately (as
+    whisper-large-v3, Qwen2.5-7B and Qwen2.5-0.5B would be), combined and extended."""
+    from transformers import AutoModelForCausalLM, WhisperConfig, WhisperModel
+
+    config = tiny_config()
+    whisper = WhisperModel(WhisperConfig(**config.encoder_config.to_dict()))
+    whisper.save_pretrained(tmp_path / "whisper")
+    llm = AutoModelForCausalLM.from_config(config.llm_config)
+    llm.save_pretrained(tmp_path / "llm")
+    tts_source = AutoModelForCausalLM.from_config(config.llm_config.__class__(**{**config.llm_config.to_dict(),
+                                                                               "hidden_size": 24, "num_attention_heads": 2,
+                                                                               "num_key_value_heads": 1}))
+    tts_source.save_pretrained(tmp_path / "tts")
+    model = OmniModel.from_parts(str(tmp_path / "whisper"), str(tmp_path / "llm"), str(tmp_path / "tts"),
+                                 unit_vocab_size=UNITS, speech_token_id=SPEECH_TOKEN, eos_token_id=EOS)
+    assert torch.equal(model.speech_encoder.conv1.weight, whisper.encoder.conv1.weight)
+    assert torch.equal(model.llm.lm_head.weight, llm.lm_head.weight)
+    tts_embed = model.speech_generator.model.get_input_embeddings().weight
+    assert tts_embed.shape[0] == model.config.tts_vocab_size == TEXT_VOCAB + UNITS + 1
+    assert torch.equal(tts_embed[:TEXT_VOCAB], tts_source.get_input_embeddings().weight)
+    assert not any(p.requires_grad for p in model.speech_encoder.parameters())
+    model.save_pretrained(tmp_path / "omni")
+    reloaded = OmniModel.from_pretrained(tmp_path / "omni")
+    assert torch.equal(reloaded.speech_generator.model.get_input_embeddings().weight, tts_embed)
