@@ -139,6 +139,16 @@ def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(f"speech dataset: {summary['speech_version']} in {resolved.store.url}")
 
 
+@app.command("tokenize-units")
+def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Tokenize a speech version's turns into discrete units (fitting the k-means tokenizer once)."""
+    resolved = load(config, set_)
+    from flows.tokenize_units import tokenize_units as flow
+
+    summary = flow(resolved)
+    typer.echo(f"units: {summary['units_version']} (tokenizer {summary['tokenizer_version']}) in {resolved.store.url}")
+
+
 OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no telemetry calls from an offline machine
     "DO_NOT_TRACK": "1",

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from omniforge.config.base import Section
 from omniforge.config.build import BuildConfig
+from omniforge.config.units import UnitsConfig
 
 
 class StoreConfig(Section):
@@ -43,3 +44,4 @@ class PipelineConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig, description="Artifact store.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     build: BuildConfig = Field(default_factory=BuildConfig, description="Spoken-dialogue build.")
+    units: UnitsConfig = Field(default_factory=UnitsConfig, description="Speech units.")

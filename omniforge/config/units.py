@@ -1,0 +1,42 @@
+"""Settings of the speech-unit stage (speech version -> tokenizer -> units version)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from omniforge.config.base import Section
+
+
+class KMeansConfig(Section):
+    """The offline default tokenizer: log-mel frames at 25 Hz clustered by k-means."""
+
+    k: int = Field(256, ge=2, description="Number of units (clusters).")
+    iterations: int = Field(30, ge=1, description="Lloyd iterations at most.")
+    seed: int = Field(0, description="Seed of the k-means++ initialisation and of the frame sample.")
+    max_fit_frames: int = Field(60000, ge=100, description="Frames sampled from the speech to fit on.")
+    n_mels: int = Field(80, ge=8, description="Log-mel bins per frame.")
+    n_fft: int = Field(1024, ge=64, description="FFT size (the window) of each 40 ms hop.")
+
+
+class S3TokenizerConfig(Section):
+    """CosyVoice 2's supervised semantic tokenizer (25 Hz, 6561 codes) through `s3tokenizer`."""
+
+    model_dir: str | None = Field(None, description="Local folder holding speech_tokenizer_v2_25hz weights.")
+    model_name: str = Field("speech_tokenizer_v2_25hz", description="Model name inside model_dir.")
+
+
+class UnitsConfig(Section):
+    """The `tokenize_units` flow."""
+
+    name: str = Field("demo", description="Name of the units (units/NAME) and tokenizer (tokenizer/NAME) artifacts.")
+    speech: str = Field("speech/demo", description="Speech version to tokenize: speech/NAME[@version] (latest if none).")
+    backend: Literal["kmeans", "s3"] = Field("kmeans", description="Tokenizer backend.")
+    frame_rate: int = Field(25, description="Units per second (CosyVoice 2's rate).")
+    roles: list[Literal["user", "assistant"]] = Field(default_factory=lambda: ["assistant"],
+                                                      description="Turns to tokenize (the TTS LM learns the assistant's).")
+    kmeans: KMeansConfig = Field(default_factory=KMeansConfig, description="k-means tokenizer settings.")
+    s3: S3TokenizerConfig = Field(default_factory=S3TokenizerConfig, description="S3 tokenizer settings.")
+    workers: int = Field(1, ge=1, description="Ray workers tokenizing in parallel.")
+    batch_size: int = Field(32, ge=1, description="Utterances per call to a worker.")

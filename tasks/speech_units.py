@@ -1,0 +1,190 @@
+"""Speech -> discrete units: get a tokenizer version (fit the k-means default, or describe the S3
+tokenizer), tokenize the chosen turns on Ray workers, publish a `units` version whose lineage
+points at the speech and tokenizer versions.
+
+A tokenizer version is reused whenever one with the same settings exists, so a grown dataset keeps
+its unit vocabulary; a units version reuses the shards of the previous one made with the same
+tokenizer, so only new utterances are tokenized.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFrontend, fit_kmeans
+from omniforge.config.units import S3TokenizerConfig, UnitsConfig
+from storage import ArtifactStore, Kind, Manifest
+from storage.audio import decode_audio
+
+UNITS_SCHEMA = pa.schema([
+    ("utterance_id", pa.string()), ("dialogue_id", pa.string()), ("turn_index", pa.int32()),
+    ("role", pa.string()), ("key", pa.string()), ("units", pa.list_(pa.int32())), ("n_units", pa.int32()),
+    ("duration", pa.float32()),
+])
+ROW_COLUMNS = ["utterance_id", "dialogue_id", "turn_index", "role", "key", "duration", "audio"]
+
+
+class TokenizerUnavailable(RuntimeError):
+    """The configured tokenizer cannot run here; the message says what is missing."""
+
+
+def speech_rows(store: ArtifactStore, speech: Manifest, roles: list[str], columns: list[str] = ROW_COLUMNS
+                ) -> Iterator[dict]:
+    for batch in store.iter_batches(speech, columns=columns):
+        for row in batch.to_pylist():
+            if row["role"] in roles:
+                yield row
+
+
+def frontend_settings(config: UnitsConfig) -> FrontendSettings:
+    return FrontendSettings(frame_rate=config.frame_rate, n_mels=config.kmeans.n_mels, n_fft=config.kmeans.n_fft)
+
+
+def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig) -> tuple[KMeansUnitTokenizer, int]:
+    """Fit k-means on a seeded sample of the speech's frames; returns it and the frames it saw."""
+    settings = frontend_settings(config)
+    frontend = LogMelFrontend(settings)
+    frames = []
+    for row in speech_rows(store, speech, config.roles, ["role", "audio"]):
+        wave, rate = decode_audio(row["audio"]["bytes"])
+        if rate != settings.sample_rate:
+            raise ValueError(f"speech must be {settings.sample_rate} Hz for the tokenizer, got {rate} Hz")
+        frames.append(frontend(torch.from_numpy(wave)))
+    points = torch.cat(frames)
+    if len(points) > config.kmeans.max_fit_frames:
+        chosen = torch.randperm(len(points), generator=torch.Generator().manual_seed(config.kmeans.seed))
+        points = points[chosen[: config.kmeans.max_fit_frames]]
+    centroids = fit_kmeans(points, config.kmeans.k, config.kmeans.seed, config.kmeans.iterations)
+    return KMeansUnitTokenizer(settings, centroids), len(points)
+
+
+def tokenizer_settings(config: UnitsConfig) -> dict:
+    """What decides a tokenizer's units (its version is reused when these match)."""
+    detail = config.kmeans if config.backend == "kmeans" else config.s3
+    return {"backend": config.backend, "frame_rate": config.frame_rate, "roles": config.roles,
+            config.backend: detail.model_dump(mode="json")}
+
+
+def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfig, flow_run_id: str | None) -> Manifest:
+    from omniforge.hashing import stable_hash
+
+    settings = tokenizer_settings(config)
+    settings_hash = stable_hash(settings)
+    for version in reversed(store.versions(Kind.tokenizer, config.name)):
+        existing = store.manifest(f"tokenizer/{config.name}@{version}")
+        if existing.config_hash == settings_hash:
+            return existing
+    writer = store.writer(Kind.tokenizer, config.name, parents=[speech], config=settings,
+                          config_hash=settings_hash, flow_run_id=flow_run_id)
+    if config.backend == "kmeans":
+        tokenizer, fit_frames = fit_tokenizer(store, speech, config)
+        writer.add_file("centroids.safetensors", save_safetensors({"centroids": tokenizer.centroids.contiguous()}))
+        writer.add_file("tokenizer.json", json.dumps(tokenizer.describe(), indent=2).encode())
+        writer.stats.update(vocab_size=tokenizer.vocab_size, fit_frames=fit_frames, frame_rate=config.frame_rate)
+    else:
+        S3UnitTokenizer(config.s3)  # fails here, clearly, if the weights are absent
+        writer.add_file("tokenizer.json", json.dumps(settings, indent=2).encode())
+        writer.stats.update(vocab_size=S3UnitTokenizer.VOCAB_SIZE, frame_rate=config.frame_rate)
+    return writer.publish()
+
+
+def tokenizer_state(store: ArtifactStore, manifest: Manifest) -> dict:
+    """What a worker needs to rebuild the tokenizer (plain data, cheap to ship to Ray actors)."""
+    description = json.loads(store.read_bytes(manifest.files["tokenizer.json"].path))
+    state = {"description": description}
+    if "centroids.safetensors" in manifest.files:
+        state["centroids"] = load_safetensors(store.read_bytes(manifest.files["centroids.safetensors"].path))["centroids"]
+    return state
+
+
+def build_tokenizer(state: dict):
+    description = state["description"]
+    if description["backend"] == "kmeans":
+        fields = {k: description[k] for k in ("sample_rate", "frame_rate", "n_mels", "n_fft", "fmax")}
+        return KMeansUnitTokenizer(FrontendSettings(**fields), state["centroids"])
+    return S3UnitTokenizer(S3TokenizerConfig.model_validate(description["s3"]))
+
+
+class S3UnitTokenizer:
+    """CosyVoice 2's S3 tokenizer v2 (25 Hz, 6561 FSQ codes) run by the `s3tokenizer` package,
+    with weights from a local folder (never downloaded at run time)."""
+
+    VOCAB_SIZE = 6561
+    frame_rate = 25
+
+    def __init__(self, config: S3TokenizerConfig) -> None:
+        from pathlib import Path
+
+        if not config.model_dir or not Path(config.model_dir).is_dir():
+            raise TokenizerUnavailable(f"S3 tokenizer weights not found: set units.s3.model_dir to a folder holding "
+                                       f"{config.model_name} (got {config.model_dir!r})")
+        try:
+            import s3tokenizer
+        except Exception as err:  # noqa: BLE001 - it imports torchaudio, which may not load
+            raise TokenizerUnavailable(f"the s3tokenizer package cannot be imported here ({err})") from err
+        self.s3 = s3tokenizer
+        self.model = s3tokenizer.load_model(config.model_name, download_root=config.model_dir).eval()
+        self.vocab_size = self.VOCAB_SIZE
+
+    @torch.no_grad()
+    def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        mels, lengths = self.s3.padding([self.s3.log_mel_spectrogram(w) for w in waves])
+        codes, code_lengths = self.model.quantize(mels, lengths)
+        return [codes[i, : int(n)] for i, n in enumerate(code_lengths)]
+
+
+class UnitWorker:
+    """Runs in a Ray actor (or inline): encoded audio bytes in, unit rows out."""
+
+    def __init__(self, state: dict, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.tokenizer = build_tokenizer(state)
+
+    def run(self, rows: list[dict]) -> list[dict]:
+        waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
+        out = []
+        for row, units in zip(rows, self.tokenizer.encode(waves)):
+            fields = {k: row[k] for k in ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")}
+            out.append({**fields, "units": units.to(torch.int32).tolist(), "n_units": len(units)})
+        return out
+
+
+def tokenize_on_ray(rows: list[dict], state: dict, config: UnitsConfig, on_result: Callable[[list[dict]], None]) -> None:
+    """Tokenize `rows` on `config.workers` Ray actors (needs a Ray session)."""
+    import ray
+    from ray.util import ActorPool
+
+    actor = ray.remote(UnitWorker).options(num_cpus=1)
+    workers = [actor.remote(state) for _ in range(min(config.workers, max(1, len(rows))))]
+    batches = [rows[i:i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
+    try:
+        for result in ActorPool(workers).map_unordered(lambda w, batch: w.run.remote(batch), batches):
+            on_result(result)
+    finally:
+        for worker in workers:
+            ray.kill(worker)
+
+
+def units_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(sorted(rows, key=lambda r: (r["dialogue_id"], r["turn_index"])), schema=UNITS_SCHEMA)
+
+
+def previous_units(store: ArtifactStore, name: str) -> Manifest | None:
+    version = store.latest(Kind.units, name)
+    return None if version is None else store.manifest(f"units/{name}@{version}")
+
+
+def unit_stats(table: pa.Table, vocab_size: int) -> dict:
+    lengths = table.column("n_units").to_numpy()
+    seconds = float(np.sum(table.column("duration").to_numpy()))
+    used = len({u for units in table.column("units").to_pylist() for u in units})
+    return {"utterances": table.num_rows, "units": int(lengths.sum()), "seconds": round(seconds, 2),
+            "units_per_second": round(float(lengths.sum()) / seconds, 3) if seconds else 0.0,
+            "vocab_size": vocab_size, "vocab_used": used}

@@ -1,0 +1,85 @@
+"""The steps of the units stage, as plain functions the flow wraps in Prefect tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from omniforge.config import PipelineConfig
+from storage import ArtifactRef, ArtifactStore, Kind, Manifest
+from tasks.ray_runtime import ray_session
+from tasks.speech_units import (ROW_COLUMNS, previous_units, speech_rows, tokenize_on_ray, tokenizer_state,
+                                unit_stats, units_table)
+
+
+@dataclass
+class UnitsPlan:
+    speech: Manifest
+    tokenizer: Manifest
+    todo: list[dict]
+    reuse: Manifest | None
+
+
+def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, config: PipelineConfig) -> UnitsPlan:
+    """Rows still to tokenize; the previous units version is reused when it was made with the same
+    tokenizer and all its rows are still in the speech version, unchanged."""
+    wanted = {r["utterance_id"]: r["key"] for r in speech_rows(store, speech, config.units.roles, ["utterance_id", "role", "key"])}
+    previous = previous_units(store, config.units.name)
+    reuse = None
+    if previous is not None and tokenizer.ref() in [p.ref() for p in previous.parents]:
+        old = store.read_table(previous, columns=["utterance_id", "key"]).to_pylist()
+        if all(wanted.get(r["utterance_id"]) == r["key"] for r in old):
+            reuse = previous
+    done = set() if reuse is None else set(store.read_table(reuse, columns=["utterance_id"]).column("utterance_id").to_pylist())
+    todo = [r for r in speech_rows(store, speech, config.units.roles, ROW_COLUMNS) if r["utterance_id"] not in done]
+    return UnitsPlan(speech, tokenizer, todo, reuse)
+
+
+def tokenize(plan: UnitsPlan, store: ArtifactStore, config: PipelineConfig) -> list[dict]:
+    if not plan.todo:
+        return []
+    results: list[dict] = []
+    state = tokenizer_state(store, plan.tokenizer)
+    with ray_session(config.ray), tqdm(total=len(plan.todo), desc="tokenizing", unit="utt") as bar:
+        def on_result(rows: list[dict]) -> None:
+            results.extend(rows)
+            bar.update(len(rows))
+
+        tokenize_on_ray(plan.todo, state, config.units, on_result)
+    return results
+
+
+def publish_units(store: ArtifactStore, plan: UnitsPlan, rows: list[dict], config: PipelineConfig,
+                  flow_run_id: str | None) -> tuple[Manifest, bool]:
+    """Returns the units version and whether it is new."""
+    parents = [plan.speech.ref(), plan.tokenizer.ref()]
+    if plan.reuse is not None and not rows and [p.ref() for p in plan.reuse.parents][:2] == parents:
+        return plan.reuse, False
+    writer = store.writer(Kind.units, config.units.name, parents=[plan.speech, plan.tokenizer]
+                          + ([plan.reuse] if plan.reuse is not None else []),
+                          config=config.units.model_dump(mode="json"), config_hash=config.units.hash(),
+                          flow_run_id=flow_run_id)
+    if plan.reuse is not None:
+        writer.reuse_shards("data", plan.reuse)
+    if rows or plan.reuse is None:
+        writer.write_table("data", units_table(rows))
+    columns = ["units", "n_units", "duration"]
+    parts = [store.read_table(plan.reuse, columns=columns)] if plan.reuse is not None else []
+    whole = pa.concat_tables(parts + [units_table(rows).select(columns)])
+    writer.stats.update(unit_stats(whole, plan.tokenizer.stats["vocab_size"]), tokenized_this_run=len(rows),
+                        reused_rows=whole.num_rows - len(rows))
+    return writer.publish(), True
+
+
+def resolve_speech(store: ArtifactStore, config: PipelineConfig) -> Manifest:
+    return store.manifest(store.resolve(ArtifactRef.parse(config.units.speech)))
+
+
+def summary_markdown(units: Manifest, new: bool) -> str:
+    s = units.stats
+    lines = [f"# Speech units: {units.ref()}" + ("" if new else " (up to date, nothing new)"), "", "| | |", "|---|---|"]
+    lines += [f"| {k.replace('_', ' ')} | {s[k]} |" for k in ("utterances", "units", "seconds", "units_per_second",
+                                                             "vocab_size", "vocab_used", "tokenized_this_run", "reused_rows")]
+    return "\n".join(lines)
