@@ -149,6 +149,22 @@ def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(f"units: {summary['units_version']} (tokenizer {summary['tokenizer_version']}) in {resolved.store.url}")
 
 
+@app.command("units-roundtrip")
+def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
+                    limit: Annotated[int, typer.Option(help="Utterances to score.")] = 20) -> None:
+    """Speech -> units -> speech on the latest units version: trains (or reuses) the units -> audio
+    decoder, then scores original and resynthesized speech (ASR WER vs the text, DNSMOS)."""
+    resolved = load(config, set_)
+    from storage import store_from_config
+    from tasks.units_roundtrip import decoder_version, open_decoder, roundtrip
+
+    store = store_from_config(resolved.store)
+    units = store.manifest(f"units/{resolved.units.name}")
+    decoder = decoder_version(store, units, resolved.units)
+    report = roundtrip(store, units, open_decoder(store, decoder), limit)
+    typer.echo(json.dumps({"units": str(units.ref()), "decoder": str(decoder.ref()), **report}, indent=2))
+
+
 OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no telemetry calls from an offline machine
     "DO_NOT_TRACK": "1",

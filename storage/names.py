@@ -14,6 +14,7 @@ class Kind(str, Enum):
     speech = "speech"
     units = "units"
     tokenizer = "tokenizer"
+    decoder = "decoder"
     checkpoint = "checkpoint"
     eval = "eval"
 

