@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from transformers.audio_utils import mel_filter_bank
+
+from model.mel import MelSpectrogram
 
 
 @dataclass(frozen=True)
@@ -32,19 +33,17 @@ class FrontendSettings:
 
 
 class LogMelFrontend(nn.Module):
+    """Power log-mel per 40 ms hop (zero padding at the edges, so any length works)."""
+
     def __init__(self, settings: FrontendSettings) -> None:
         super().__init__()
         self.settings = settings
-        filters = mel_filter_bank(1 + settings.n_fft // 2, settings.n_mels, 0.0, settings.fmax, settings.sample_rate,
-                                  norm="slaney", mel_scale="slaney")
-        self.register_buffer("filters", torch.tensor(filters, dtype=torch.float32), persistent=False)
-        self.register_buffer("window", torch.hann_window(settings.n_fft), persistent=False)
+        self.mel = MelSpectrogram(settings.sample_rate, settings.n_fft, settings.hop, settings.n_mels, settings.fmax,
+                                  power=2.0, pad_mode="constant")
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(samples,) float wave -> (frames, n_mels) log-mel, per-utterance mean removed."""
-        spec = torch.stft(wave, self.settings.n_fft, self.settings.hop, window=self.window, center=True, pad_mode="constant",
-                          return_complex=True).abs() ** 2
-        mel = torch.log10((spec.T @ self.filters).clamp(min=1e-10))
+        mel = torch.log10(self.mel(wave).T.clamp(min=1e-10))
         return mel - mel.mean(dim=0, keepdim=True)
 
 

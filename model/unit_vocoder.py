@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.audio_utils import mel_filter_bank
+
+from model.mel import MelSpectrogram
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,12 @@ class HifiMel(nn.Module):
     def __init__(self, grid: MelGrid) -> None:
         super().__init__()
         self.grid = grid
-        filters = mel_filter_bank(1 + grid.n_fft // 2, grid.n_mels, 0.0, grid.fmax, grid.sample_rate,
-                                  norm="slaney", mel_scale="slaney")
-        self.register_buffer("filters", torch.tensor(filters, dtype=torch.float32), persistent=False)
-        self.register_buffer("window", torch.hann_window(grid.n_fft), persistent=False)
+        self.mel = MelSpectrogram(grid.sample_rate, grid.n_fft, grid.hop, grid.n_mels, grid.fmax, power=1.0,
+                                  pad_mode="reflect")
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(samples,) -> (n_mels, samples // hop + 1)."""
-        magnitude = torch.stft(wave, self.grid.n_fft, self.grid.hop, window=self.window, center=True,
-                               pad_mode="reflect", return_complex=True).abs()
-        return torch.log((self.filters.T @ magnitude).clamp(min=1e-7))
+        return torch.log(self.mel(wave).clamp(min=1e-7))
 
 
 @dataclass(frozen=True)

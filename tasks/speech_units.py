@@ -22,6 +22,7 @@ from model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFr
 from omniforge.config.units import S3TokenizerConfig, UnitsConfig
 from storage import ArtifactStore, Kind, Manifest
 from storage.audio import decode_audio
+from tasks.ray_runtime import map_on_actors
 
 UNITS_SCHEMA = pa.schema([
     ("utterance_id", pa.string()), ("dialogue_id", pa.string()), ("turn_index", pa.int32()),
@@ -158,18 +159,7 @@ class UnitWorker:
 
 def tokenize_on_ray(rows: list[dict], state: dict, config: UnitsConfig, on_result: Callable[[list[dict]], None]) -> None:
     """Tokenize `rows` on `config.workers` Ray actors (needs a Ray session)."""
-    import ray
-    from ray.util import ActorPool
-
-    actor = ray.remote(UnitWorker).options(num_cpus=1)
-    workers = [actor.remote(state) for _ in range(min(config.workers, max(1, len(rows))))]
-    batches = [rows[i:i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
-    try:
-        for result in ActorPool(workers).map_unordered(lambda w, batch: w.run.remote(batch), batches):
-            on_result(result)
-    finally:
-        for worker in workers:
-            ray.kill(worker)
+    map_on_actors(UnitWorker, (state,), rows, config.batch_size, config.workers, on_result)
 
 
 def units_table(rows: list[dict]) -> pa.Table:

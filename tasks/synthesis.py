@@ -17,6 +17,7 @@ from omniforge.config.build import BuildConfig, TTSConfig, ValidationConfig, Voi
 from storage.audio import decode_audio, encode_audio
 from tasks.audio_checks import AudioRejected, check_audio
 from tasks.audio_ops import join_segments, resample
+from tasks.ray_runtime import map_on_actors
 from tasks.tts import EngineSet
 
 log = logging.getLogger(__name__)
@@ -93,20 +94,9 @@ def make_worker(config: BuildConfig) -> SynthesisWorker:
 def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> float:
     """Run `jobs` on `config.synthesis.workers` Ray actors; call `on_result` with each finished
     batch, in completion order. Needs a Ray session (tasks.ray_runtime). Returns the wall time."""
-    import ray
-    from ray.util import ActorPool
-
     settings = config.synthesis
-    actor = ray.remote(SynthesisWorker).options(num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker)
     threads = max(1, int(settings.cpus_per_worker))
-    workers = [actor.remote(config.tts, config.validation, config.sample_rate, config.text.segment_pause_s, threads)
-               for _ in range(min(settings.workers, max(1, len(jobs))))]
-    batches = [jobs[i:i + settings.batch_size] for i in range(0, len(jobs), settings.batch_size)]
     start = time.perf_counter()
-    try:
-        for rows in ActorPool(workers).map_unordered(lambda w, batch: w.run.remote(batch), batches):
-            on_result(rows)
-    finally:
-        for worker in workers:
-            ray.kill(worker)
+    map_on_actors(SynthesisWorker, (config.tts, config.validation, config.sample_rate, config.text.segment_pause_s, threads),
+                  jobs, settings.batch_size, settings.workers, on_result, settings.cpus_per_worker, settings.gpus_per_worker)
     return time.perf_counter() - start

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from model.gate_fusion import GateFusion
 from model.modeling_omni import IGNORE_INDEX, OmniModel
-from model.read_write import ReadWrite, Slot, interleave
+from model.read_write import ReadWrite, interleave
 from model.reference_generation import generate_reference
 from model.released_checkpoint import export_released_state, load_released, ours_to_released, released_to_ours
 from model.speech_adapter import SpeechAdapter

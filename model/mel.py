@@ -1,0 +1,24 @@
+"""One mel spectrogram module for every mel this project computes (they differ only in settings)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.audio_utils import mel_filter_bank
+
+
+class MelSpectrogram(nn.Module):
+    """Slaney mel filters over an STFT; returns (n_mels, frames), frames = samples // hop + 1."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmax: float, power: float,
+                 pad_mode: str) -> None:
+        super().__init__()
+        self.n_fft, self.hop, self.power, self.pad_mode = n_fft, hop, power, pad_mode
+        filters = mel_filter_bank(1 + n_fft // 2, n_mels, 0.0, fmax, sample_rate, norm="slaney", mel_scale="slaney")
+        self.register_buffer("filters", torch.tensor(filters, dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode=self.pad_mode,
+                              return_complex=True).abs() ** self.power
+        return self.filters.T @ spectrum
