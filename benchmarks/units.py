@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from benchmarks.common import report, result_row  # noqa: E402
 from omniforge.config import load_pipeline_config  # noqa: E402
 from storage import store_from_config  # noqa: E402
+from storage.audio import decode_audio  # noqa: E402
 
 
 def replicate_speech(store, copies: int) -> str:
@@ -51,7 +52,7 @@ def main() -> None:
 
     from flows.build_dialogues import build_dialogues
     from flows.tokenize_units import tokenize_units
-    from tasks.speech_units import UnitWorker, speech_rows, tokenizer_state, tokenizer_version
+    from tasks.speech_units import UnitWorker, shard_tasks, speech_rows, tokenizer_state, tokenizer_version
 
     root = tempfile.mkdtemp()
     base = [f"store.url={root}/store", "build.source.demo.dialogues=40", "units.kmeans.k=128", "ray.num_cpus=2"]
@@ -63,15 +64,16 @@ def main() -> None:
     tokenizer = tokenizer_version(store, speech, config.units, None)  # fitted once, outside the timings
 
     torch.set_num_threads(1)
-    worker = UnitWorker(tokenizer_state(store, tokenizer))
-    start = time.perf_counter()  # the bare loop reads the shards too, as the flow must
+    worker = UnitWorker(tokenizer_state(store, tokenizer), store.url, store.options)
+    tasks = shard_tasks(store, speech, ["assistant"], set(), config.units.batch_size)
+    start = time.perf_counter()  # the same work as the flow's workers: read shards, decode, tokenize
+    for task in tasks:
+        worker.run([task])
+    bare_seconds = time.perf_counter() - start
     rows = list(speech_rows(store, speech, ["assistant"]))
-    for i in range(0, len(rows), config.units.batch_size):
-        worker.run(rows[i:i + config.units.batch_size])
-    bare = sum(r["duration"] for r in rows) / (time.perf_counter() - start)
     audio_seconds = sum(r["duration"] for r in rows)
-    waves = [torch.from_numpy(__import__("storage.audio", fromlist=["decode_audio"]).decode_audio(r["audio"]["bytes"])[0])
-             for r in rows]
+    bare = audio_seconds / bare_seconds
+    waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
     start = time.perf_counter()
     worker.tokenizer.encode(waves)
     encode_only = audio_seconds / (time.perf_counter() - start)

@@ -128,7 +128,7 @@ class ArtifactStore:
 
     def read_table(self, manifest: Manifest, table: str = "data", columns: list[str] | None = None) -> pa.Table:
         entry = self._table(manifest, table)
-        parts = [self._read_shard(s.path, columns) for s in entry.shards]
+        parts = [self.read_shard(s.path, columns) for s in entry.shards]
         if not parts:
             return pa.table({})
         return pa.concat_tables(parts)
@@ -141,7 +141,7 @@ class ArtifactStore:
             reader = pq.ParquetFile(pa.BufferReader(self.fs.cat_file(self.path(shard.path))))
             yield from reader.iter_batches(batch_size=batch_size, columns=columns)
 
-    def _read_shard(self, relative: str, columns: list[str] | None) -> pa.Table:
+    def read_shard(self, relative: str, columns: list[str] | None = None) -> pa.Table:
         return read_parquet_bytes(self.fs.cat_file(self.path(relative)), columns)
 
     @staticmethod

@@ -142,13 +142,24 @@ class S3UnitTokenizer:
 
 
 class UnitWorker:
-    """Runs in a Ray actor (or inline): encoded audio bytes in, unit rows out."""
+    """Runs in a Ray actor (or inline): reads its utterances from the store's shards itself, so
+    audio never travels through the driver, and returns unit rows."""
 
-    def __init__(self, state: dict, threads: int = 1) -> None:
+    def __init__(self, state: dict, store_url: str, store_options: dict, threads: int = 1) -> None:
         torch.set_num_threads(threads)
         self.tokenizer = build_tokenizer(state)
+        self.store = ArtifactStore(store_url, store_options)
+        self._shard: tuple[str, dict] | None = None
 
-    def run(self, rows: list[dict]) -> list[dict]:
+    def _rows(self, shard: str) -> dict[str, dict]:
+        if self._shard is None or self._shard[0] != shard:
+            table = self.store.read_shard(shard, ROW_COLUMNS)
+            self._shard = (shard, {r["utterance_id"]: r for r in table.to_pylist()})
+        return self._shard[1]
+
+    def run(self, tasks: list[dict]) -> list[dict]:
+        """tasks: [{"shard": path in the store, "ids": [utterance ids]}]."""
+        rows = [self._rows(task["shard"])[uid] for task in tasks for uid in task["ids"]]
         waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
         out = []
         for row, units in zip(rows, self.tokenizer.encode(waves)):
@@ -157,9 +168,28 @@ class UnitWorker:
         return out
 
 
-def tokenize_on_ray(rows: list[dict], state: dict, config: UnitsConfig, on_result: Callable[[list[dict]], None]) -> None:
-    """Tokenize `rows` on `config.workers` Ray actors (needs a Ray session)."""
-    map_on_actors(UnitWorker, (state,), rows, config.batch_size, config.workers, on_result)
+def shard_tasks(store: ArtifactStore, speech: Manifest, roles: list[str], skip: set[str], batch_size: int) -> list[dict]:
+    """The utterances to tokenize, as (shard, ids) tasks of at most `batch_size` utterances."""
+    tasks = []
+    for shard in speech.tables["data"].shards:
+        table = store.read_shard(shard.path, ["utterance_id", "role"])
+        ids = [u for u, role in zip(table.column("utterance_id").to_pylist(), table.column("role").to_pylist())
+               if role in roles and u not in skip]
+        tasks += [{"shard": shard.path, "ids": ids[i:i + batch_size]} for i in range(0, len(ids), batch_size)]
+    return tasks
+
+
+def tokenize_tasks(tasks: list[dict], state: dict, store: ArtifactStore, config: UnitsConfig,
+                   on_result: Callable[[list[dict]], None]) -> None:
+    """Tokenize on `config.workers` Ray actors (needs a Ray session). A memory:// store lives in
+    this process only, so there the work runs inline."""
+    args = (state, store.url, store.options)
+    if store.url.startswith("memory://"):
+        worker = UnitWorker(*args)
+        for task in tasks:
+            on_result(worker.run([task]))
+        return
+    map_on_actors(UnitWorker, args, tasks, 1, config.workers, on_result)
 
 
 def units_table(rows: list[dict]) -> pa.Table:

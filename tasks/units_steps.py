@@ -10,7 +10,7 @@ from tqdm import tqdm
 from omniforge.config import PipelineConfig
 from storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from tasks.ray_runtime import ray_session
-from tasks.speech_units import (ROW_COLUMNS, previous_units, speech_rows, tokenize_on_ray, tokenizer_state,
+from tasks.speech_units import (previous_units, shard_tasks, speech_rows, tokenize_tasks, tokenizer_state,
                                 unit_stats, units_table)
 
 
@@ -18,8 +18,12 @@ from tasks.speech_units import (ROW_COLUMNS, previous_units, speech_rows, tokeni
 class UnitsPlan:
     speech: Manifest
     tokenizer: Manifest
-    todo: list[dict]
+    todo: list[dict]  # (shard, utterance ids) tasks
     reuse: Manifest | None
+
+    @property
+    def utterances(self) -> int:
+        return sum(len(task["ids"]) for task in self.todo)
 
 
 def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, config: PipelineConfig) -> UnitsPlan:
@@ -33,7 +37,7 @@ def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, conf
         if all(wanted.get(r["utterance_id"]) == r["key"] for r in old):
             reuse = previous
     done = set() if reuse is None else set(store.read_table(reuse, columns=["utterance_id"]).column("utterance_id").to_pylist())
-    todo = [r for r in speech_rows(store, speech, config.units.roles, ROW_COLUMNS) if r["utterance_id"] not in done]
+    todo = shard_tasks(store, speech, config.units.roles, done, config.units.batch_size)
     return UnitsPlan(speech, tokenizer, todo, reuse)
 
 
@@ -42,12 +46,12 @@ def tokenize(plan: UnitsPlan, store: ArtifactStore, config: PipelineConfig) -> l
         return []
     results: list[dict] = []
     state = tokenizer_state(store, plan.tokenizer)
-    with ray_session(config.ray), tqdm(total=len(plan.todo), desc="tokenizing", unit="utt") as bar:
+    with ray_session(config.ray), tqdm(total=plan.utterances, desc="tokenizing", unit="utt") as bar:
         def on_result(rows: list[dict]) -> None:
             results.extend(rows)
             bar.update(len(rows))
 
-        tokenize_on_ray(plan.todo, state, config.units, on_result)
+        tokenize_tasks(plan.todo, state, store, config.units, on_result)
     return results
 
 
