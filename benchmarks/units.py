@@ -52,7 +52,8 @@ def main() -> None:
 
     from flows.build_dialogues import build_dialogues
     from flows.tokenize_units import tokenize_units
-    from tasks.speech_units import UnitWorker, shard_tasks, speech_rows, tokenizer_state, tokenizer_version
+    from tasks.speech_units import (UnitWorker, shard_index, shard_tasks, speech_rows, tokenizer_state,
+                                    tokenizer_version)
 
     root = tempfile.mkdtemp()
     base = [f"store.url={root}/store", "build.source.demo.dialogues=40", "units.kmeans.k=128", "ray.num_cpus=2"]
@@ -65,7 +66,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     worker = UnitWorker(tokenizer_state(store, tokenizer), store.url, store.options)
-    tasks = shard_tasks(store, speech, ["assistant"], set(), config.units.batch_size)
+    tasks = shard_tasks(shard_index(store, speech, ["assistant"]), set(), config.units.batch_size)
     start = time.perf_counter()  # the same work as the flow's workers: read shards, decode, tokenize
     for task in tasks:
         worker.run([task])

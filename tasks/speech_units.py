@@ -168,14 +168,22 @@ class UnitWorker:
         return out
 
 
-def shard_tasks(store: ArtifactStore, speech: Manifest, roles: list[str], skip: set[str], batch_size: int) -> list[dict]:
+def shard_index(store: ArtifactStore, speech: Manifest, roles: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Per shard, the (utterance id, content key) of its rows in `roles` (small columns only)."""
+    index = []
+    for shard in speech.tables["data"].shards:
+        table = store.read_shard(shard.path, ["utterance_id", "role", "key"])
+        rows = zip(*(table.column(c).to_pylist() for c in ("utterance_id", "role", "key")))
+        index.append((shard.path, [(uid, key) for uid, role, key in rows if role in roles]))
+    return index
+
+
+def shard_tasks(index: list[tuple[str, list[tuple[str, str]]]], skip: set[str], batch_size: int) -> list[dict]:
     """The utterances to tokenize, as (shard, ids) tasks of at most `batch_size` utterances."""
     tasks = []
-    for shard in speech.tables["data"].shards:
-        table = store.read_shard(shard.path, ["utterance_id", "role"])
-        ids = [u for u, role in zip(table.column("utterance_id").to_pylist(), table.column("role").to_pylist())
-               if role in roles and u not in skip]
-        tasks += [{"shard": shard.path, "ids": ids[i:i + batch_size]} for i in range(0, len(ids), batch_size)]
+    for shard, rows in index:
+        ids = [uid for uid, _ in rows if uid not in skip]
+        tasks += [{"shard": shard, "ids": ids[i:i + batch_size]} for i in range(0, len(ids), batch_size)]
     return tasks
 
 

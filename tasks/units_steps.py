@@ -10,7 +10,7 @@ from tqdm import tqdm
 from omniforge.config import PipelineConfig
 from storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from tasks.ray_runtime import ray_session
-from tasks.speech_units import (previous_units, shard_tasks, speech_rows, tokenize_tasks, tokenizer_state,
+from tasks.speech_units import (previous_units, shard_index, shard_tasks, tokenize_tasks, tokenizer_state,
                                 unit_stats, units_table)
 
 
@@ -29,7 +29,8 @@ class UnitsPlan:
 def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, config: PipelineConfig) -> UnitsPlan:
     """Rows still to tokenize; the previous units version is reused when it was made with the same
     tokenizer and all its rows are still in the speech version, unchanged."""
-    wanted = {r["utterance_id"]: r["key"] for r in speech_rows(store, speech, config.units.roles, ["utterance_id", "role", "key"])}
+    index = shard_index(store, speech, config.units.roles)
+    wanted = {uid: key for _, rows in index for uid, key in rows}
     previous = previous_units(store, config.units.name)
     reuse = None
     if previous is not None and tokenizer.ref() in [p.ref() for p in previous.parents]:
@@ -37,7 +38,7 @@ def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, conf
         if all(wanted.get(r["utterance_id"]) == r["key"] for r in old):
             reuse = previous
     done = set() if reuse is None else set(store.read_table(reuse, columns=["utterance_id"]).column("utterance_id").to_pylist())
-    todo = shard_tasks(store, speech, config.units.roles, done, config.units.batch_size)
+    todo = shard_tasks(index, done, config.units.batch_size)
     return UnitsPlan(speech, tokenizer, todo, reuse)
 
 
