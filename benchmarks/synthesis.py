@@ -13,16 +13,15 @@ gets a fresh store, so nothing is cached. Ray's own start-up is timed separately
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _name, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "RAY_AUTH_MODE": "disabled",
-                      "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
-    os.environ.setdefault(_name, _value)
+from omniforge.offline_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
 
 from benchmarks.common import report, result_row  # noqa: E402
 from omniforge.config import load_pipeline_config  # noqa: E402

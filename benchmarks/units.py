@@ -12,16 +12,15 @@ a Ray runtime that are already up, with a tokenizer that is already fitted.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-for _name, _value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "RAY_AUTH_MODE": "disabled",
-                      "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}.items():
-    os.environ.setdefault(_name, _value)
+from omniforge.offline_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
 
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402

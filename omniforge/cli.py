@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Annotated, Optional
 
 import typer
@@ -165,17 +164,10 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo(json.dumps({"units": str(units.ref()), "decoder": str(decoder.ref()), **report}, indent=2))
 
 
-OFFLINE_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no telemetry calls from an offline machine
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # a cold start takes ~15-20 s on 2 cores
-    "RAY_AUTH_MODE": "disabled",  # Ray 2.60 otherwise wants a token file for a local cluster
-}
-
-
 def main() -> None:
-    for name, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    from omniforge.offline_env import apply_offline_defaults
+
+    apply_offline_defaults()
     app()
 
 

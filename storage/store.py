@@ -102,6 +102,18 @@ class ArtifactStore:
         found = self.versions(kind, name)
         return found[-1] if found else None
 
+    def latest_manifest(self, kind: str | Kind, name: str) -> Manifest | None:
+        version = self.latest(kind, name)
+        return None if version is None else self.manifest(ArtifactRef(check_kind(kind), name, version))
+
+    def find_version(self, kind: str | Kind, name: str, config_hash: str) -> Manifest | None:
+        """The newest version made with this config hash (reuse instead of remaking it)."""
+        for version in reversed(self.versions(kind, name)):
+            manifest = self.manifest(ArtifactRef(check_kind(kind), name, version))
+            if manifest.config_hash == config_hash:
+                return manifest
+        return None
+
     def resolve(self, ref: ArtifactRef | str) -> ArtifactRef:
         ref = ArtifactRef.parse(ref) if isinstance(ref, str) else ref
         if ref.version is not None:

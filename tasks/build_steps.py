@@ -45,8 +45,9 @@ def open_cache(store: ArtifactStore, config: PipelineConfig) -> UtteranceCache:
 def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig) -> int:
     """Synthesize every job whose key is not cached yet; returns how many were synthesized."""
     done = cache.done_keys()
-    todo = [job for job in plan.jobs() if job["key"] not in done]
-    log.info("%d unique utterances, %d cached, %d to synthesize", len(plan.jobs()), len(plan.jobs()) - len(todo), len(todo))
+    jobs = plan.jobs()
+    todo = [job for job in jobs if job["key"] not in done]
+    log.info("%d unique utterances, %d cached, %d to synthesize", len(jobs), len(jobs) - len(todo), len(todo))
     if not todo:
         return 0
     with ray_session(config.ray), tqdm(total=len(todo), desc="synthesizing", unit="utt") as bar:

@@ -17,6 +17,7 @@ import pyarrow as pa
 from storage import ArtifactStore, Kind, Manifest
 from storage.audio import SPEECH_SCHEMA, audio_cell
 from tasks.dialogues import Reject
+from tasks.incremental import unchanged_rows
 from tasks.plan import Plan, Utterance
 
 REJECT_SCHEMA = pa.schema([("record", pa.string()), ("field", pa.string()), ("reason", pa.string()),
@@ -110,7 +111,7 @@ def publish_build(store: ArtifactStore, name: str, plan: Plan, results: dict[str
     summary = summarize(new_table, len({u.dialogue_id for u in kept}), rejects, synthesized)
     summary.update(content_hash=fingerprint, voices=plan.voices, source=source)
 
-    previous = _latest(store, Kind.speech, name)
+    previous = store.latest_manifest(Kind.speech, name)
     if previous is not None and previous.stats.get("content_hash") == fingerprint \
             and previous.config_hash == config_hash:
         current = {**previous.stats, "synthesized_this_run": synthesized, "reused_rows": previous.stats["turns"]}
@@ -122,13 +123,14 @@ def publish_build(store: ArtifactStore, name: str, plan: Plan, results: dict[str
     text_writer.stats.update({k: summary[k] for k in ("dialogues", "turns", "rejects", "rejects_by_reason", "source")})
     dialogues = text_writer.publish()
 
-    reused = _reusable(store, previous, new_table)
+    wanted = dict(zip(new_table.column("utterance_id").to_pylist(), new_table.column("key").to_pylist()))
+    old_ids = unchanged_rows(store, previous, wanted)
+    reused = bool(old_ids)
     parents = [dialogues] + ([previous] if reused else [])
     speech_writer = store.writer(Kind.speech, name, parents=parents, config=config, config_hash=config_hash,
                                  flow_run_id=flow_run_id)
     if reused:
         speech_writer.reuse_shards("data", previous)
-        old_ids = set(store.read_table(previous, columns=["utterance_id"]).column("utterance_id").to_pylist())
         mask = pa.array([uid not in old_ids for uid in new_table.column("utterance_id").to_pylist()])
         new_table = new_table.filter(mask)
     if new_table.num_rows or not reused:
@@ -136,19 +138,3 @@ def publish_build(store: ArtifactStore, name: str, plan: Plan, results: dict[str
     summary["reused_rows"] = summary["turns"] - new_table.num_rows if reused else 0
     speech_writer.stats.update(summary)
     return BuildResult(dialogues, speech_writer.publish(), summary)
-
-
-def _latest(store: ArtifactStore, kind: Kind, name: str) -> Manifest | None:
-    version = store.latest(kind, name)
-    return None if version is None else store.manifest(f"{kind.value}/{name}@{version}")
-
-
-def _reusable(store: ArtifactStore, previous: Manifest | None, new_table: pa.Table) -> bool:
-    """The previous version's rows can be referenced if every one of them is in the new build,
-    unchanged (same utterance id and same content key)."""
-    if previous is None:
-        return False
-    old = store.read_table(previous, columns=["utterance_id", "key"])
-    new = dict(zip(new_table.column("utterance_id").to_pylist(), new_table.column("key").to_pylist()))
-    return old.num_rows > 0 and all(new.get(u) == k for u, k in zip(old.column("utterance_id").to_pylist(),
-                                                                       old.column("key").to_pylist()))

@@ -78,10 +78,9 @@ def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfi
 
     settings = tokenizer_settings(config)
     settings_hash = stable_hash(settings)
-    for version in reversed(store.versions(Kind.tokenizer, config.name)):
-        existing = store.manifest(f"tokenizer/{config.name}@{version}")
-        if existing.config_hash == settings_hash:
-            return existing
+    existing = store.find_version(Kind.tokenizer, config.name, settings_hash)
+    if existing is not None:
+        return existing
     writer = store.writer(Kind.tokenizer, config.name, parents=[speech], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     if config.backend == "kmeans":
@@ -202,11 +201,6 @@ def tokenize_tasks(tasks: list[dict], state: dict, store: ArtifactStore, config:
 
 def units_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(sorted(rows, key=lambda r: (r["dialogue_id"], r["turn_index"])), schema=UNITS_SCHEMA)
-
-
-def previous_units(store: ArtifactStore, name: str) -> Manifest | None:
-    version = store.latest(Kind.units, name)
-    return None if version is None else store.manifest(f"units/{name}@{version}")
 
 
 def unit_stats(table: pa.Table, vocab_size: int) -> dict:

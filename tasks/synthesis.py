@@ -7,8 +7,6 @@ to the driver, which checkpoints them into the utterance cache as they arrive.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -19,8 +17,6 @@ from tasks.audio_checks import AudioRejected, check_audio
 from tasks.audio_ops import join_segments, resample
 from tasks.ray_runtime import map_on_actors
 from tasks.tts import EngineSet
-
-log = logging.getLogger(__name__)
 
 
 class SynthesisWorker:
@@ -91,12 +87,10 @@ def make_worker(config: BuildConfig) -> SynthesisWorker:
                            threads=max(1, int(config.synthesis.cpus_per_worker)))
 
 
-def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> float:
+def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> None:
     """Run `jobs` on `config.synthesis.workers` Ray actors; call `on_result` with each finished
-    batch, in completion order. Needs a Ray session (tasks.ray_runtime). Returns the wall time."""
+    batch, in completion order. Needs a Ray session (tasks.ray_runtime)."""
     settings = config.synthesis
     threads = max(1, int(settings.cpus_per_worker))
-    start = time.perf_counter()
     map_on_actors(SynthesisWorker, (config.tts, config.validation, config.sample_rate, config.text.segment_pause_s, threads),
                   jobs, settings.batch_size, settings.workers, on_result, settings.cpus_per_worker, settings.gpus_per_worker)
-    return time.perf_counter() - start

@@ -9,7 +9,6 @@ and the look-ahead (latency) is those two receptive fields.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -123,8 +122,3 @@ def load_decoder(files: dict[str, bytes], vocoder: str = "universal") -> UnitAud
     model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
     return UnitAudioDecoder(model, load_hifigan(vocoder))
 
-
-def timed_decode(decoder: UnitAudioDecoder, units: list[int]) -> tuple[np.ndarray, float]:
-    start = time.perf_counter()
-    wave = decoder.decode(units)
-    return wave, time.perf_counter() - start

@@ -47,10 +47,9 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     tokenizer = _parent(units, Kind.tokenizer)
     settings = {"decoder": config.decoder.model_dump(mode="json"), "tokenizer": tokenizer}
     settings_hash = stable_hash(settings)
-    for version in reversed(store.versions(Kind.decoder, config.name)):
-        existing = store.manifest(f"decoder/{config.name}@{version}")
-        if existing.config_hash == settings_hash:
-            return existing
+    existing = store.find_version(Kind.decoder, config.name, settings_hash)
+    if existing is not None:
+        return existing
     vocab = store.manifest(tokenizer).stats["vocab_size"]
     d = config.decoder
     grid = MelGrid(unit_rate=config.frame_rate)

@@ -10,7 +10,8 @@ from tqdm import tqdm
 from omniforge.config import PipelineConfig
 from storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from tasks.ray_runtime import ray_session
-from tasks.speech_units import (previous_units, shard_index, shard_tasks, tokenize_tasks, tokenizer_state,
+from tasks.incremental import unchanged_rows
+from tasks.speech_units import (shard_index, shard_tasks, tokenize_tasks, tokenizer_state,
                                 unit_stats, units_table)
 
 
@@ -31,14 +32,11 @@ def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, conf
     tokenizer and all its rows are still in the speech version, unchanged."""
     index = shard_index(store, speech, config.units.roles)
     wanted = {uid: key for _, rows in index for uid, key in rows}
-    previous = previous_units(store, config.units.name)
-    reuse = None
-    if previous is not None and tokenizer.ref() in [p.ref() for p in previous.parents]:
-        old = store.read_table(previous, columns=["utterance_id", "key"]).to_pylist()
-        if all(wanted.get(r["utterance_id"]) == r["key"] for r in old):
-            reuse = previous
-    done = set() if reuse is None else set(store.read_table(reuse, columns=["utterance_id"]).column("utterance_id").to_pylist())
-    todo = shard_tasks(index, done, config.units.batch_size)
+    previous = store.latest_manifest(Kind.units, config.units.name)
+    same_tokenizer = previous is not None and tokenizer.ref() in [p.ref() for p in previous.parents]
+    done = unchanged_rows(store, previous, wanted) if same_tokenizer else None
+    reuse = previous if done is not None else None
+    todo = shard_tasks(index, done or set(), config.units.batch_size)
     return UnitsPlan(speech, tokenizer, todo, reuse)
 
 

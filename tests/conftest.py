@@ -8,10 +8,9 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+from omniforge.offline_env import apply_offline_defaults  # noqa: E402  (before Prefect or Ray loads)
+
+apply_offline_defaults()
 # each test session gets its own Prefect database (the temporary server keeps its state there)
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="omniforge-prefect-"))
 
