@@ -22,3 +22,20 @@ class MelSpectrogram(nn.Module):
         spectrum = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode=self.pad_mode,
                               return_complex=True).abs() ** self.power
         return self.filters.T @ spectrum
+
+
+class WhisperLogMel(nn.Module):
+    """Whisper's input features (16 kHz, 25 ms window, 10 ms hop, log10 clamped 8 decades below the
+    peak, scaled) for any length: no padding to 30 s, so the frames are T = samples // 160."""
+
+    sample_rate, n_fft, hop = 16000, 400, 160
+
+    def __init__(self, n_mels: int) -> None:
+        super().__init__()
+        self.mel = MelSpectrogram(self.sample_rate, self.n_fft, self.hop, n_mels, self.sample_rate / 2, power=2.0,
+                                  pad_mode="reflect")
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        log_spec = self.mel(wave)[..., :-1].clamp(min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0)
+        return (log_spec + 4.0) / 4.0

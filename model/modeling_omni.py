@@ -86,20 +86,25 @@ class OmniModel(PreTrainedModel):
     def from_parts(cls, encoder: str, llm: str, tts: str, unit_vocab_size: int, speech_token_id: int,
                    eos_token_id: int, **config_kwargs) -> "OmniModel":
         """First build: each part from its own pretrained source (a local directory, or a hub id
-        where the user has access): a Whisper checkpoint's encoder, a causal LM, and a causal LM
-        for the TTS whose vocabulary is extended by the units and <sep>. Adapter and gate fusion
-        start fresh."""
+        where the user has access): a Whisper checkpoint's encoder, a causal LM for the LLM, and
+        one for the TTS."""
         from transformers import WhisperModel
 
-        speech_encoder = WhisperModel.from_pretrained(encoder).get_encoder()
-        language_model = AutoModelForCausalLM.from_pretrained(llm)
-        tts_lm = AutoModelForCausalLM.from_pretrained(tts)
-        text_vocab = language_model.get_input_embeddings().num_embeddings
+        return cls.from_modules(WhisperModel.from_pretrained(encoder).get_encoder(),
+                                AutoModelForCausalLM.from_pretrained(llm), AutoModelForCausalLM.from_pretrained(tts),
+                                unit_vocab_size, speech_token_id, eos_token_id, **config_kwargs)
+
+    @classmethod
+    def from_modules(cls, speech_encoder: nn.Module, llm: nn.Module, tts_lm: nn.Module, unit_vocab_size: int,
+                     speech_token_id: int, eos_token_id: int, **config_kwargs) -> "OmniModel":
+        """Assemble the model from its parts, extending the TTS LM's vocabulary to the LLM's text
+        vocabulary + the units + <sep>. Adapter and gate fusion start fresh."""
+        text_vocab = llm.get_input_embeddings().num_embeddings
         tts_lm.resize_token_embeddings(text_vocab + unit_vocab_size + 1)
-        config = OmniConfig(encoder_config=speech_encoder.config, llm_config=language_model.config,
-                            tts_config=tts_lm.config, unit_vocab_size=unit_vocab_size, text_vocab_size=text_vocab,
+        config = OmniConfig(encoder_config=speech_encoder.config, llm_config=llm.config, tts_config=tts_lm.config,
+                            unit_vocab_size=unit_vocab_size, text_vocab_size=text_vocab,
                             speech_token_id=speech_token_id, eos_token_id=eos_token_id, **config_kwargs)
-        return cls(config, speech_encoder=speech_encoder, llm=language_model, tts_lm=tts_lm)
+        return cls(config, speech_encoder=speech_encoder, llm=llm, tts_lm=tts_lm)
 
     def _init_weights(self, module: nn.Module) -> None:
         """The parts initialise themselves (HF sub-models in their own post_init, torch layers in

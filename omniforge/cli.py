@@ -164,6 +164,19 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo(json.dumps({"units": str(units.ref()), "decoder": str(decoder.ref()), **report}, indent=2))
 
 
+@app.command("train")
+def train(config: ConfigOpt = None, set_: SetOpt = None,
+          stage: Annotated[Optional[list[str]], typer.Option(help="Run only this stage (repeatable): "
+                                                             "s2t, tts, s2s.")] = None) -> None:
+    """Train the model in stages on Ray Train (skips finished stages, resumes unfinished ones)."""
+    overrides = list(set_ or []) + ([f"train.stages={json.dumps(stage)}"] if stage else [])
+    resolved = load(config, overrides)
+    from flows.train import train as flow
+
+    summary = flow(resolved)
+    typer.echo(json.dumps(summary, indent=2))
+
+
 def main() -> None:
     from omniforge.offline_env import apply_offline_defaults
 

@@ -244,7 +244,7 @@ class VersionWriter:
 
     def _put(self, filename: str, data: bytes) -> FileEntry:
         relative = f"{self.data_dir}/{filename}"
-        self.store.fs.makedirs(self.store.path(self.data_dir), exist_ok=True)
+        self.store.fs.makedirs(self.store.path(relative.rsplit("/", 1)[0]), exist_ok=True)
         self.store.fs.pipe_file(self.store.path(relative), data)
         return FileEntry(path=relative, bytes=len(data), sha256=sha256_bytes(data))
 

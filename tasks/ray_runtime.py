@@ -10,8 +10,9 @@ from omniforge.config import RayConfig
 
 
 @contextmanager
-def ray_session(config: RayConfig) -> Iterator[None]:
-    """Use the running Ray if there is one; else connect/start it and shut it down afterwards."""
+def ray_session(config: RayConfig, log_to_driver: bool = False) -> Iterator[None]:
+    """Use the running Ray if there is one; else connect/start it and shut it down afterwards.
+    `log_to_driver` shows the workers' prints here (training progress)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray 2.60 wants a token file otherwise
     import ray
 
@@ -19,9 +20,9 @@ def ray_session(config: RayConfig) -> Iterator[None]:
         yield
         return
     if config.address:
-        ray.init(address=config.address, log_to_driver=False)
+        ray.init(address=config.address, log_to_driver=log_to_driver)
     else:
-        ray.init(num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     try:
         yield
     finally:

