@@ -7,8 +7,9 @@ import re
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
+from flows.events import announce
+from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
 from storage import store_from_config
 from tasks import build_steps
@@ -29,7 +30,7 @@ def synthesize(plan, config: PipelineConfig) -> int:
 def publish(plan, synthesized: int, config: PipelineConfig):
     store = store_from_config(config.store)
     return build_steps.publish(store, plan, build_steps.open_cache(store, config), config, synthesized,
-                               flow_run_id=str(flow_run.id) if flow_run.id else None)
+                               flow_run_id=recording_run_id())
 
 
 @flow(name="build-dialogues", log_prints=True)
@@ -41,6 +42,8 @@ def build_dialogues(config: PipelineConfig) -> dict:
                 len(plan.utterances), len({u.dialogue_id for u in plan.utterances}), len(plan.rejects))
     synthesized = synthesize(plan, config)
     result = publish(plan, synthesized, config)
+    if result.published:
+        announce(result.speech, config.store.url)
     markdown = build_steps.summary_markdown(result)
     create_markdown_artifact(markdown, key=re.sub(r"[^a-z0-9-]", "-", f"build-{config.build.name}"), description="Spoken-dialogue build")
     logger.info("\n%s", markdown)

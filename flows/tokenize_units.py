@@ -7,23 +7,20 @@ import re
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
+from flows.events import announce
+from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
 from storage import store_from_config
 from tasks import units_steps
 from tasks.speech_units import tokenizer_version
 
 
-def _run_id() -> str | None:
-    return str(flow_run.id) if flow_run.id else None
-
-
 @task(name="tokenizer", cache_policy=NONE)
 def get_tokenizer(config: PipelineConfig):
     store = store_from_config(config.store)
     speech = units_steps.resolve_speech(store, config)
-    return speech, tokenizer_version(store, speech, config.units, _run_id())
+    return speech, tokenizer_version(store, speech, config.units, recording_run_id())
 
 
 @task(name="tokenize", cache_policy=NONE)
@@ -35,7 +32,7 @@ def tokenize(speech, tokenizer, config: PipelineConfig):
 
 @task(name="publish-units", cache_policy=NONE)
 def publish(plan, rows, config: PipelineConfig):
-    return units_steps.publish_units(store_from_config(config.store), plan, rows, config, _run_id())
+    return units_steps.publish_units(store_from_config(config.store), plan, rows, config, recording_run_id())
 
 
 @flow(name="tokenize-units", log_prints=True)
@@ -46,6 +43,8 @@ def tokenize_units(config: PipelineConfig) -> dict:
     logger.info("tokenizer %s for %s", tokenizer.ref(), speech.ref())
     plan, rows = tokenize(speech, tokenizer, config)
     units, new = publish(plan, rows, config)
+    if new:
+        announce(units, config.store.url)
     markdown = units_steps.summary_markdown(units, new)
     create_markdown_artifact(markdown, key=re.sub(r"[^a-z0-9-]", "-", f"units-{config.units.name}"),
                              description="Speech units")

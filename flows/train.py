@@ -7,27 +7,24 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
-from prefect.runtime import flow_run
 
+from flows.events import announce
+from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
 from storage import store_from_config
 from tasks import train_steps
-
-
-def _run_id() -> str | None:
-    return str(flow_run.id) if flow_run.id else None
 
 
 @task(name="initial-checkpoint", cache_policy=NONE)
 def initial_checkpoint(config: PipelineConfig):
     store = store_from_config(config.store)
     speech, units = train_steps.resolve_inputs(store, config)
-    return speech, units, train_steps.initial_checkpoint(store, config, speech, units, _run_id())
+    return speech, units, train_steps.initial_checkpoint(store, config, speech, units, recording_run_id())
 
 
 @task(name="train-stages", cache_policy=NONE)
 def train_stages(config: PipelineConfig, start, speech, units) -> None:
-    train_steps.run_stages(config, start, speech, units, _run_id())
+    train_steps.run_stages(config, start, speech, units, recording_run_id())
 
 
 @flow(name="train", log_prints=True)
@@ -41,6 +38,8 @@ def train(config: PipelineConfig) -> dict:
     if any(manifest is None for manifest in chain.values()):
         train_stages(config, start, speech, units)
         chain = train_steps.stage_chain(store, config, start, speech, units)
+        if chain:
+            announce(list(chain.values())[-1], config.store.url)
     else:
         logger.info("every stage already trained: nothing to do")
     for stage, manifest in chain.items():

@@ -164,6 +164,32 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo(json.dumps({"units": str(units.ref()), "decoder": str(decoder.ref()), **report}, indent=2))
 
 
+@app.command("run")
+def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """The whole job: build dialogues -> tokenize units -> train -> evaluate, as one pipeline run."""
+    resolved = load(config, set_)
+    from flows.pipeline import pipeline
+
+    summary = pipeline(resolved)
+    metrics = summary["metrics"]
+    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(f"\nmodel {summary['checkpoint']}: S2T accuracy {metrics['s2t_accuracy']}, S2S accuracy "
+               f"{metrics['s2s_accuracy']}, first-audio latency p50 {metrics['latency_p50']} s")
+    typer.echo(f"report: {summary['report']}")
+
+
+@app.command("deploy")
+def deploy(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Register the scheduled build and the event-triggered training and evaluation on the Prefect
+    server at PREFECT_API_URL; `prefect worker start --pool <deploy.work_pool>` runs them."""
+    resolved = load(config, set_)
+    from flows.deployments import deploy as register
+
+    for name, deployment_id in register(resolved).items():
+        typer.echo(f"deployed {name} ({deployment_id})")
+    typer.echo(f"start a worker: prefect worker start --pool {resolved.deploy.work_pool}")
+
+
 @app.command("train")
 def train(config: ConfigOpt = None, set_: SetOpt = None,
           stage: Annotated[Optional[list[str]], typer.Option(help="Run only this stage (repeatable): "
@@ -175,6 +201,32 @@ def train(config: ConfigOpt = None, set_: SetOpt = None,
 
     summary = flow(resolved)
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("evaluate")
+def evaluate(config: ConfigOpt = None, set_: SetOpt = None,
+             checkpoint: Annotated[Optional[str], typer.Option(help="checkpoint/NAME[@version]")] = None,
+             eval_set: Annotated[Optional[str], typer.Option(help="speech/NAME[@version], or a questions.json "
+                                                             "/ .jsonl file")] = None) -> None:
+    """Evaluate a checkpoint while it streams: accuracy, ASR-WER, DNSMOS, latency; writes a report."""
+    overrides = list(set_ or []) + ([f"evaluate.checkpoint={checkpoint}"] if checkpoint else []) + (
+        [f"evaluate.eval_set={eval_set}"] if eval_set else [])
+    resolved = load(config, overrides)
+    from flows.evaluate import evaluate as flow
+
+    summary = flow(resolved)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("compare")
+def compare(first: Annotated[str, typer.Argument(help="eval/NAME@version")],
+            second: Annotated[str, typer.Argument(help="eval/NAME@version")],
+            config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
+    """Two evaluations side by side."""
+    from tasks.eval_report import compare as side_by_side
+
+    st = open_store(config, set_, store)
+    typer.echo(_with_store_errors(lambda: side_by_side(st, st.manifest(first), st.manifest(second))))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ OFFLINE_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # a cold start takes ~15-20 s on 2 cores
     "RAY_AUTH_MODE": "disabled",  # Ray 2.60 otherwise wants a token file for a local cluster
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # a bar per checkpoint load/save drowns the training log
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import math
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -133,13 +134,21 @@ def read_hf(config: SourceConfig) -> Iterable[tuple[str, Any]]:
 
 def demo_dialogues(config: DemoSourceConfig, seed: int) -> list[dict]:
     """Closed-domain QA dialogues from the facts tables. Dialogue i depends only on (seed, i), so
-    asking for more dialogues keeps the earlier ones identical (incremental builds stay small)."""
+    asking for more dialogues keeps the earlier ones identical (incremental builds stay small).
+    Every run of len(COUNTRIES) x len(QUESTIONS) consecutive dialogues opens with each (country,
+    topic) once, so a small build already covers every fact a model is asked about."""
     records = []
+    slots = len(COUNTRIES) * len(QUESTIONS)
+    stride = next(n for n in range(7, slots) if math.gcd(n, slots) == 1)  # i -> slot is a permutation
+    shift = random.Random(seed).randrange(slots)
     for index in range(config.dialogues):
         rng = random.Random(f"{seed}-{index}")
-        country, capital, currency, language = rng.choice(COUNTRIES)
+        slot = (index * stride + shift) % slots
+        country, capital, currency, language = COUNTRIES[slot % len(COUNTRIES)]
         facts = {"country": country, "capital": capital, "currency": currency, "language": language}
-        topics = rng.sample(list(QUESTIONS), k=rng.randint(1, config.max_user_turns))
+        first = list(QUESTIONS)[slot // len(COUNTRIES)]
+        others = rng.sample([t for t in QUESTIONS if t != first], k=rng.randint(1, config.max_user_turns) - 1)
+        topics = [first] + others
         conversation = []
         for turn, topic in enumerate(topics):
             question = rng.choice(QUESTIONS[topic]) if turn == 0 else FOLLOW_UPS[topic]

@@ -145,7 +145,7 @@ class StageRun:
         writer = self._tensorboard()
         final = None
         while state.step < settings.steps:
-            metrics = self._step(objective, optimizer, scheduler, parameters, maker, batches, state.step)
+            metrics = self.train_step(objective, optimizer, scheduler, parameters, maker, batches, state.step)
             state.step += 1
             state.metrics = metrics
             if state.step % train.log_every == 0 or state.step == settings.steps:
@@ -162,7 +162,7 @@ class StageRun:
             writer.close()
         return final
 
-    def _step(self, objective, optimizer, scheduler, parameters, maker: BatchMaker, batches, step: int) -> dict[str, float]:
+    def train_step(self, objective, optimizer, scheduler, parameters, maker: BatchMaker, batches, step: int) -> dict[str, float]:
         settings, workers = self.settings, self.workers
         torch.manual_seed(self.train.seed * 1_000_003 + step)
         began, tokens, total = time.perf_counter(), 0, 0.0

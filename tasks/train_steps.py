@@ -9,7 +9,7 @@ from omniforge.config import PipelineConfig
 from omniforge.hashing import stable_hash
 from storage import ArtifactStore
 from storage.manifest import Manifest
-from storage.names import ArtifactRef
+from storage.names import ArtifactRef, Kind
 from tasks.checkpoints import CheckpointState, latest_for_key, save_checkpoint
 from tasks.model_factory import build_model
 from tasks.ray_runtime import ray_session
@@ -18,8 +18,12 @@ from tasks.train_loop import Workers, stage_key, train_stages
 
 
 def resolve_inputs(store: ArtifactStore, config: PipelineConfig) -> tuple[Manifest, Manifest]:
-    speech = store.manifest(store.resolve(ArtifactRef.parse(config.train.speech)))
+    """The units version and its speech version. An unpinned train.speech (no @version) means the
+    speech those units were made from, so a run triggered by new units trains on matching data."""
     units = store.manifest(store.resolve(ArtifactRef.parse(config.train.units)))
+    wanted = ArtifactRef.parse(config.train.speech)
+    made_from = [p.ref() for p in units.parents if p.kind == Kind.speech and p.name == wanted.name]
+    speech = store.manifest(made_from[0] if wanted.version is None and made_from else store.resolve(wanted))
     if str(speech.ref()) not in [str(p.ref()) for p in units.parents]:
         raise ValueError(f"train.units: {units.ref()} was not made from {speech.ref()} (its parents: "
                          f"{', '.join(str(p.ref()) for p in units.parents)}); tokenize that speech version first")
@@ -32,6 +36,10 @@ def initial_checkpoint(store: ArtifactStore, config: PipelineConfig, speech: Man
     made once per model config and dataset."""
     if config.train.init_from:
         return store.manifest(store.resolve(ArtifactRef.parse(config.train.init_from)))
+    if config.train.continue_from_latest:
+        previous = previous_model(store, config, speech)
+        if previous is not None:
+            return previous
     unit_vocab = int(units.stats["vocab_size"])
     key = stable_hash({"init": config.train.model.model_dump(mode="json"), "speech": str(speech.ref()),
                        "unit_vocab": unit_vocab})
@@ -44,6 +52,20 @@ def initial_checkpoint(store: ArtifactStore, config: PipelineConfig, speech: Man
     model = build_model(config.train.model, chat, unit_vocab)
     return save_checkpoint(store, config.train.name, model, tokenizer, CheckpointState("init", 0, 0, True, key),
                            [speech, units], config.train.model_dump(mode="json"), flow_run_id=flow_run_id)
+
+
+def previous_model(store: ArtifactStore, config: PipelineConfig, speech: Manifest) -> Manifest | None:
+    """The newest finished model of train.name (last stage complete) trained on another speech
+    version: where retraining on new data starts. Always the same one for the same data, so a
+    repeated retrain finds its stages done."""
+    last_stage = [s for s in config.train.stages if config.train.stage(s).enabled][-1:]
+    for version in reversed(store.versions(Kind.checkpoint, config.train.name)):
+        manifest = store.manifest(ArtifactRef(Kind.checkpoint, config.train.name, version))
+        trained_on = [str(p.ref()) for p in manifest.parents if p.kind == Kind.speech]
+        if (manifest.stats.get("complete") and [manifest.stats.get("stage")] == last_stage
+                and str(speech.ref()) not in trained_on):
+            return manifest
+    return None
 
 
 def stage_chain(store: ArtifactStore, config: PipelineConfig, start: Manifest, speech: Manifest,

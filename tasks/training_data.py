@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from model.mel import WhisperLogMel
 from model.modeling_omni import pad_sequences
@@ -25,6 +24,7 @@ from omniforge.config.train import AugmentConfig
 from storage import ArtifactStore
 from storage.audio import decode_audio
 from storage.manifest import Manifest
+from tasks.audio_ops import resample
 from tasks.text_tokenizer import ChatFormat
 
 LIGHT_COLUMNS = ["utterance_id", "dialogue_id", "turn_index", "role", "text", "duration"]
@@ -157,7 +157,7 @@ class BatchMaker:
         low, high = self.augment.speed
         if (low, high) != (1.0, 1.0):
             speed = rng.uniform(low, high)
-            wave = resample_poly(wave, 1000, max(1, round(1000 * speed))).astype(np.float32)
+            wave = resample(wave, rate * speed, rate)
         if self.augment.noise_snr_db is not None:
             power = float(np.mean(wave ** 2)) + 1e-12
             noise = rng.normal(0, np.sqrt(power / 10 ** (self.augment.noise_snr_db / 10)), len(wave))

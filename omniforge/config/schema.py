@@ -8,6 +8,8 @@ from pydantic import Field
 
 from omniforge.config.base import Section
 from omniforge.config.build import BuildConfig
+from omniforge.config.deploy import DeployConfig
+from omniforge.config.evaluate import EvaluateConfig
 from omniforge.config.train import TrainConfig
 from omniforge.config.units import UnitsConfig
 
@@ -47,3 +49,5 @@ class PipelineConfig(Section):
     build: BuildConfig = Field(default_factory=BuildConfig, description="Spoken-dialogue build.")
     units: UnitsConfig = Field(default_factory=UnitsConfig, description="Speech units.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Staged training.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Streaming evaluation.")
+    deploy: DeployConfig = Field(default_factory=DeployConfig, description="Prefect deployments.")

@@ -87,6 +87,8 @@ class TrainConfig(Section):
     units: str = Field("units/demo", description="Units version of the same speech: units/NAME[@version].")
     init_from: str | None = Field(None, description="Start from this checkpoint (checkpoint/NAME[@version]) "
                                   "instead of fresh parts: retraining on new data.")
+    continue_from_latest: bool = Field(False, description="Retrain: start from the newest complete checkpoint of "
+                                       "train.name that was trained on other data (fresh parts when there is none).")
     stages: list[Literal["s2t", "tts", "s2s"]] = Field(default_factory=lambda: list(STAGES),
                                                        description="Stages to run, in this order.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model parts.")

@@ -1,0 +1,102 @@
+"""First-audio latency of the streaming engine vs the model compute on the same path: the time spent
+inside the models (features, encoder, adapter, LLM, TTS LM, units -> mel, vocoder) before the first
+audio chunk, timed with forward hooks. The difference is the engine's own overhead.
+
+The model has the demo's sizes (the pretrained tiny.en encoder, the demo LLM and TTS LM, freshly
+initialised: latency depends on sizes, not on training) and answers real Piper questions.
+
+    python benchmarks/streaming.py                # ~1 minute on 2 cores
+    python benchmarks/streaming.py --questions 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from omniforge.offline_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import report, result_row  # noqa: E402
+
+
+class ComputeTimer:
+    """Wall-clock intervals spent inside the forward calls of the given modules."""
+
+    def __init__(self, modules: list[torch.nn.Module]) -> None:
+        self.intervals: list[tuple[float, float]] = []
+        self._open: dict[int, float] = {}
+        for module in modules:
+            module.register_forward_pre_hook(self._enter)
+            module.register_forward_hook(self._leave)
+
+    def _enter(self, module, args) -> None:
+        self._open[id(module)] = time.perf_counter()
+
+    def _leave(self, module, args, output) -> None:
+        self.intervals.append((self._open.pop(id(module)), time.perf_counter()))
+
+    def between(self, start: float, stop: float) -> float:
+        return sum(max(0.0, min(b, stop) - max(a, start)) for a, b in self.intervals)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=10, help="spoken questions to answer")
+    args = parser.parse_args()
+
+    from model.streaming import GenerationSettings
+    from model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
+    from omniforge.config import load_pipeline_config
+    from omniforge.config.build import DemoSourceConfig, TTSConfig
+    from tasks.audio_ops import resample
+    from tasks.model_factory import build_model
+    from tasks.sources import demo_dialogues
+    from tasks.streaming_engine import StreamingEngine
+    from tasks.text_tokenizer import ChatFormat, train_bpe
+    from tasks.tts import EngineSet
+    from tasks.units_audio import UnitAudioDecoder
+    from tasks.vocoder import load_hifigan
+
+    config = load_pipeline_config("configs/demo.yaml")
+    torch.set_num_threads(config.evaluate.torch_threads)
+    dialogues = demo_dialogues(DemoSourceConfig(dialogues=90), seed=0)
+    texts = [turn["value"] for d in dialogues for turn in d["conversations"]]
+    chat = ChatFormat(train_bpe(texts, config.train.model.tokenizer.vocab_size), config.train.model.tokenizer.system_prompt)
+    model = build_model(config.train.model, chat, config.units.kmeans.k).eval()
+    d = config.units.decoder
+    unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
+                                              layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
+    decoder = UnitAudioDecoder(unit_to_mel, load_hifigan(d.vocoder))
+    engine = StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=40, max_speech_tokens=300))
+    timer = ComputeTimer([engine.features, model.speech_encoder, model.speech_projector, model.llm,
+                          model.speech_generator.model, unit_to_mel, decoder.vocoder])
+    piper = EngineSet(TTSConfig()).get("piper")
+    questions = [d["conversations"][0]["value"] for d in dialogues[: args.questions + 1]]
+    waves = [resample(*piper.synthesize(q, TTSConfig().assistant), 16000) for q in questions]
+    engine.answer([("user", "")], [waves[0]])  # warm-up
+    latencies, computes = [], []
+    for wave in waves[1:]:
+        timer.intervals.clear()
+        began = time.perf_counter()
+        trace = engine.answer([("user", "")], [wave])
+        if trace.latency is None:
+            continue
+        latencies.append(trace.latency)
+        computes.append(timer.between(began, began + trace.latency))
+    latency, compute = float(np.median(latencies)), float(np.median(computes))
+    print(f"{len(latencies)} answers: first-audio latency p50 {latency * 1000:.0f} ms, model compute before it "
+          f"{compute * 1000:.0f} ms, overhead {100 * (latency / compute - 1):.1f}%")
+    report("streaming", [result_row("first-audio latency vs model compute on the path (p50)", latency, compute, "s",
+                                    0.95, higher_is_better=False)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Training step time through our data path (Parquet shards -> audio decode -> features -> batch)
+vs the same steps on batches already in memory: what the streamed data path costs.
+
+A small demo dataset (real Piper speech, k-means units) is built first. Each stage trains the same
+model from the same start for the same batches, once with each data source.
+
+    python benchmarks/training.py                 # ~3 minutes on 2 cores
+    python benchmarks/training.py --steps 60 --dialogues 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from omniforge.offline_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
+
+import torch  # noqa: E402
+
+from benchmarks.common import report, result_row  # noqa: E402
+from omniforge.config import load_pipeline_config  # noqa: E402
+from storage import store_from_config  # noqa: E402
+
+
+class InMemoryBatches:
+    """The baseline's data source: every batch made before the clock starts."""
+
+    def __init__(self, batches: dict[int, object]) -> None:
+        self.batches = batches
+
+    def make(self, numbers: list[int], batch_number: int):
+        return self.batches[batch_number]
+
+
+def time_steps(run, model, maker, steps: int, plan_factory) -> float:
+    """Seconds per optimizer step of `run.train_step` over `steps` steps (after one warm-up step)."""
+    from model.stage_objectives import StageObjective
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=run.settings.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    objective, batches = StageObjective(model, run.stage), plan_factory()
+    run.train_step(objective, optimizer, scheduler, parameters, maker, batches, 0)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        run.train_step(objective, optimizer, scheduler, parameters, maker, batches, step)
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dialogues", type=int, default=30, help="demo dialogues to build")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per stage and data source")
+    args = parser.parse_args()
+
+    from flows.build_dialogues import build_dialogues
+    from flows.tokenize_units import tokenize_units
+    from model.stage_objectives import set_trainable
+    from tasks import train_steps
+    from tasks.checkpoints import load_checkpoint
+    from tasks.text_tokenizer import ChatFormat
+    from tasks.train_loop import StageRun, Workers
+    from tasks.training_data import BatchMaker, DialogueIndex, batch_plan
+
+    root = tempfile.mkdtemp()
+    base = [f"store.url={root}/store", f"build.source.demo.dialogues={args.dialogues}", "units.kmeans.k=64",
+            "ray.num_cpus=2", f"train.log_dir={root}/tb"]
+    config = load_pipeline_config("configs/demo.yaml", base)
+    build_dialogues(config)
+    tokenize_units(config)
+    store = store_from_config(config.store)
+    speech, units = train_steps.resolve_inputs(store, config)
+    start = train_steps.initial_checkpoint(store, config, speech, units, None)
+    torch.set_num_threads(config.train.torch_threads)
+    fresh, tokenizer = load_checkpoint(store, start)
+    chat = ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt)
+    rows = []
+    for stage in ("s2t", "tts", "s2s"):
+        run = StageRun(store, config, stage, start, speech, units, Workers(), None)
+        settings, train = run.settings, config.train
+        index = DialogueIndex.build(store, speech, units, need_units=stage != "s2t")
+        maker = BatchMaker(store, index, chat, fresh.config.encoder_config.num_mel_bins, train.augment, train.seed,
+                           with_speech=stage != "tts")
+
+        def plan():
+            return batch_plan(index, train.seed, settings.batch_size, train.bucket_window, 0, 1)
+
+        numbered = plan()
+        in_memory = InMemoryBatches({n: maker.make(next(numbered)[1], n) for n in range(args.steps + 1)})
+        seconds = {}
+        for name, source in (("in-memory", in_memory), ("ours", BatchMaker(
+                store, index, chat, fresh.config.encoder_config.num_mel_bins, train.augment, train.seed,
+                with_speech=stage != "tts"))):
+            model = copy.deepcopy(fresh)
+            set_trainable(model, train.trainable(stage))
+            model.train()
+            model.speech_encoder.eval()
+            seconds[name] = time_steps(run, model, source, args.steps, plan)
+            print(f"{stage}: {name} {seconds[name] * 1000:.0f} ms/step")
+        rows.append(result_row(f"{stage} step, batch {settings.batch_size}, data path vs in-memory",
+                               seconds["ours"], seconds["in-memory"], "s/step", 0.95, higher_is_better=False))
+    report("training", rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""`evaluate`: a checkpoint answers an eval set while streaming; metrics, report and wavs become an
+`eval` version, and the summary a Prefect artifact."""
+
+from __future__ import annotations
+
+import json
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from flows.run_ids import recording_run_id
+from omniforge.config import PipelineConfig
+from storage import store_from_config
+from tasks import eval_steps
+
+
+@task(name="evaluate", cache_policy=NONE)
+def run_evaluation(config: PipelineConfig):
+    logger = get_run_logger()
+    done = []
+
+    def progress(result) -> None:
+        done.append(result)
+        logger.info("answer %d: %s/%d %r (S2T %s, latency %s)", len(done), result.item_id, result.turn,
+                    result.text[:60], result.s2t_correct,
+                    "n/a" if result.latency is None else f"{result.latency * 1000:.0f} ms")
+
+    store = store_from_config(config.store)
+    return eval_steps.evaluate(store, config, recording_run_id(), progress)
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(config: PipelineConfig) -> dict:
+    """Evaluate `evaluate.checkpoint` on `evaluate.eval_set`; returns the metrics and the report's place."""
+    store = store_from_config(config.store)
+    manifest = run_evaluation(config)
+    report = store.read_bytes(manifest.files["report.md"].path).decode()
+    create_markdown_artifact(report, key=f"eval-{config.evaluate.name}".lower(), description="Streaming evaluation")
+    get_run_logger().info("\n%s", report)
+    summary = json.loads(store.read_bytes(manifest.files["metrics.json"].path))
+    return {"eval_version": str(manifest.ref()), "report": store.uri(manifest.files["report.html"].path), **summary}

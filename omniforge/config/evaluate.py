@@ -1,0 +1,27 @@
+"""Settings of the streaming evaluation (checkpoint + eval set -> eval version)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from omniforge.config.base import Section
+from omniforge.config.build import BuildConfig
+
+
+class EvaluateConfig(Section):
+    """The `evaluate` flow."""
+
+    name: str = Field("demo", description="Name of the eval artifact (eval/NAME).")
+    checkpoint: str = Field("checkpoint/demo", description="Checkpoint to evaluate: checkpoint/NAME[@version].")
+    eval_set: str = Field("speech/demo-eval", description="A speech version (speech/NAME[@version]) or a "
+                          "questions.json / .jsonl file in LLaMA-Omni 2's layout.")
+    max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items (in order).")
+    asr_model: str | None = Field("tiny.en", description="faster-whisper model for S2S accuracy and ASR-WER: a "
+                                  "CTranslate2 directory, or 'tiny.en' (shipped offline); None skips them.")
+    mos: bool = Field(True, description="Estimate MOS with DNSMOS (speechmos).")
+    max_text_tokens: int = Field(128, ge=1, description="Longest text answer.")
+    max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
+    torch_threads: int = Field(1, ge=1, description="Torch threads (tiny models stream fastest on one).")
+    keep_wavs: int = Field(20, ge=0, description="Speech answers saved as wavs in the eval version.")
+    build: BuildConfig | None = Field(None, description="The pipeline builds this spoken eval set first (e.g. the "
+                                      "demo's questions in held-out voices) and evaluates on it.")
