@@ -1,6 +1,7 @@
 """First-audio latency of the streaming engine vs the model compute on the same path: the time spent
-inside the models (features, encoder, adapter, LLM, TTS LM, units -> mel, vocoder) before the first
-audio chunk, timed with forward hooks. The difference is the engine's own overhead.
+inside the models (features, encoder, adapter, LLM, gate fusion, TTS LM, embeddings, units -> mel,
+vocoder) before the first audio chunk, timed with forward hooks. The difference is the engine's own
+overhead.
 
 The model has the demo's sizes (the pretrained tiny.en encoder, the demo LLM and TTS LM, freshly
 initialised: latency depends on sizes, not on training) and answers real Piper questions.
@@ -44,7 +45,14 @@ class ComputeTimer:
         self.intervals.append((self._open.pop(id(module)), time.perf_counter()))
 
     def between(self, start: float, stop: float) -> float:
-        return sum(max(0.0, min(b, stop) - max(a, start)) for a, b in self.intervals)
+        """Time inside any timed module within [start, stop] (nested calls counted once)."""
+        total, reached = 0.0, start
+        for a, b in sorted(self.intervals):
+            a, b = max(a, reached), min(b, stop)
+            if b > a:
+                total += b - a
+                reached = b
+        return total
 
 
 def main() -> None:
@@ -75,9 +83,12 @@ def main() -> None:
     unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
                                               layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
     decoder = UnitAudioDecoder(unit_to_mel, load_hifigan(d.vocoder))
-    engine = StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=40, max_speech_tokens=300))
-    timer = ComputeTimer([engine.features, model.speech_encoder, model.speech_projector, model.llm,
-                          model.speech_generator.model, unit_to_mel, decoder.vocoder])
+    engine = StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=12, max_speech_tokens=60))
+    fusion = [m for name, m in model.speech_generator.named_children() if name != "model"]
+    # the encoder runs layer by layer (model/speech_encoder.py), so its children are timed
+    timer = ComputeTimer([engine.features, *model.speech_encoder.modules(), model.speech_projector, model.llm,
+                          model.llm.get_input_embeddings(), model.speech_generator.model,
+                          model.speech_generator.model.get_input_embeddings(), *fusion, unit_to_mel, decoder.vocoder])
     piper = EngineSet(TTSConfig()).get("piper")
     questions = [d["conversations"][0]["value"] for d in dialogues[: args.questions + 1]]
     waves = [resample(*piper.synthesize(q, TTSConfig().assistant), 16000) for q in questions]

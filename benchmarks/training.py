@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import statistics
 import sys
 import tempfile
 import time
@@ -29,29 +30,28 @@ from omniforge.config import load_pipeline_config  # noqa: E402
 from storage import store_from_config  # noqa: E402
 
 
-class InMemoryBatches:
-    """The baseline's data source: every batch made before the clock starts."""
-
-    def __init__(self, batches: dict[int, object]) -> None:
-        self.batches = batches
-
-    def make(self, numbers: list[int], batch_number: int):
-        return self.batches[batch_number]
+ROUNDS = 4
 
 
-def time_steps(run, model, maker, steps: int, plan_factory) -> float:
-    """Seconds per optimizer step of `run.train_step` over `steps` steps (after one warm-up step)."""
-    from model.stage_objectives import StageObjective
+class TimedRun:
+    """One model training through `run.train_step` from one batch source; timed in blocks."""
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=run.settings.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    objective, batches = StageObjective(model, run.stage), plan_factory()
-    run.train_step(objective, optimizer, scheduler, parameters, maker, batches, 0)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        run.train_step(objective, optimizer, scheduler, parameters, maker, batches, step)
-    return (time.perf_counter() - start) / steps
+    def __init__(self, run, model, batches) -> None:
+        from model.stage_objectives import StageObjective
+
+        self.run, self.batches = run, batches
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=run.settings.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0)
+        self.objective = StageObjective(model, run.stage)
+        self.block(1)  # warm-up
+
+    def block(self, steps: int) -> float:
+        """Seconds per step over `steps` steps."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.run.train_step(self.objective, self.optimizer, self.scheduler, self.parameters, self.batches)
+        return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -92,18 +92,22 @@ def main() -> None:
         def plan():
             return batch_plan(index, train.seed, settings.batch_size, train.bucket_window, 0, 1)
 
-        numbered = plan()
-        in_memory = InMemoryBatches({n: maker.make(next(numbered)[1], n) for n in range(args.steps + 1)})
-        seconds = {}
-        for name, source in (("in-memory", in_memory), ("ours", BatchMaker(
-                store, index, chat, fresh.config.encoder_config.num_mel_bins, train.augment, train.seed,
-                with_speech=stage != "tts"))):
+        in_memory = [item for _, item in zip(range(args.steps + 2), maker.stream(plan(), 0, 0, 1))]
+        ours = BatchMaker(store, index, chat, fresh.config.encoder_config.num_mel_bins, train.augment, train.seed,
+                          with_speech=stage != "tts")
+        runs = {}
+        for name, source in (("in-memory", iter(in_memory)), ("ours", ours.stream(plan(), 0, 0, 1))):
             model = copy.deepcopy(fresh)
             set_trainable(model, train.trainable(stage))
             model.train()
             model.speech_encoder.eval()
-            seconds[name] = time_steps(run, model, source, args.steps, plan)
-            print(f"{stage}: {name} {seconds[name] * 1000:.0f} ms/step")
+            runs[name] = TimedRun(run, model, source)
+        blocks = {name: [] for name in runs}
+        for _ in range(ROUNDS):  # alternate blocks: drift of the machine hits both sources alike
+            for name, timed in runs.items():
+                blocks[name].append(timed.block(args.steps // ROUNDS))
+        seconds = {name: statistics.median(values) for name, values in blocks.items()}
+        print(f"{stage}: " + ", ".join(f"{n} {v * 1000:.0f} ms/step" for n, v in seconds.items()))
         rows.append(result_row(f"{stage} step, batch {settings.batch_size}, data path vs in-memory",
                                seconds["ours"], seconds["in-memory"], "s/step", 0.95, higher_is_better=False))
     report("training", rows)

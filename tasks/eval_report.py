@@ -22,7 +22,7 @@ from tasks.streaming_engine import AnswerTrace  # noqa: E402
 
 METRIC_NAMES = {
     "s2t_accuracy": "S2T accuracy", "s2s_accuracy": "S2S accuracy", "asr_wer": "ASR-WER (text vs speech)",
-    "dnsmos": "DNSMOS (overall)", "latency_p50": "latency p50 (s)", "latency_p90": "latency p90 (s)",
+    "dnsmos": "DNSMOS (overall)", "dnsmos_answers": "answers scored by DNSMOS", "latency_p50": "latency p50 (s)", "latency_p90": "latency p90 (s)",
     "latency_max": "latency max (s)", "real_time_factor": "real-time factor",
     "audio_before_text_end": "share of answers whose audio starts before their text ends", "answers": "answers",
 }

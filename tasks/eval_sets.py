@@ -49,7 +49,7 @@ class EvalSetError(ValueError):
 def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None) -> tuple[list[EvalItem], Manifest | None]:
     """Items of an eval set and, when it is a speech version, that version (for lineage)."""
     if Path(source).suffix in (".json", ".jsonl"):
-        return _from_questions_file(Path(source))[:limit], None
+        return load_questions_file(Path(source))[:limit], None
     manifest = store.manifest(store.resolve(ArtifactRef.parse(source)))
     return _from_speech_version(store, manifest)[:limit], manifest
 
@@ -62,7 +62,7 @@ def _read_wave(path: Path, record: str) -> np.ndarray:
     return resample(wave.mean(axis=1), rate, EVAL_RATE)
 
 
-def _from_questions_file(path: Path) -> list[EvalItem]:
+def load_questions_file(path: Path) -> list[EvalItem]:
     text = path.read_text()
     records = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
     items = []

@@ -34,9 +34,9 @@ def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) ->
 
 def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | None, progress=None) -> Manifest:
     settings = config.evaluate
-    torch.set_num_threads(settings.torch_threads)
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
     decoder = decoder_version(store, checkpoint_units(store, checkpoint), config.units, flow_run_id)
+    torch.set_num_threads(settings.torch_threads)  # after training the decoder: streaming wants fewer
     key = eval_key(config, checkpoint, decoder)
     found = store.find_version(Kind.eval, settings.name, key)
     if found is not None:
@@ -47,7 +47,7 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
                              open_decoder(store, decoder),
                              GenerationSettings(max_text_tokens=settings.max_text_tokens,
                                                 max_speech_tokens=settings.max_speech_tokens))
-    scorer = Scorer(settings.asr_model, settings.mos)
+    scorer = Scorer(settings.asr_model, settings.mos, settings.mos_answers)
     kept = []
 
     def on_answer(result, trace) -> None:

@@ -49,8 +49,9 @@ def contains_answer(references: list[str], response: str) -> bool | None:
 class Scorer:
     """ASR and MOS where they can run; the reasons where they cannot."""
 
-    def __init__(self, asr_model: str | None, mos: bool) -> None:
+    def __init__(self, asr_model: str | None, mos: bool, mos_limit: int | None = None) -> None:
         self.skipped: dict[str, str] = {}
+        self.mos_limit, self.mos_scored = mos_limit, 0
         self.asr = None
         if asr_model is None:
             self.skipped["asr"] = "no ASR model configured (evaluate.asr_model)"
@@ -69,8 +70,10 @@ class Scorer:
         return self.asr.transcribe(resample(trace.audio, trace.sample_rate, ASR_RATE))
 
     def mos_score(self, trace: AnswerTrace) -> float | None:
-        if not self.mos or trace.audio_seconds == 0:
+        """DNSMOS of a speech answer (the first `mos_limit` ones: it costs seconds per answer)."""
+        if not self.mos or trace.audio_seconds == 0 or self.mos_scored == self.mos_limit:
             return None
+        self.mos_scored += 1
         score = dnsmos(resample(trace.audio, trace.sample_rate, ASR_RATE))
         if score is None:
             self.skipped["dnsmos"] = "DNSMOS unavailable: the speechmos package (and librosa) cannot be imported"
@@ -118,6 +121,7 @@ def summarize(results: list[TurnResult], skipped: dict[str, str]) -> dict:
         "s2s_accuracy": _mean([r.s2s_correct for r in results]),
         "asr_wer": _mean([r.asr_wer for r in results]),
         "dnsmos": _mean([r.dnsmos for r in results]),
+        "dnsmos_answers": sum(r.dnsmos is not None for r in results),
         "latency_p50": round(float(np.percentile(latencies, 50)), 4) if latencies else None,
         "latency_p90": round(float(np.percentile(latencies, 90)), 4) if latencies else None,
         "latency_max": round(float(max(latencies)), 4) if latencies else None,

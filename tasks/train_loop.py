@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from model.stage_objectives import StageObjective, set_trainable
+from model.stage_objectives import StageBatch, StageObjective, set_trainable
 from omniforge.config import PipelineConfig
 from omniforge.config.train import StageConfig, TrainConfig
 from omniforge.hashing import stable_hash
@@ -140,12 +140,13 @@ class StageRun:
             saved = training_state(self.store, found)
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
-        batches = batch_plan(index, train.seed, settings.batch_size, train.bucket_window, workers.rank, workers.world,
-                             start=state.step * settings.grad_accum * workers.world)
+        first = state.step * settings.grad_accum
+        batches = maker.stream(batch_plan(index, train.seed, settings.batch_size, train.bucket_window, workers.rank,
+                                          workers.world, start=first * workers.world), first, workers.rank, workers.world)
         writer = self._tensorboard()
         final = None
         while state.step < settings.steps:
-            metrics = self.train_step(objective, optimizer, scheduler, parameters, maker, batches, state.step)
+            metrics = self.train_step(objective, optimizer, scheduler, parameters, batches)
             state.step += 1
             state.metrics = metrics
             if state.step % train.log_every == 0 or state.step == settings.steps:
@@ -162,15 +163,15 @@ class StageRun:
             writer.close()
         return final
 
-    def train_step(self, objective, optimizer, scheduler, parameters, maker: BatchMaker, batches, step: int) -> dict[str, float]:
+    def train_step(self, objective, optimizer, scheduler, parameters, batches: Iterator[tuple[int, StageBatch]]
+                   ) -> dict[str, float]:
+        """One optimizer step over `grad_accum` micro-batches from `batches`."""
         settings, workers = self.settings, self.workers
-        torch.manual_seed(self.train.seed * 1_000_003 + step)
         began, tokens, total = time.perf_counter(), 0, 0.0
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train.precision == "bf16")
-        for micro in range(settings.grad_accum):
-            epoch, numbers = next(batches)
-            number = (step * settings.grad_accum + micro) * workers.world + workers.rank
-            batch = maker.make(numbers, number).to(self.device)
+        for _ in range(settings.grad_accum):
+            epoch, batch = next(batches)
+            batch = batch.to(self.device)
             with autocast:
                 loss = objective(batch) / settings.grad_accum
             loss.backward()

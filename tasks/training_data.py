@@ -9,7 +9,9 @@ is cut into batches (less padding); the batches are shuffled within the window.
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from tasks.text_tokenizer import ChatFormat
 
 LIGHT_COLUMNS = ["utterance_id", "dialogue_id", "turn_index", "role", "text", "duration"]
 SHARDS_CACHED = 2
+PREFETCH_BATCHES = 2
+SPEED_STEPS = 20  # speed factors on a 0.05 grid
 
 
 @dataclass
@@ -114,6 +118,27 @@ def _unusable(entry: DialogueEntry, need_units: bool) -> str | None:
     return None
 
 
+def prefetch(items: Iterator, ahead: int) -> Iterator:
+    """Run `items` on a daemon thread, at most `ahead` items in front of the consumer; its errors
+    are raised in the consumer."""
+    slots: queue.Queue = queue.Queue(maxsize=ahead)
+    done = object()
+
+    def fill() -> None:
+        try:
+            for item in items:
+                slots.put(item)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            slots.put(err)
+        slots.put(done)
+
+    threading.Thread(target=fill, daemon=True, name="batch-prefetch").start()
+    while (item := slots.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def batch_plan(index: DialogueIndex, seed: int, batch_size: int, window: int, rank: int, world: int,
                start: int = 0) -> Iterator[tuple[int, list[int]]]:
     """Endless (epoch, batch) for one worker, from global batch number `start` on. Every worker
@@ -140,6 +165,7 @@ class BatchMaker:
         self.mel = WhisperLogMel(n_mels)
         self.augment, self.seed, self.with_speech = augment, seed, with_speech
         self._shards: OrderedDict[int, dict[str, bytes]] = OrderedDict()
+        self._texts: dict[int, tuple] = {}  # dialogue number -> its token tensors (they never change)
 
     def _audio(self, turn: Turn) -> bytes:
         if turn.shard not in self._shards:
@@ -156,7 +182,7 @@ class BatchMaker:
             raise ValueError(f"{turn.utterance_id}: audio at {rate} Hz, the speech encoder needs {self.mel.sample_rate}")
         low, high = self.augment.speed
         if (low, high) != (1.0, 1.0):
-            speed = rng.uniform(low, high)
+            speed = round(rng.uniform(low, high) * SPEED_STEPS) / SPEED_STEPS  # short resampling filters
             wave = resample(wave, rate * speed, rate)
         if self.augment.noise_snr_db is not None:
             power = float(np.mean(wave ** 2)) + 1e-12
@@ -164,21 +190,38 @@ class BatchMaker:
             wave = wave + noise.astype(np.float32)
         return wave
 
+    def _tokens(self, number: int) -> tuple:
+        if number not in self._texts:
+            turns = self.index.dialogues[number].turns
+            assistant = [t for t in turns if t.role == "assistant"]
+            self._texts[number] = (
+                self.chat.encode([(t.role, t.text) for t in turns]),
+                [torch.tensor(self.chat.text_ids(t.text)) for t in assistant],
+                [torch.tensor(t.units if t.units is not None else [], dtype=torch.long) for t in assistant])
+        return self._texts[number]
+
+    def stream(self, plan: Iterator[tuple[int, list[int]]], first: int, rank: int, world: int,
+               ahead: int = PREFETCH_BATCHES) -> Iterator[tuple[int, StageBatch]]:
+        """(epoch, batch) for this worker's consecutive micro-batches from number `first`, made on
+        a background thread `ahead` batches ahead of the training step."""
+        def produce() -> Iterator[tuple[int, StageBatch]]:
+            for offset, (epoch, numbers) in enumerate(plan):
+                yield epoch, self.make(numbers, (first + offset) * world + rank)
+        return prefetch(produce(), ahead)
+
     def make(self, dialogue_numbers: list[int], batch_number: int) -> StageBatch:
         rng = np.random.default_rng([self.seed, batch_number])
         input_ids, labels, marks, text_ids, units, waves = [], [], [], [], [], []
         for number in dialogue_numbers:
             dialogue = self.index.dialogues[number]
-            encoded = self.chat.encode([(t.role, t.text) for t in dialogue.turns])
+            encoded, turn_text, turn_units = self._tokens(number)
             input_ids.append(encoded.input_ids)
             labels.append(encoded.labels)
             marks.append(encoded.turn_marks)
-            for turn in dialogue.turns:
-                if turn.role == "assistant":
-                    text_ids.append(torch.tensor(self.chat.text_ids(turn.text)))
-                    units.append(torch.tensor(turn.units if turn.units is not None else [], dtype=torch.long))
-                elif self.with_speech:
-                    waves.append(self._wave(turn, rng))
+            text_ids += turn_text
+            units += turn_units
+            if self.with_speech:
+                waves += [self._wave(turn, rng) for turn in dialogue.turns if turn.role == "user"]
         features = lengths = None
         if waves:
             mels = [self.mel(torch.from_numpy(w)).T for w in waves]

@@ -44,3 +44,14 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def data_store(tmp_path_factory, prefect_server):
+    """A small real dataset (6 demo dialogues, Piper speech, k-means units) shared by the training
+    and evaluation tests: the URL of its store. Tests write under their own artifact names."""
+    from tests.training_data import build_small_dataset
+
+    url = str(tmp_path_factory.mktemp("data") / "store")
+    build_small_dataset(url)
+    return url

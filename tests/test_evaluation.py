@@ -13,7 +13,7 @@ import torch
 from model.streaming import GenerationSettings
 from model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
 from storage import store_from_config
-from tasks.eval_sets import EvalSetError, _from_questions_file
+from tasks.eval_sets import EvalSetError, load_questions_file
 from tasks.evaluation import Scorer, TurnResult, contains_answer, summarize
 from tasks.streaming_engine import StreamingEngine
 from tasks.text_tokenizer import ChatFormat, train_bpe
@@ -104,7 +104,7 @@ def test_questions_json_with_any_wav_encoding(tmp_path):
                                                {"from": "human", "text": "and?", "speech": "wav/b.wav"}],
                   "answers": ["Rome", "Roma"]}]
     (tmp_path / "questions.json").write_text(json.dumps(questions))
-    [item] = _from_questions_file(tmp_path / "questions.json")
+    [item] = load_questions_file(tmp_path / "questions.json")
     assert [len(t.wave) for t in item.turns] == [16000, 16000]
     assert all(t.wave.dtype == np.float32 and t.wave.ndim == 1 for t in item.turns)
     assert item.turns[0].references == ["Paris"] and item.turns[1].references == ["Rome", "Roma"]
@@ -112,28 +112,28 @@ def test_questions_json_with_any_wav_encoding(tmp_path):
     questions[0]["conversation"][2].pop("speech")
     (tmp_path / "bad.json").write_text(json.dumps(questions))
     with pytest.raises(EvalSetError, match=r"item 'q1'.*conversation\[2\]\.speech"):
-        _from_questions_file(tmp_path / "bad.json")
+        load_questions_file(tmp_path / "bad.json")
     (tmp_path / "missing.jsonl").write_text(json.dumps({"id": "x", "conversation": [
         {"from": "human", "speech": "wav/none.wav"}]}) + "\n")
     with pytest.raises(EvalSetError, match=r"item 'x' turn 0: field 'speech'"):
-        _from_questions_file(tmp_path / "missing.jsonl")
+        load_questions_file(tmp_path / "missing.jsonl")
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server")
-def test_evaluate_flow_publishes_a_report_with_lineage(tmp_path):
+def test_evaluate_flow_publishes_a_report_with_lineage(data_store, tmp_path):
     from flows.evaluate import evaluate
-    from flows.train import train
-    from tests.training_data import build_small_dataset, tiny_training
+    from tasks import train_steps
+    from tests.training_data import tiny_training
 
-    url = str(tmp_path / "store")
-    build_small_dataset(url)
-    config = tiny_training(url, str(tmp_path / "tb"), extra=(
-        "train.name=demo", "evaluate.eval_set=speech/demo", "evaluate.max_items=2", "evaluate.max_text_tokens=12",
-        "evaluate.max_speech_tokens=60", "units.decoder.steps=5", "evaluate.keep_wavs=1"))
-    checkpoint = train(config)["checkpoint"]
-    summary = evaluate(config)
+    config = tiny_training(data_store, str(tmp_path / "tb"), extra=(
+        "train.name=evaluated", "evaluate.checkpoint=checkpoint/evaluated", "evaluate.eval_set=speech/demo",
+        "evaluate.max_items=2", "evaluate.max_text_tokens=12", "evaluate.max_speech_tokens=60",
+        "units.decoder.steps=5", "evaluate.keep_wavs=1", "evaluate.name=evaluated"))
     store = store_from_config(config.store)
+    speech, units = train_steps.resolve_inputs(store, config)
+    start = train_steps.initial_checkpoint(store, config, speech, units, None)
+    checkpoint = train_steps.run_stages_here(config, start, speech, units)[-1]
+    summary = evaluate(config)
     manifest = store.manifest(summary["eval_version"])
     assert [p.kind.value for p in manifest.parents] == ["checkpoint", "decoder", "speech"]
     assert str(manifest.parents[0].ref()) == checkpoint

@@ -45,7 +45,7 @@ def test_pipeline_then_retrain_on_new_dialogues(tmp_path):
     assert second["speech"] == "speech/demo@2"
     new_dialogues = new_speech.stats["dialogues"] - store.manifest(first["speech"]).stats["dialogues"]
     assert new_dialogues == 1
-    assert 0 < new_speech.stats["synthesized_this_run"] <= 2 * 5  # only the new dialogue's turns
+    assert 0 < new_speech.stats["synthesized_this_run"] <= 4  # at most the new dialogue's 2 + 2 turns
     assert store.manifest(second["units"]).stats["reused_rows"] == store.manifest(first["units"]).stats["utterances"]
     # training continued from the first model, on the new data
     chain = store.lineage(second["checkpoint"])

@@ -23,16 +23,9 @@ from tasks.text_tokenizer import ChatFormat
 from tasks.train_loop import lr_factor
 from tasks.training_data import BatchMaker, DialogueIndex, batch_plan
 from tests.tiny_model import tiny_model
-from tests.training_data import build_small_dataset, tiny_training
+from tests.training_data import tiny_training
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(scope="module")
-def data_store(tmp_path_factory):
-    url = str(tmp_path_factory.mktemp("train") / "store")
-    build_small_dataset(url)
-    return url
 
 
 def _inputs(config):

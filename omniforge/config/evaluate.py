@@ -19,6 +19,8 @@ class EvaluateConfig(Section):
     asr_model: str | None = Field("tiny.en", description="faster-whisper model for S2S accuracy and ASR-WER: a "
                                   "CTranslate2 directory, or 'tiny.en' (shipped offline); None skips them.")
     mos: bool = Field(True, description="Estimate MOS with DNSMOS (speechmos).")
+    mos_answers: int | None = Field(None, ge=1, description="DNSMOS on the first N speech answers only "
+                                    "(about 3 s each on a CPU core); None: all.")
     max_text_tokens: int = Field(128, ge=1, description="Longest text answer.")
     max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
     torch_threads: int = Field(1, ge=1, description="Torch threads (tiny models stream fastest on one).")
