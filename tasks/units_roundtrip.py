@@ -76,7 +76,8 @@ def dnsmos(wave16k: np.ndarray) -> float | None:
         from speechmos import dnsmos as scorer
     except ImportError:
         return None
-    return float(scorer.run(wave16k.astype(np.float32), sr=16000)["ovrl_mos"])
+    # DNSMOS rejects samples outside [-1, 1]; what a listener would hear is clipped anyway
+    return float(scorer.run(np.clip(wave16k, -1.0, 1.0).astype(np.float32), sr=16000)["ovrl_mos"])
 
 
 def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitAudioDecoder, limit: int, asr_model: str = "tiny.en") -> dict:

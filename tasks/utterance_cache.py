@@ -87,10 +87,13 @@ class UtteranceCache:
         """The cached result of each key (the first shard holding it wins)."""
         found: dict[str, dict] = {}
         for path in self._shards():
+            missing = keys - found.keys()
+            if not missing:
+                break
             table = self._read(path)
             if table is None:
                 continue
-            mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(keys - found.keys())))
+            mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(missing), type=pa.string()))
             for row in table.filter(mask).to_pylist():
                 found.setdefault(row["key"], row)
         return found

@@ -109,12 +109,11 @@ def test_synthesis_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     address = f"127.0.0.1:{port}"
-    start = [ray_bin, "start", "--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats"]
+    start = [ray_bin, "start", "--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
     try:
-        subprocess.run(start + ["--head", f"--port={port}", "--node-ip-address=127.0.0.1"], env=env, check=True,
+        subprocess.run(start + ["--head", f"--port={port}", "--include-dashboard=false"], env=env, check=True,
                        capture_output=True, timeout=120)
-        subprocess.run(start + [f"--address={address}", "--node-ip-address=127.0.0.1"], env=env, check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(start + [f"--address={address}"], env=env, check=True, capture_output=True, timeout=120)
         config = data_config(str(tmp_path / "store"), dialogues=8).model_copy(deep=True)
         config.ray.address = address
         config.build.synthesis.workers = 2
@@ -122,13 +121,13 @@ def test_synthesis_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
         summary = build_dialogues(config)
         assert summary["synthesized_this_run"] > 4
         import ray
-        from ray.util.state import list_actors, list_nodes
+        from ray._private.state import actors  # the GCS actor table (the state API needs the dashboard)
 
         ray.init(address=address, log_to_driver=False)
         try:
-            assert len([n for n in list_nodes() if n.state == "ALIVE"]) == 2
-            workers = list_actors(filters=[("class_name", "=", "SynthesisWorker")], limit=100)
-            assert len({actor.node_id for actor in workers}) == 2
+            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+            workers = [a for a in actors().values() if a["ActorClassName"] == "SynthesisWorker"]
+            assert len({a["Address"]["NodeID"] for a in workers}) == 2
         finally:
             ray.shutdown()
     finally:

@@ -48,11 +48,8 @@ def test_pipeline_then_retrain_on_new_dialogues(tmp_path):
     assert 0 < new_speech.stats["synthesized_this_run"] <= 4  # at most the new dialogue's 2 + 2 turns
     assert store.manifest(second["units"]).stats["reused_rows"] == store.manifest(first["units"]).stats["utterances"]
     # training continued from the first model, on the new data
-    chain = store.lineage(second["checkpoint"])
-    starts = []
-    node = chain
-    while node["parents"]:
-        node = next(p for p in node["parents"] if p["ref"].startswith("checkpoint/"))
+    starts, node = [], store.lineage(second["checkpoint"])
+    while (node := next((p for p in node["parents"] if p["ref"].startswith("checkpoint/")), None)) is not None:
         starts.append(node["ref"])
     assert first["checkpoint"] in starts
     assert "comparison" in second and first["eval"] in second["comparison"] and second["eval"] in second["comparison"]
