@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config, WhisperModel
+from transformers import AutoModelForCausalLM, PreTrainedModel, Qwen2Config, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from model.modeling_omni import OmniModel
@@ -46,6 +46,3 @@ def build_model(config: ModelConfig, chat: ChatFormat, unit_vocab_size: int) -> 
         speech_encoder_ds_rate=config.speech_encoder_ds_rate, stream_read=config.stream_read,
         stream_write=config.stream_write)
 
-
-def chat_format(tokenizer: PreTrainedTokenizerBase, config: ModelConfig) -> ChatFormat:
-    return ChatFormat(tokenizer, config.tokenizer.system_prompt)
