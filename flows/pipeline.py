@@ -52,7 +52,7 @@ def compare_with_previous(config: PipelineConfig, eval_ref: str) -> str | None:
     (on the same eval set and settings), if that was evaluated."""
     store = store_from_config(config.store)
     new = store.manifest(eval_ref)
-    checkpoint = store.manifest(next(p.ref() for p in new.parents if p.kind == Kind.checkpoint))
+    checkpoint = store.manifest(new.parents_of(Kind.checkpoint)[0])
     earlier = _first_model_ancestor(store, checkpoint)
     if earlier is None:
         return None
@@ -69,10 +69,10 @@ def _first_model_ancestor(store, checkpoint) -> str | None:
     or the fresh init (None)."""
     current = checkpoint
     while current.stats.get("stage") != "init":
-        start = next((p for p in reversed(current.parents) if p.kind == Kind.checkpoint), None)
-        if start is None:
+        starts = current.parents_of(Kind.checkpoint)
+        if not starts:
             return None
-        current = store.manifest(start.ref())
+        current = store.manifest(starts[-1])
         if current.stats.get("stage") == "s2s" and current.stats.get("complete"):
             return str(current.ref())
     return None

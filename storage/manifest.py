@@ -64,3 +64,7 @@ class Manifest(BaseModel):
 
     def all_files(self) -> list[FileEntry]:
         return [s for t in self.tables.values() for s in t.shards] + list(self.files.values())
+
+    def parents_of(self, kind: Kind) -> list[ArtifactRef]:
+        """The versions of one kind this one was made from, in lineage order."""
+        return [p.ref() for p in self.parents if p.kind == kind]

@@ -118,6 +118,6 @@ def compare(store: ArtifactStore, first: Manifest, second: Manifest) -> str:
         x, y = a.get(key), b.get(key)
         change = f"{y - x:+.4g}" if isinstance(x, (int, float)) and isinstance(y, (int, float)) else ""
         lines.append(f"| {label} | {x} | {y} | {change} |")
-    checkpoints = [next((str(p.ref()) for p in m.parents if p.kind == Kind.checkpoint), "?") for m in (first, second)]
+    checkpoints = [", ".join(str(r) for r in m.parents_of(Kind.checkpoint)) for m in (first, second)]
     lines.append(f"| checkpoint | {checkpoints[0]} | {checkpoints[1]} | |")
     return "\n".join(lines) + "\n"

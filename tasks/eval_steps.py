@@ -21,10 +21,10 @@ from tasks.units_roundtrip import decoder_version, open_decoder
 
 def checkpoint_units(store: ArtifactStore, checkpoint: Manifest) -> Manifest:
     """The units version the checkpoint learned to speak (its decoder is trained on the same units)."""
-    parent = next((p for p in checkpoint.parents if p.kind == Kind.units), None)
-    if parent is None:
+    parents = checkpoint.parents_of(Kind.units)
+    if not parents:
         raise ValueError(f"{checkpoint.ref()} has no units version among its parents: it cannot speak")
-    return store.manifest(parent.ref())
+    return store.manifest(parents[0])
 
 
 def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) -> str:

@@ -22,7 +22,7 @@ def resolve_inputs(store: ArtifactStore, config: PipelineConfig) -> tuple[Manife
     speech those units were made from, so a run triggered by new units trains on matching data."""
     units = store.manifest(store.resolve(ArtifactRef.parse(config.train.units)))
     wanted = ArtifactRef.parse(config.train.speech)
-    made_from = [p.ref() for p in units.parents if p.kind == Kind.speech and p.name == wanted.name]
+    made_from = [ref for ref in units.parents_of(Kind.speech) if ref.name == wanted.name]
     speech = store.manifest(made_from[0] if wanted.version is None and made_from else store.resolve(wanted))
     if str(speech.ref()) not in [str(p.ref()) for p in units.parents]:
         raise ValueError(f"train.units: {units.ref()} was not made from {speech.ref()} (its parents: "
@@ -61,7 +61,7 @@ def previous_model(store: ArtifactStore, config: PipelineConfig, speech: Manifes
     last_stage = [s for s in config.train.stages if config.train.stage(s).enabled][-1:]
     for version in reversed(store.versions(Kind.checkpoint, config.train.name)):
         manifest = store.manifest(ArtifactRef(Kind.checkpoint, config.train.name, version))
-        trained_on = [str(p.ref()) for p in manifest.parents if p.kind == Kind.speech]
+        trained_on = [str(ref) for ref in manifest.parents_of(Kind.speech)]
         if (manifest.stats.get("complete") and [manifest.stats.get("stage")] == last_stage
                 and str(speech.ref()) not in trained_on):
             return manifest

@@ -16,7 +16,7 @@ from tasks.units_audio import UnitAudioDecoder, load_decoder, save_decoder, trai
 
 
 def _parent(manifest: Manifest, kind: Kind) -> str:
-    return next(str(p.ref()) for p in manifest.parents if p.kind == kind)
+    return str(manifest.parents_of(kind)[0])
 
 
 def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:
