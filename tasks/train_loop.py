@@ -25,6 +25,7 @@ from storage import ArtifactStore, store_from_config
 from storage.manifest import Manifest
 from tasks.checkpoints import (CheckpointState, checkpoint_state, latest_for_key, load_checkpoint, save_checkpoint,
                                training_state)
+from tasks.lora import adapter_state, add_lora, load_adapter_state, merged
 from tasks.text_tokenizer import ChatFormat
 from tasks.training_data import BatchMaker, DialogueIndex, batch_plan
 
@@ -113,7 +114,17 @@ class StageRun:
             return found
         model, tokenizer = load_checkpoint(self.store, found or self.start)
         trainable = self.train.trainable(self.stage)
+        lora = self.settings.lora
+        if lora is not None:  # the LLM trains through adapters on the starting checkpoint's weights
+            if found is not None:
+                model.llm = load_checkpoint(self.store, self.start)[0].llm
+            trainable = [p for p in trainable if p != "llm" and not p.startswith("llm.")] or ["speech_projector"]
         counts = set_trainable(model, trainable)
+        if lora is not None:
+            add_lora(model, lora)
+            adapters = sum(p.numel() for p in model.llm.parameters() if p.requires_grad)
+            counts = {"trainable": counts["trainable"] + adapters, "frozen": counts["frozen"]}
+            trainable = trainable + [f"llm LoRA r={lora.rank} on {', '.join(lora.target_modules)}"]
         self.log(f"from {(found or self.start).ref()}; trainable {counts['trainable']:,} parameters "
                  f"({', '.join(trainable)}), frozen {counts['frozen']:,}")
         model.to(self.device).train()
@@ -138,6 +149,8 @@ class StageRun:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))
         if found is not None:
             saved = training_state(self.store, found)
+            if "lora" in saved:
+                load_adapter_state(model, saved["lora"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
         first = state.step * settings.grad_accum
@@ -197,6 +210,10 @@ class StageRun:
         manifest = None
         if self.workers.rank == 0:
             extra = None if state.complete else {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            if self.settings.lora is not None:
+                if extra is not None:
+                    extra["lora"] = adapter_state(model)
+                model = merged(model)
             manifest = save_checkpoint(self.store, self.train.name, model, tokenizer, state,
                                        [self.speech, self.units, self.start], self.train.model_dump(mode="json"),
                                        extra, self.flow_run_id)

@@ -72,7 +72,7 @@ import sys
 from tests.training_data import tiny_training
 from tasks import train_steps
 from storage import store_from_config
-config = tiny_training(sys.argv[1], sys.argv[2], name=sys.argv[3], steps=6, extra=("train.stages=[s2t]",))
+config = tiny_training(sys.argv[1], sys.argv[2], name=sys.argv[3], steps=6, extra=("train.stages=[s2t]",) + tuple(sys.argv[4:]))
 store = store_from_config(config.store)
 speech, units = train_steps.resolve_inputs(store, config)
 start = train_steps.initial_checkpoint(store, config, speech, units, None)
@@ -80,8 +80,9 @@ print(train_steps.run_stages_here(config, start, speech, units))
 """
 
 
-def _train_in_subprocess(data_store: str, log_dir: str, name: str, kill_after_versions: int | None):
-    process = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, data_store, log_dir, name],
+def _train_in_subprocess(data_store: str, log_dir: str, name: str, kill_after_versions: int | None,
+                         extra: tuple[str, ...] = ()):
+    process = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, data_store, log_dir, name, *extra],
                                cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if kill_after_versions is None:
         output = process.communicate(timeout=600)[0].decode()
@@ -100,15 +101,18 @@ def _train_in_subprocess(data_store: str, log_dir: str, name: str, kill_after_ve
     raise AssertionError("training never reached the kill point")
 
 
-def test_killed_run_resumes_to_the_same_weights(data_store, tmp_path):
-    _train_in_subprocess(data_store, str(tmp_path / "tb"), "straight", None)
+@pytest.mark.parametrize("extra", [(), ("train.s2t.lora={rank: 4, alpha: 8}",)], ids=["full", "lora"])
+def test_killed_run_resumes_to_the_same_weights(data_store, tmp_path, extra):
+    tag = "lora" if extra else "full"
+    _train_in_subprocess(data_store, str(tmp_path / "tb"), f"straight-{tag}", None, extra)
     # init + 3 of 6 s2t steps saved, then SIGKILL mid-run; the re-run resumes from the last save
-    _train_in_subprocess(data_store, str(tmp_path / "tb"), "killed", kill_after_versions=4)
+    _train_in_subprocess(data_store, str(tmp_path / "tb"), f"killed-{tag}", 4, extra)
     store = store_from_config(tiny_training(data_store, str(tmp_path)).store)
-    partial = store.latest_manifest("checkpoint", "killed")
+    partial = store.latest_manifest("checkpoint", f"killed-{tag}")
     assert not partial.stats["complete"] and 0 < partial.stats["step"] < 6
-    _train_in_subprocess(data_store, str(tmp_path / "tb"), "killed", None)
-    straight, resumed = store.latest_manifest("checkpoint", "straight"), store.latest_manifest("checkpoint", "killed")
+    _train_in_subprocess(data_store, str(tmp_path / "tb"), f"killed-{tag}", None, extra)
+    straight = store.latest_manifest("checkpoint", f"straight-{tag}")
+    resumed = store.latest_manifest("checkpoint", f"killed-{tag}")
     assert resumed.stats["complete"] and resumed.stats["step"] == 6
     assert resumed.stats["metrics"]["loss"] == straight.stats["metrics"]["loss"]
     a, b = _weights(store, str(straight.ref())), _weights(store, str(resumed.ref()))
@@ -176,3 +180,22 @@ def test_train_flow_on_ray_train_with_two_workers(data_store, tmp_path):
     versions = store.versions("checkpoint", "ray2")
     assert train(config)["checkpoint"] == result["checkpoint"]  # every stage done: skipped, no Ray launch
     assert store.versions("checkpoint", "ray2") == versions
+
+
+def test_lora_trains_adapters_and_saves_a_plain_merged_model(data_store, tmp_path):
+    config = tiny_training(data_store, str(tmp_path / "tb"), name="lora", steps=4, extra=(
+        "train.stages=[s2t]", "train.checkpoint_every=2", "train.s2t.lora={rank: 4, alpha: 8}"))
+    store, speech, units, start = _inputs(config)
+    [final] = train_steps.run_stages_here(config, start, speech, units)
+    old, new = _weights(store, str(start.ref())), _weights(store, final)
+    assert set(old) == set(new)  # a plain OmniModel: no adapter names in the checkpoint
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert any(k.startswith("speech_projector.") for k in changed)
+    llm_changed = {k for k in changed if k.startswith("llm.")}
+    assert llm_changed and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+                               for k in llm_changed)
+    assert not any(k.startswith(("speech_encoder.", "speech_generator.")) for k in changed)
+    partial = store.manifest(f"checkpoint/lora@{store.manifest(final).version - 1}")
+    assert not partial.stats["complete"] and "training_state.pt" in partial.files
+    with pytest.raises(ConfigError, match="tts.lora: only the s2t stage"):
+        tiny_training(data_store, str(tmp_path), extra=("train.tts.lora={rank: 4}",))

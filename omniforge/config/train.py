@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from omniforge.config.base import Section
 
@@ -54,6 +54,16 @@ class ModelConfig(Section):
     seed: int = Field(0, description="Seed of the fresh parts' initialisation.")
 
 
+class LoraConfig(Section):
+    """LoRA adapters on the LLM (peft) instead of full fine-tuning, in the s2t stage."""
+
+    rank: int = Field(16, ge=1, description="LoRA rank r.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout (0 keeps resumed runs exact).")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+                                      description="LLM linear layers that get adapters.")
+
+
 class StageConfig(Section):
     """One training stage."""
 
@@ -66,6 +76,8 @@ class StageConfig(Section):
     warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    lora: LoraConfig | None = Field(None, description="s2t only: train LoRA adapters on the LLM instead of all of "
+                                    "it (checkpoints hold the merged weights).")
     trainable: list[str] | None = Field(None, min_length=1, description="Module prefixes that train, all others "
                                         "frozen (checked and logged at the start); None: the paper's choice "
                                         "(s2t: speech_projector, llm; tts: speech_generator.model; s2s: speech_generator).")
@@ -109,6 +121,13 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(100, ge=1, description="Save a checkpoint version every N steps (and at the end).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
     log_dir: str = Field("omniforge-data/tensorboard", description="TensorBoard logs (local folder).")
+
+    @model_validator(mode="after")
+    def _lora_only_in_s2t(self) -> "TrainConfig":
+        for stage in ("tts", "s2s"):
+            if self.stage(stage).lora is not None:
+                raise ValueError(f"{stage}.lora: only the s2t stage trains the LLM")
+        return self
 
     def stage(self, name: str) -> StageConfig:
         return getattr(self, name)
