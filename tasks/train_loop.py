@@ -118,7 +118,7 @@ class StageRun:
         if lora is not None:  # the LLM trains through adapters on the starting checkpoint's weights
             if found is not None:
                 model.llm = load_checkpoint(self.store, self.start)[0].llm
-            trainable = [p for p in trainable if p != "llm" and not p.startswith("llm.")] or ["speech_projector"]
+            trainable = [p for p in trainable if p != "llm" and not p.startswith("llm.")]
         counts = set_trainable(model, trainable)
         if lora is not None:
             add_lora(model, lora)
