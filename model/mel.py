@@ -35,6 +35,15 @@ class WhisperLogMel(nn.Module):
         self.mel = MelSpectrogram(self.sample_rate, self.n_fft, self.hop, n_mels, self.sample_rate / 2, power=2.0,
                                   pad_mode="reflect")
 
+    def batch(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waves of any lengths -> (B, n_mels, T_max) zero-padded features and their frame counts."""
+        mels = [self(wave) for wave in waves]
+        lengths = torch.tensor([m.shape[1] for m in mels])
+        features = mels[0].new_zeros(len(mels), mels[0].shape[0], int(lengths.max()))
+        for i, mel in enumerate(mels):
+            features[i, :, : mel.shape[1]] = mel
+        return features, lengths
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         log_spec = self.mel(wave)[..., :-1].clamp(min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0)

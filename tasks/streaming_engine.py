@@ -77,11 +77,7 @@ class StreamingEngine:
         def mark(kind: str, size: int) -> None:
             events.append(TimedEvent(kind, time.perf_counter() - began, size))
 
-        mels = [self.features(torch.from_numpy(w)) for w in speech]
-        lengths = torch.tensor([m.shape[1] for m in mels])
-        padded = torch.zeros(len(mels), mels[0].shape[0], int(lengths.max()))
-        for i, mel in enumerate(mels):
-            padded[i, :, : mel.shape[1]] = mel
+        padded, lengths = self.features.batch([torch.from_numpy(w) for w in speech])
         prompt = self.chat.encode(history, generation_prompt=True).input_ids
         spoken = self.model.speech_embeddings(padded, lengths)
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from model.mel import WhisperLogMel
-from model.modeling_omni import pad_sequences
 from model.stage_objectives import StageBatch
 from omniforge.config.train import AugmentConfig
 from storage import ArtifactStore
@@ -224,7 +223,5 @@ class BatchMaker:
                 waves += [self._wave(turn, rng) for turn in dialogue.turns if turn.role == "user"]
         features = lengths = None
         if waves:
-            mels = [self.mel(torch.from_numpy(w)).T for w in waves]
-            padded, _ = pad_sequences(mels)
-            features, lengths = padded.transpose(1, 2).contiguous(), torch.tensor([len(m) for m in mels])
+            features, lengths = self.mel.batch([torch.from_numpy(w) for w in waves])
         return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units)
