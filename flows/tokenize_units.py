@@ -31,8 +31,8 @@ def tokenize(speech, tokenizer, config: PipelineConfig):
 
 
 @task(name="publish-units", cache_policy=NONE)
-def publish(plan, rows, config: PipelineConfig):
-    return units_steps.publish_units(store_from_config(config.store), plan, rows, config, recording_run_id())
+def publish(plan, table, config: PipelineConfig):
+    return units_steps.publish_units(store_from_config(config.store), plan, table, config, recording_run_id())
 
 
 @flow(name="tokenize-units", log_prints=True)
@@ -41,8 +41,8 @@ def tokenize_units(config: PipelineConfig) -> dict:
     logger = get_run_logger()
     speech, tokenizer = get_tokenizer(config)
     logger.info("tokenizer %s for %s", tokenizer.ref(), speech.ref())
-    plan, rows = tokenize(speech, tokenizer, config)
-    units, new = publish(plan, rows, config)
+    plan, table = tokenize(speech, tokenizer, config)
+    units, new = publish(plan, table, config)
     if new:
         announce(units, config.store.url)
     markdown = units_steps.summary_markdown(units, new)

@@ -148,6 +148,17 @@ def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(f"units: {summary['units_version']} (tokenizer {summary['tokenizer_version']}) in {resolved.store.url}")
 
 
+@app.command("import-units")
+def import_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Import CosyVoice 2 tokens in VocalNet's layout (units.vocalnet.index): speech, tokenizer and units versions."""
+    resolved = load(config, set_)
+    from flows.import_units import import_units as flow
+
+    summary = flow(resolved)
+    typer.echo(f"units: {summary['units_version']} (speech {summary['speech_version']}, {summary['rejects']} "
+               f"rejected items) in {resolved.store.url}")
+
+
 @app.command("units-roundtrip")
 def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
                     limit: Annotated[int, typer.Option(help="Utterances to score.")] = 20) -> None:

@@ -1,37 +1,15 @@
 """Audio in Parquet, the Hugging Face way: a struct of encoded `bytes` and `path`.
 
-The speech table's schema carries the `huggingface` feature metadata, so `datasets`, pyarrow,
-pandas, DuckDB and Ray Data all read the shards as they are. Audio is decoded with soundfile (the
-CPU torch here has no working torchaudio/torchcodec).
+Encoded with soundfile (the CPU torch here has no working torchaudio/torchcodec). Kept free of
+heavy imports: every Ray worker that reads or writes audio imports this module.
 """
 
 from __future__ import annotations
 
 import io
 
-import datasets
 import numpy as np
-import pyarrow as pa
 import soundfile as sf
-
-SPEECH_FEATURES = datasets.Features(
-    {
-        "utterance_id": datasets.Value("string"),
-        "dialogue_id": datasets.Value("string"),
-        "turn_index": datasets.Value("int32"),
-        "role": datasets.Value("string"),
-        "speaker": datasets.Value("string"),
-        "text": datasets.Value("string"),
-        "audio": datasets.Audio(),
-        "sampling_rate": datasets.Value("int32"),
-        "duration": datasets.Value("float32"),
-        "audio_native": datasets.Audio(),
-        "native_sampling_rate": datasets.Value("int32"),
-        "backend": datasets.Value("string"),
-        "key": datasets.Value("string"),
-    }
-)
-SPEECH_SCHEMA: pa.Schema = SPEECH_FEATURES.arrow_schema
 
 
 def encode_audio(wave: np.ndarray, sample_rate: int, fmt: str = "FLAC") -> bytes:

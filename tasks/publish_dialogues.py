@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from storage import ArtifactStore, Kind, Manifest
-from storage.audio import SPEECH_SCHEMA, audio_cell
+from storage.audio import audio_cell
+from storage.speech_schema import SPEECH_SCHEMA
 from tasks.dialogues import Reject
 from tasks.incremental import unchanged_rows
 from tasks.plan import Plan, Utterance

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -73,7 +74,10 @@ def tokenizer_settings(config: UnitsConfig) -> dict:
             config.backend: detail.model_dump(mode="json")}
 
 
-def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfig, flow_run_id: str | None) -> Manifest:
+def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfig, flow_run_id: str | None,
+                      check_weights: bool = True) -> Manifest:
+    """The tokenizer/NAME version with these settings: reused, or fitted (k-means) or described (S3;
+    its weights are checked unless `check_weights` is off, as when describing imported tokens)."""
     from omniforge.hashing import stable_hash
 
     settings = tokenizer_settings(config)
@@ -88,8 +92,9 @@ def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfi
         writer.add_file("centroids.safetensors", save_safetensors({"centroids": tokenizer.centroids.contiguous()}))
         writer.add_file("tokenizer.json", json.dumps(tokenizer.describe(), indent=2).encode())
         writer.stats.update(vocab_size=tokenizer.vocab_size, fit_frames=fit_frames, frame_rate=config.frame_rate)
-    else:
-        S3UnitTokenizer(config.s3)  # fails here, clearly, if the weights are absent
+    else:  # only a description: the weights stay where the user keeps them
+        if check_weights:
+            S3UnitTokenizer(config.s3)  # fails here, clearly, if the weights are absent
         writer.add_file("tokenizer.json", json.dumps(settings, indent=2).encode())
         writer.stats.update(vocab_size=S3UnitTokenizer.VOCAB_SIZE, frame_rate=config.frame_rate)
     return writer.publish()
@@ -156,15 +161,18 @@ class UnitWorker:
             self._shard = (shard, {r["utterance_id"]: r for r in table.to_pylist()})
         return self._shard[1]
 
-    def run(self, tasks: list[dict]) -> list[dict]:
-        """tasks: [{"shard": path in the store, "ids": [utterance ids]}]."""
+    def run(self, tasks: list[dict]) -> pa.Table:
+        """tasks: [{"shard": path in the store, "ids": [utterance ids]}]. Returns a units table
+        (Arrow travels between Ray processes as buffers, not as millions of Python ints)."""
         rows = [self._rows(task["shard"])[uid] for task in tasks for uid in task["ids"]]
         waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
-        out = []
-        for row, units in zip(rows, self.tokenizer.encode(waves)):
-            fields = {k: row[k] for k in ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")}
-            out.append({**fields, "units": units.to(torch.int32).tolist(), "n_units": len(units)})
-        return out
+        units = [u.to(torch.int32).numpy() for u in self.tokenizer.encode(waves)]
+        columns = {k: [r[k] for r in rows] for k in ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")}
+        offsets = np.concatenate([[0], np.cumsum([len(u) for u in units])]).astype(np.int32)
+        values = np.concatenate(units) if units else np.zeros(0, np.int32)
+        columns["units"] = pa.ListArray.from_arrays(offsets, values)
+        columns["n_units"] = [len(u) for u in units]
+        return pa.table(columns, schema=UNITS_SCHEMA)
 
 
 def shard_index(store: ArtifactStore, speech: Manifest, roles: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -187,7 +195,7 @@ def shard_tasks(index: list[tuple[str, list[tuple[str, str]]]], skip: set[str], 
 
 
 def tokenize_tasks(tasks: list[dict], state: dict, store: ArtifactStore, config: UnitsConfig,
-                   on_result: Callable[[list[dict]], None]) -> None:
+                   on_result: Callable[[pa.Table], None]) -> None:
     """Tokenize on `config.workers` Ray actors (needs a Ray session). A memory:// store lives in
     this process only, so there the work runs inline."""
     args = (state, store.url, store.options)
@@ -199,14 +207,16 @@ def tokenize_tasks(tasks: list[dict], state: dict, store: ArtifactStore, config:
     map_on_actors(UnitWorker, args, tasks, 1, config.workers, on_result)
 
 
-def units_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(sorted(rows, key=lambda r: (r["dialogue_id"], r["turn_index"])), schema=UNITS_SCHEMA)
+def units_table(parts: list[pa.Table]) -> pa.Table:
+    """The workers' tables as one, in dialogue and turn order."""
+    return pa.concat_tables(parts or [UNITS_SCHEMA.empty_table()]).sort_by([("dialogue_id", "ascending"),
+                                                                          ("turn_index", "ascending")])
 
 
 def unit_stats(table: pa.Table, vocab_size: int) -> dict:
-    lengths = table.column("n_units").to_numpy()
-    seconds = float(np.sum(table.column("duration").to_numpy()))
-    used = len({u for units in table.column("units").to_pylist() for u in units})
-    return {"utterances": table.num_rows, "units": int(lengths.sum()), "seconds": round(seconds, 2),
-            "units_per_second": round(float(lengths.sum()) / seconds, 3) if seconds else 0.0,
+    units = int(pc.sum(table.column("n_units")).as_py() or 0)
+    seconds = float(pc.sum(table.column("duration")).as_py() or 0.0)
+    used = len(pc.unique(pc.list_flatten(table.column("units"))))
+    return {"utterances": table.num_rows, "units": units, "seconds": round(seconds, 2),
+            "units_per_second": round(units / seconds, 3) if seconds else 0.0,
             "vocab_size": vocab_size, "vocab_used": used}

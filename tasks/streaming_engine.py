@@ -19,7 +19,7 @@ from model.mel import WhisperLogMel
 from model.modeling_omni import OmniModel
 from model.streaming import GenerationSettings, stream_generate
 from tasks.text_tokenizer import ChatFormat
-from tasks.units_audio import UnitAudioDecoder
+from tasks.units_audio import UnitDecoder
 
 
 @dataclass
@@ -60,7 +60,7 @@ class AnswerTrace:
 
 
 class StreamingEngine:
-    def __init__(self, model: OmniModel, chat: ChatFormat, decoder: UnitAudioDecoder,
+    def __init__(self, model: OmniModel, chat: ChatFormat, decoder: UnitDecoder,
                  settings: GenerationSettings) -> None:
         self.model, self.chat, self.decoder, self.settings = model.eval(), chat, decoder, settings
         self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)

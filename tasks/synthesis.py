@@ -87,10 +87,17 @@ def make_worker(config: BuildConfig) -> SynthesisWorker:
                            threads=max(1, int(config.synthesis.cpus_per_worker)))
 
 
+def spoken_chars(job: dict) -> int:
+    """What a job costs to synthesize, in characters to say (provided audio is only resampled)."""
+    return 0 if job.get("provided_audio") is not None else sum(len(s) for s in job["segments"])
+
+
 def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> None:
     """Run `jobs` on `config.synthesis.workers` Ray actors; call `on_result` with each finished
-    batch, in completion order. Needs a Ray session (tasks.ray_runtime)."""
+    batch, in completion order. Longest jobs go first, so the last batches are short and the
+    workers finish together. Needs a Ray session (tasks.ray_runtime)."""
     settings = config.synthesis
     threads = max(1, int(settings.cpus_per_worker))
+    ordered = sorted(jobs, key=spoken_chars, reverse=True)
     map_on_actors(SynthesisWorker, (config.tts, config.validation, config.sample_rate, config.text.segment_pause_s, threads),
-                  jobs, settings.batch_size, settings.workers, on_result, settings.cpus_per_worker, settings.gpus_per_worker)
+                  ordered, settings.batch_size, settings.workers, on_result, settings.cpus_per_worker, settings.gpus_per_worker)

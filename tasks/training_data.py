@@ -169,7 +169,8 @@ class BatchMaker:
     def _audio(self, turn: Turn) -> bytes:
         if turn.shard not in self._shards:
             table = self.store.read_shard(self.index.shard_paths[turn.shard], ["utterance_id", "audio"])
-            self._shards[turn.shard] = {u: a["bytes"] for u, a in zip(*table.to_pydict().values())}
+            rows = zip(*table.to_pydict().values())  # answers may have no audio (imported sets): only users' is read
+            self._shards[turn.shard] = {u: a["bytes"] for u, a in rows if a is not None}
             while len(self._shards) > SHARDS_CACHED:
                 self._shards.popitem(last=False)
         self._shards.move_to_end(turn.shard)

@@ -118,26 +118,22 @@ class CosyVoice2Engine:
     `voice.prompt_text`."""
 
     backend = "cosyvoice2"
-    PROMPT_RATE = 16000
 
     def __init__(self, model_dir: str | None) -> None:
-        if not model_dir or not Path(model_dir).is_dir():
-            raise TTSUnavailable(f"CosyVoice 2 weights not found: set build.tts.cosyvoice_model_dir to a local "
-                                 f"CosyVoice2-0.5B directory (got {model_dir!r})")
+        from tasks.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2
+
         try:
-            from cosyvoice.cli.cosyvoice import CosyVoice2
-        except ImportError as err:
-            raise TTSUnavailable("the CosyVoice 2 code is not importable: install FunAudioLLM/CosyVoice "
-                                 f"(and its third_party/Matcha-TTS) on PYTHONPATH ({err})") from err
-        self.model_dir = model_dir
-        self.model = CosyVoice2(model_dir, load_jit=False, load_trt=False, fp16=False)
+            self.model = load_cosyvoice2(model_dir, "build.tts.cosyvoice_model_dir")
+        except CosyVoiceUnavailable as err:
+            raise TTSUnavailable(str(err)) from err
 
     def synthesize(self, text: str, voice: VoiceConfig) -> tuple[np.ndarray, int]:
         import torch
 
-        prompt, rate = sf.read(voice.voice, dtype="float32", always_2d=True)
-        prompt16k = torch.from_numpy(resample(prompt.mean(axis=1), rate, self.PROMPT_RATE))[None]
-        outputs = self.model.inference_zero_shot(text, voice.prompt_text, prompt16k, stream=False, speed=voice.tempo)
+        from tasks.cosyvoice import prompt_16k
+
+        outputs = self.model.inference_zero_shot(text, voice.prompt_text, prompt_16k(voice.voice), stream=False,
+                                                 speed=voice.tempo)
         wave = torch.cat([o["tts_speech"] for o in outputs], dim=1)[0].cpu().numpy()
         rate = self.model.sample_rate
         return resample(wave, rate * semitones_to_factor(voice.pitch_semitones), rate), rate

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -21,6 +22,22 @@ from model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
 from tasks.vocoder import load_hifigan
 
 VOCODER_CONTEXT_FRAMES = 13  # HiFi-GAN V1 (universal): one mel frame reaches 12.5 frames each way
+
+
+class UnitDecoder(Protocol):
+    """Units back to audio, whichever the backend: this one, or CosyVoice 2's (tasks.cosyvoice)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def lookahead_units(self) -> int:
+        """Units that must be known before a sample can be emitted (the streaming latency)."""
+
+    def decode(self, units: list[int]) -> np.ndarray:
+        """All the audio at once."""
+
+    def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
+        """Audio chunks as the unit chunks arrive."""
 
 
 class UnitAudioDecoder:

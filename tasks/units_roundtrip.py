@@ -3,16 +3,20 @@ quality: speech -> units -> speech, scored by ASR word error rate against the te
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from model.unit_vocoder import HifiMel, MelGrid, UnitToMelSettings
-from omniforge.config.units import UnitsConfig
-from omniforge.hashing import stable_hash
+from omniforge.config.units import CosyVoice2DecoderConfig, UnitsConfig
+from omniforge.hashing import sha256_bytes, stable_hash
 from storage import ArtifactStore, Kind, Manifest
 from storage.audio import decode_audio
 from tasks.audio_ops import resample
-from tasks.units_audio import UnitAudioDecoder, load_decoder, save_decoder, train_unit_to_mel
+from tasks.cosyvoice import CosyVoice2UnitDecoder, require_cosyvoice2_files
+from tasks.units_audio import UnitDecoder, load_decoder, save_decoder, train_unit_to_mel
 
 
 def _parent(manifest: Manifest, kind: Kind) -> str:
@@ -43,15 +47,18 @@ def training_pairs(rows: list[dict], grid: MelGrid) -> list[tuple[torch.Tensor, 
 
 
 def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
-    """The decoder for `units`' tokenizer with these settings: reused if one exists, else trained."""
+    """The decoder for `units`' tokenizer with these settings: reused if one exists, else trained
+    (learned) or described (cosyvoice2, whose weights stay in the user's directory)."""
     tokenizer = _parent(units, Kind.tokenizer)
-    settings = {"decoder": config.decoder.model_dump(mode="json"), "tokenizer": tokenizer}
+    d = config.decoder
+    if d.backend == "cosyvoice2":
+        return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
+    settings = {"decoder": d.model_dump(mode="json", exclude={"cosyvoice2"}), "tokenizer": tokenizer}
     settings_hash = stable_hash(settings)
     existing = store.find_version(Kind.decoder, config.name, settings_hash)
     if existing is not None:
         return existing
     vocab = store.manifest(tokenizer).stats["vocab_size"]
-    d = config.decoder
     grid = MelGrid(unit_rate=config.frame_rate)
     net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
     model, losses = train_unit_to_mel(training_pairs(paired_rows(store, units), grid), net, grid, d.steps,
@@ -65,9 +72,32 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     return writer.publish()
 
 
-def open_decoder(store: ArtifactStore, manifest: Manifest) -> UnitAudioDecoder:
+def _cosyvoice2_version(store: ArtifactStore, units: Manifest, tokenizer: Manifest, config: UnitsConfig,
+                        flow_run_id: str | None) -> Manifest:
+    if tokenizer.config.get("backend") != "s3":
+        raise ValueError(f"units.decoder.backend: cosyvoice2 decodes CosyVoice 2's S3 units, but {units.ref()} holds "
+                         f"{tokenizer.config.get('backend')} units ({tokenizer.ref()}); use the learned decoder")
+    settings = config.decoder.cosyvoice2
+    require_cosyvoice2_files(settings)
+    described = {"decoder": {"backend": "cosyvoice2", **settings.model_dump(mode="json")}, "tokenizer": str(tokenizer.ref()),
+                 "prompt_sha256": sha256_bytes(Path(settings.prompt_wav).read_bytes())}
+    described_hash = stable_hash(described)
+    existing = store.find_version(Kind.decoder, config.name, described_hash)
+    if existing is not None:
+        return existing
+    writer = store.writer(Kind.decoder, config.name, parents=[units, tokenizer], config=described,
+                          config_hash=described_hash, flow_run_id=flow_run_id)
+    writer.add_file("decoder.json", json.dumps(described, indent=2).encode())
+    return writer.publish()
+
+
+def open_decoder(store: ArtifactStore, manifest: Manifest) -> UnitDecoder:
+    settings = manifest.config["decoder"]
+    if settings.get("backend") == "cosyvoice2":
+        return CosyVoice2UnitDecoder(CosyVoice2DecoderConfig.model_validate(
+            {k: v for k, v in settings.items() if k != "backend"}))
     files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
-    return load_decoder(files, manifest.config["decoder"]["vocoder"])
+    return load_decoder(files, settings["vocoder"])
 
 
 def dnsmos(wave16k: np.ndarray) -> float | None:
@@ -80,7 +110,7 @@ def dnsmos(wave16k: np.ndarray) -> float | None:
     return float(scorer.run(np.clip(wave16k, -1.0, 1.0).astype(np.float32), sr=16000)["ovrl_mos"])
 
 
-def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitAudioDecoder, limit: int, asr_model: str = "tiny.en") -> dict:
+def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit: int, asr_model: str = "tiny.en") -> dict:
     from tasks.asr import Transcriber, word_error_rate
 
     asr = Transcriber(asr_model)

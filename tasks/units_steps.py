@@ -40,25 +40,25 @@ def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, conf
     return UnitsPlan(speech, tokenizer, todo, reuse)
 
 
-def tokenize(plan: UnitsPlan, store: ArtifactStore, config: PipelineConfig) -> list[dict]:
-    if not plan.todo:
-        return []
-    results: list[dict] = []
-    state = tokenizer_state(store, plan.tokenizer)
-    with ray_session(config.ray), tqdm(total=plan.utterances, desc="tokenizing", unit="utt") as bar:
-        def on_result(rows: list[dict]) -> None:
-            results.extend(rows)
-            bar.update(len(rows))
+def tokenize(plan: UnitsPlan, store: ArtifactStore, config: PipelineConfig) -> pa.Table:
+    """The units of every utterance still to tokenize, as one table."""
+    parts: list[pa.Table] = []
+    if plan.todo:
+        state = tokenizer_state(store, plan.tokenizer)
+        with ray_session(config.ray), tqdm(total=plan.utterances, desc="tokenizing", unit="utt") as bar:
+            def on_result(part: pa.Table) -> None:
+                parts.append(part)
+                bar.update(part.num_rows)
 
-        tokenize_tasks(plan.todo, state, store, config.units, on_result)
-    return results
+            tokenize_tasks(plan.todo, state, store, config.units, on_result)
+    return units_table(parts)
 
 
-def publish_units(store: ArtifactStore, plan: UnitsPlan, rows: list[dict], config: PipelineConfig,
+def publish_units(store: ArtifactStore, plan: UnitsPlan, new: pa.Table, config: PipelineConfig,
                   flow_run_id: str | None) -> tuple[Manifest, bool]:
     """Returns the units version and whether it is new."""
     parents = [plan.speech.ref(), plan.tokenizer.ref()]
-    if plan.reuse is not None and not rows and [p.ref() for p in plan.reuse.parents][:2] == parents:
+    if plan.reuse is not None and not new.num_rows and [p.ref() for p in plan.reuse.parents][:2] == parents:
         return plan.reuse, False
     writer = store.writer(Kind.units, config.units.name, parents=[plan.speech, plan.tokenizer]
                           + ([plan.reuse] if plan.reuse is not None else []),
@@ -66,13 +66,13 @@ def publish_units(store: ArtifactStore, plan: UnitsPlan, rows: list[dict], confi
                           flow_run_id=flow_run_id)
     if plan.reuse is not None:
         writer.reuse_shards("data", plan.reuse)
-    if rows or plan.reuse is None:
-        writer.write_table("data", units_table(rows))
+    if new.num_rows or plan.reuse is None:
+        writer.write_table("data", new)
     columns = ["units", "n_units", "duration"]
     parts = [store.read_table(plan.reuse, columns=columns)] if plan.reuse is not None else []
-    whole = pa.concat_tables(parts + [units_table(rows).select(columns)])
-    writer.stats.update(unit_stats(whole, plan.tokenizer.stats["vocab_size"]), tokenized_this_run=len(rows),
-                        reused_rows=whole.num_rows - len(rows))
+    whole = pa.concat_tables(parts + [new.select(columns)])
+    writer.stats.update(unit_stats(whole, plan.tokenizer.stats["vocab_size"]), tokenized_this_run=new.num_rows,
+                        reused_rows=whole.num_rows - new.num_rows)
     return writer.publish(), True
 
 

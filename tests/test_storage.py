@@ -17,7 +17,8 @@ import pyarrow as pa
 import pytest
 
 from storage import ArtifactNameError, ArtifactNotFound, ArtifactRef, ArtifactStore
-from storage.audio import SPEECH_SCHEMA, audio_cell, decode_audio, encode_audio
+from storage.audio import audio_cell, decode_audio, encode_audio
+from storage.speech_schema import SPEECH_SCHEMA
 
 
 def speech_table(n: int, seed: int = 0) -> pa.Table:

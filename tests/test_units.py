@@ -15,6 +15,7 @@ from omniforge.config.units import S3TokenizerConfig
 from storage import store_from_config
 from tasks.speech_units import S3UnitTokenizer, TokenizerUnavailable, speech_rows
 from tasks.tts import EngineSet
+from tasks.units_roundtrip import decoder_version
 from omniforge.config.build import TTSConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -89,3 +90,6 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     again = {r["utterance_id"]: r["units"] for r in store.read_table(v2).to_pylist()}
     assert all(again[r["utterance_id"]] == r["units"] for r in table.to_pylist())
     assert np.isclose(store.manifest("units/demo@2").stats["units_per_second"], 25, atol=1)
+
+    with pytest.raises(ValueError, match="units.decoder.backend: cosyvoice2 decodes CosyVoice 2's S3 units"):
+        decoder_version(store, v2, load_pipeline_config("configs/demo.yaml", ["units.decoder.backend=cosyvoice2"]).units)

@@ -59,3 +59,20 @@ def test_unit_to_mel_learns_real_speech_and_round_trips_its_files():
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
     loaded = load_decoder(save_decoder(model))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.unit_to_mel.state_dict().values()))
+
+
+def test_cosyvoice2_paths_say_what_is_missing(tmp_path):
+    from omniforge.config.units import CosyVoice2DecoderConfig
+    from tasks.cosyvoice import CosyVoice2UnitDecoder, CosyVoiceUnavailable
+    from tasks.tts import TTSUnavailable
+
+    with pytest.raises(TTSUnavailable, match="build.tts.cosyvoice_model_dir"):
+        EngineSet(TTSConfig(cosyvoice_model_dir=str(tmp_path / "absent"))).get("cosyvoice2")
+    with pytest.raises(CosyVoiceUnavailable, match="units.decoder.cosyvoice2.model_dir"):
+        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig())
+    with pytest.raises(CosyVoiceUnavailable, match="units.decoder.cosyvoice2.prompt_wav"):
+        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path)))
+    prompt = tmp_path / "prompt.wav"
+    prompt.write_bytes(b"RIFF")
+    with pytest.raises(CosyVoiceUnavailable, match="CosyVoice 2 code is not importable"):
+        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path), prompt_wav=str(prompt)))

