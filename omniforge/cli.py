@@ -161,7 +161,9 @@ def import_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 @app.command("units-roundtrip")
 def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
-                    limit: Annotated[int, typer.Option(help="Utterances to score.")] = 20) -> None:
+                    limit: Annotated[int, typer.Option(help="Utterances to score.")] = 20,
+                    speech: Annotated[Optional[str], typer.Option(help="Score this speech version's answers (held "
+                                                                  "out, e.g. speech/demo-eval) instead of the units' own.")] = None) -> None:
     """Speech -> units -> speech on the latest units version: trains (or reuses) the units -> audio
     decoder, then scores original and resynthesized speech (ASR WER vs the text, DNSMOS)."""
     resolved = load(config, set_)
@@ -171,7 +173,8 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
     store = store_from_config(resolved.store)
     units = store.manifest(f"units/{resolved.units.name}")
     decoder = decoder_version(store, units, resolved.units)
-    report = roundtrip(store, units, open_decoder(store, decoder), limit)
+    held_out = store.manifest(speech) if speech else None
+    report = roundtrip(store, units, open_decoder(store, decoder), limit, speech=held_out)
     typer.echo(json.dumps({"units": str(units.ref()), "decoder": str(decoder.ref()), **report}, indent=2))
 
 

@@ -30,18 +30,32 @@ def ray_session(config: RayConfig, log_to_driver: bool = False) -> Iterator[None
 
 
 def map_on_actors(worker_class: type, init_args: tuple, items: list, batch_size: int, workers: int,
-                  on_result: Callable[[list], None], num_cpus: float = 1, num_gpus: float = 0) -> None:
+                  on_result: Callable[[list], None], num_cpus: float = 1, num_gpus: float = 0,
+                  queued: int = 2) -> None:
     """Run `worker_class(*init_args).run(batch)` over `items` in batches on long-lived actors
-    (each loads its models once), calling `on_result` as batches finish. Needs a Ray session."""
+    (each loads its models once), calling `on_result` as batches finish. Each actor keeps `queued`
+    batches waiting, so it never idles while the driver takes a result and sends the next batch
+    (that round trip costs as much as a small batch's work). Needs a Ray session."""
     import ray
-    from ray.util import ActorPool
 
     actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
-    pool = [actor.remote(*init_args) for _ in range(min(workers, max(1, len(items))))]
-    batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    batches = iter([items[i:i + batch_size] for i in range(0, len(items), batch_size)])
+    pool = [actor.remote(*init_args) for _ in range(min(workers, max(1, -(-len(items) // batch_size))))]
+    running: dict = {}  # result ref -> the actor computing it
+
+    def submit(worker) -> None:
+        batch = next(batches, None)
+        if batch is not None:
+            running[worker.run.remote(batch)] = worker
+
     try:
-        for rows in ActorPool(pool).map_unordered(lambda worker, batch: worker.run.remote(batch), batches):
-            on_result(rows)
+        for worker in pool:
+            for _ in range(queued):
+                submit(worker)
+        while running:
+            [done], _ = ray.wait(list(running), num_returns=1)
+            submit(running.pop(done))
+            on_result(ray.get(done))
     finally:
         for worker in pool:
             ray.kill(worker)

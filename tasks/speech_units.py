@@ -147,7 +147,7 @@ class S3UnitTokenizer:
 
 class UnitWorker:
     """Runs in a Ray actor (or inline): reads its utterances from the store's shards itself, so
-    audio never travels through the driver, and returns unit rows."""
+    audio never travels through the driver, and returns units tables."""
 
     def __init__(self, state: dict, store_url: str, store_options: dict, threads: int = 1) -> None:
         torch.set_num_threads(threads)

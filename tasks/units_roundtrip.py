@@ -110,11 +110,28 @@ def dnsmos(wave16k: np.ndarray) -> float | None:
     return float(scorer.run(np.clip(wave16k, -1.0, 1.0).astype(np.float32), sr=16000)["ovrl_mos"])
 
 
-def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit: int, asr_model: str = "tiny.en") -> dict:
+def encoded_rows(store: ArtifactStore, units: Manifest, speech: Manifest, limit: int) -> list[dict]:
+    """The first `limit` assistant turns of `speech`, encoded by `units`' tokenizer: held-out audio
+    for a decoder trained on `units`."""
+    from tasks.speech_units import build_tokenizer, speech_rows, tokenizer_state
+
+    tokenizer = build_tokenizer(tokenizer_state(store, store.manifest(_parent(units, Kind.tokenizer))))
+    rows = []
+    for row in speech_rows(store, speech, ["assistant"], ["role", "text", "audio"]):
+        if len(rows) == limit:
+            break
+        [encoded] = tokenizer.encode([torch.from_numpy(decode_audio(row["audio"]["bytes"])[0])])
+        rows.append({**row, "units": encoded.tolist()})
+    return rows
+
+
+def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit: int, asr_model: str = "tiny.en",
+              speech: Manifest | None = None) -> dict:
+    """Scores `speech`'s assistant turns (default: the units' own) against their resynthesis."""
     from tasks.asr import Transcriber, word_error_rate
 
     asr = Transcriber(asr_model)
-    rows = paired_rows(store, units)[:limit]
+    rows = paired_rows(store, units)[:limit] if speech is None else encoded_rows(store, units, speech, limit)
     scores = {"original_wer": [], "resynthesis_wer": [], "original_dnsmos": [], "resynthesis_dnsmos": []}
     for row in rows:
         original, _ = decode_audio(row["audio"]["bytes"])
@@ -123,7 +140,8 @@ def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit
         scores["resynthesis_wer"].append(word_error_rate(row["text"], asr.transcribe(rebuilt)))
         scores["original_dnsmos"].append(dnsmos(original))
         scores["resynthesis_dnsmos"].append(dnsmos(rebuilt))
-    report = {"utterances": len(rows), "asr_model": asr_model}
+    report = {"utterances": len(rows), "asr_model": asr_model,
+              "speech": str(speech.ref()) if speech is not None else _parent(units, Kind.speech)}
     for name, values in scores.items():
         known = [v for v in values if v is not None]
         report[name] = round(float(np.mean(known)), 4) if known else None

@@ -76,3 +76,23 @@ def test_cosyvoice2_paths_say_what_is_missing(tmp_path):
     prompt.write_bytes(b"RIFF")
     with pytest.raises(CosyVoiceUnavailable, match="CosyVoice 2 code is not importable"):
         CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path), prompt_wav=str(prompt)))
+
+
+def test_roundtrip_scores_own_and_held_out_answers(data_store):
+    from storage import Kind, store_from_config
+    from tasks.units_roundtrip import decoder_version, encoded_rows, open_decoder, paired_rows, roundtrip
+    from tests.training_data import data_config
+
+    config = data_config(data_store).units.model_copy(update={"name": "roundtrip"})
+    config.decoder.steps = 30
+    store = store_from_config(data_config(data_store).store)
+    units = store.manifest("units/demo")
+    speech = store.manifest(units.parents_of(Kind.speech)[0])
+    # the held-out path encodes with the units' own tokenizer: on the same speech it gives the same units
+    assert [r["units"] for r in encoded_rows(store, units, speech, 3)] == [r["units"] for r in paired_rows(store, units)[:3]]
+
+    decoder = open_decoder(store, decoder_version(store, units, config))
+    report = roundtrip(store, units, decoder, limit=3, speech=speech)
+    assert report["utterances"] == 3 and report["speech"] == str(speech.ref())
+    assert report["original_wer"] < 0.3 <= report["resynthesis_wer"]  # 30 decoder steps cannot speak yet
+    assert 1 <= report["resynthesis_dnsmos"] <= 5 and 1 <= report["original_dnsmos"] <= 5
