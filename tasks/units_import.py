@@ -192,10 +192,11 @@ def import_vocalnet(store: ArtifactStore, config: UnitsConfig, sample_rate: int,
     rejects: list[Reject] = []
     speech_writer = store.writer(Kind.speech, settings.name, config=recipe, config_hash=recipe_hash, flow_run_id=flow_run_id)
     unit_parts, speech_parts, pending = [], [], ([], [])
-    for speech, units in parsed_items(items, root, settings, sample_rate, S3UnitTokenizer.frame_rate, rejects):
+    dialogues = parsed_items(items, root, settings, sample_rate, S3UnitTokenizer.frame_rate, rejects)
+    for count, (speech, units) in enumerate(dialogues, start=1):
         pending[0].extend(speech)
         pending[1].extend(units)
-        if len({r["dialogue_id"] for r in pending[0]}) >= settings.shard_dialogues:
+        if count % settings.shard_dialogues == 0:
             speech_parts.append(_flush(speech_writer, pending, unit_parts))
             pending = ([], [])
     if pending[0]:

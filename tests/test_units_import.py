@@ -100,10 +100,11 @@ def test_import_makes_speech_tokenizer_and_units_with_lineage(tmp_path):
 def test_trusted_pickles_import_and_the_result_trains(tmp_path):
     root, url = tmp_path / "playground", str(tmp_path / "store")
     tokens = vocalnet_set(root)
-    summary = import_units(config(url, root, "units.vocalnet.allow_pickle=true"))
+    summary = import_units(config(url, root, "units.vocalnet.allow_pickle=true", "units.vocalnet.shard_dialogues=2"))
     store = store_from_config(config(url, root).store)
     rows = {r["dialogue_id"]: r["units"] for r in store.read_table(store.manifest(summary["units_version"])).to_pylist()}
     assert rows["c"] == tokens["c"].tolist() and len(rows) == 3
+    assert len(store.manifest(summary["speech_version"]).tables["data"].shards) == 2  # 2 + 1 dialogues
 
     training = tiny_training(url, str(tmp_path / "tb"), extra=("train.units=units/vocalnet", "train.speech=speech/vocalnet"))
     speech, units = train_steps.resolve_inputs(store, training)
