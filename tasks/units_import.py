@@ -12,7 +12,7 @@ an integer array (T or 1 x T), or the dict {"speech_token", "speech_token_len"} 
 extraction script saves (a pickle, read only when `allow_pickle` is set).
 
 Three versions come out: speech/NAME (the user turns' audio at the input rate and every turn's
-text; these sets ship no assistant audio, so those rows have none), tokenizer/NAME (the S3
+text; the index points at no assistant audio, so those rows have none), tokenizer/NAME (the S3
 tokenizer the tokens came from, described, not loaded) and units/NAME with lineage to both. An
 item that cannot be read goes to the speech version's rejects table, naming the item and field.
 """
