@@ -61,6 +61,13 @@ def parse_record(record: Any, origin: str, base_dir: str | None = None) -> Dialo
     return Dialogue(dialogue_id, turns, origin)
 
 
+def read_relative(path: str, base_dir: str | None) -> bytes:
+    """A file's bytes; a relative path is taken from `base_dir` (the folder of the file naming it)."""
+    full = path if "://" in path or path.startswith("/") or base_dir is None else posixpath.join(base_dir, path)
+    with fsspec.open(full, "rb") as handle:
+        return handle.read()
+
+
 def _speech(value: Any, where: str, base_dir: str | None) -> bytes | None:
     """Existing speech of a turn: a wav path (relative to the source file), an HF audio dict with
     bytes, or an HF decoded dict with an array."""
@@ -68,9 +75,7 @@ def _speech(value: Any, where: str, base_dir: str | None) -> bytes | None:
         return None
     try:
         if isinstance(value, str):
-            path = value if "://" in value or value.startswith("/") or base_dir is None else posixpath.join(base_dir, value)
-            with fsspec.open(path, "rb") as handle:
-                return handle.read()
+            return read_relative(value, base_dir)
         if isinstance(value, dict) and value.get("bytes"):
             return bytes(value["bytes"])
         if isinstance(value, dict) and value.get("array") is not None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -38,7 +37,8 @@ from storage.audio import audio_cell, decode_audio, encode_audio
 from storage.speech_schema import SPEECH_SCHEMA
 from tasks.audio_ops import resample
 from tasks.dialogues import ROLE_NAMES, RecordError, Reject
-from tasks.publish_dialogues import REJECT_SCHEMA
+from tasks.sources import read_relative
+from tasks.publish_dialogues import REJECT_SCHEMA, summarize
 from tasks.speech_units import UNITS_SCHEMA, S3UnitTokenizer, tokenizer_version, unit_stats
 
 SPEECH_PLACEHOLDER = "<speech>"
@@ -78,13 +78,11 @@ def _paths(item: dict, key: str, count: int) -> list[str]:
 
 
 def _read(root: str, path: str, field: str) -> bytes:
-    full = path if "://" in path or path.startswith("/") else posixpath.join(root, path)
     try:
-        with fsspec.open(full, "rb") as handle:
-            return handle.read()
+        return read_relative(path, root)
     except OSError as err:
-        raise RecordError(field, "missing_file", f"{full} ({err}); units.vocalnet.root must be the folder "
-                                                 "the index's paths are relative to") from err
+        raise RecordError(field, "missing_file", f"{path} under {root} ({err}); units.vocalnet.root must be the "
+                                                 "folder the index's paths are relative to") from err
 
 
 def load_tokens(data: bytes, field: str, allow_pickle: bool) -> np.ndarray:
@@ -206,7 +204,10 @@ def import_vocalnet(store: ArtifactStore, config: UnitsConfig, sample_rate: int,
         raise ValueError(f"nothing imported from {settings.index}: all {len(items)} items were rejected"
                          + (f" (first: item {first.record}, field {first.field}: {first.reason} {first.detail})" if first else ""))
     speech_writer.write_table("rejects", pa.Table.from_pylist([r.as_row() for r in rejects], schema=REJECT_SCHEMA))
-    speech_writer.stats.update(_speech_summary(pa.concat_tables(speech_parts), rejects, settings.index))
+    kept = pa.concat_tables(speech_parts)
+    summary = summarize(kept, len(set(kept.column("dialogue_id").to_pylist())), rejects, synthesized=0)
+    speech_writer.stats.update(summary, source={"kind": "vocalnet", "index": settings.index},
+                               note="imported: user audio from the set; assistant turns have tokens, no audio")
     speech_version = speech_writer.publish()
 
     s3 = config.model_copy(update={"name": settings.name, "backend": "s3", "frame_rate": S3UnitTokenizer.frame_rate,
@@ -227,15 +228,4 @@ def _flush(writer, pending: tuple[list[dict], list[dict]], unit_parts: list[pa.T
     writer.write_table("data", speech)
     unit_parts.append(pa.Table.from_pylist(pending[1], schema=UNITS_SCHEMA))
     return speech.select(["dialogue_id", "role", "duration", "speaker"])
-
-
-def _speech_summary(speech: pa.Table, rejects: list[Reject], index: str) -> dict:
-    roles = speech.column("role").to_pylist()
-    return {"dialogues": len(set(speech.column("dialogue_id").to_pylist())), "turns": speech.num_rows,
-            "user_turns": roles.count("user"), "assistant_turns": roles.count("assistant"),
-            "hours": round(sum(speech.column("duration").to_pylist()) / 3600, 4),
-            "speakers": len(set(speech.column("speaker").to_pylist())), "rejects": len(rejects),
-            "rejects_by_reason": dict(Counter(r.reason for r in rejects)),
-            "source": {"kind": "vocalnet", "index": index},
-            "note": "imported: user audio from the set; assistant turns have tokens, no audio"}
 
