@@ -39,8 +39,9 @@ def map_on_actors(worker_class: type, init_args: tuple, items: list, batch_size:
     import ray
 
     actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
-    batches = iter([items[i:i + batch_size] for i in range(0, len(items), batch_size)])
-    pool = [actor.remote(*init_args) for _ in range(min(workers, max(1, -(-len(items) // batch_size))))]
+    all_batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    pool = [actor.remote(*init_args) for _ in range(min(workers, max(1, len(all_batches))))]
+    batches = iter(all_batches)
     running: dict = {}  # result ref -> the actor computing it
 
     def submit(worker) -> None:

@@ -30,7 +30,8 @@ UNITS_SCHEMA = pa.schema([
     ("role", pa.string()), ("key", pa.string()), ("units", pa.list_(pa.int32())), ("n_units", pa.int32()),
     ("duration", pa.float32()),
 ])
-ROW_COLUMNS = ["utterance_id", "dialogue_id", "turn_index", "role", "key", "duration", "audio"]
+UNIT_ROW_FIELDS = ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")  # copied from speech rows
+ROW_COLUMNS = [*UNIT_ROW_FIELDS, "audio"]
 
 
 class TokenizerUnavailable(RuntimeError):
@@ -167,7 +168,7 @@ class UnitWorker:
         rows = [self._rows(task["shard"])[uid] for task in tasks for uid in task["ids"]]
         waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
         units = [u.to(torch.int32).numpy() for u in self.tokenizer.encode(waves)]
-        columns = {k: [r[k] for r in rows] for k in ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")}
+        columns = {k: [r[k] for r in rows] for k in UNIT_ROW_FIELDS}
         offsets = np.concatenate([[0], np.cumsum([len(u) for u in units])]).astype(np.int32)
         values = np.concatenate(units) if units else np.zeros(0, np.int32)
         columns["units"] = pa.ListArray.from_arrays(offsets, values)

@@ -39,7 +39,7 @@ from tasks.audio_ops import resample
 from tasks.dialogues import ROLE_NAMES, RecordError, Reject
 from tasks.sources import read_relative
 from tasks.publish_dialogues import REJECT_SCHEMA, summarize
-from tasks.speech_units import UNITS_SCHEMA, S3UnitTokenizer, tokenizer_version, unit_stats
+from tasks.speech_units import UNIT_ROW_FIELDS, UNITS_SCHEMA, S3UnitTokenizer, tokenizer_version, unit_stats
 
 SPEECH_PLACEHOLDER = "<speech>"
 BACKEND = "vocalnet-import"
@@ -150,7 +150,7 @@ def item_rows(item: object, root: str, config: VocalNetImportConfig, sample_rate
             tokens = load_tokens(_read(root, next(token_files), "units"), "units", config.allow_pickle)
             row.update(speaker="assistant", duration=len(tokens) / frame_rate, audio=None, audio_native=None,
                        native_sampling_rate=None, key=stable_hash({"text": text, "units": sha256_bytes(tokens.tobytes())}, 32))
-            units.append({k: row[k] for k in ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")}
+            units.append({k: row[k] for k in UNIT_ROW_FIELDS}
                          | {"units": tokens.tolist(), "n_units": len(tokens)})
         speech.append(row)
     return dialogue_id, speech, units
