@@ -3,7 +3,8 @@ and the k-means tokenizer's speed against real time on one core.
 
 A demo speech set is built once (real Piper/espeak audio), then replicated into a larger speech
 version so that start-up costs do not hide the steady state. The flow runs on a Prefect server and
-a Ray runtime that are already up, with a tokenizer that is already fitted. The cases alternate
+a Ray runtime that are already up (started as the product starts a local one, its idle workers
+holding torch imported, as the bare loop's process does), with a tokenizer that is already fitted. The cases alternate
 over rounds and each keeps its best (this machine's speed drifts from minute to minute).
 
     python benchmarks/units.py                # ~4 minutes on 2 cores (9 h of audio, 2 rounds)
@@ -54,10 +55,9 @@ def main() -> None:
                         "workers); each case keeps its best round")
     args = parser.parse_args()
 
-    import ray
-
     from flows.build_dialogues import build_dialogues
     from flows.tokenize_units import tokenize_units
+    from tasks.ray_runtime import ray_session
     from tasks.speech_units import (UnitWorker, shard_index, shard_tasks, speech_rows, tokenizer_state,
                                     tokenizer_version)
 
@@ -96,14 +96,15 @@ def main() -> None:
         tokenize_units(cfg)
         return time.perf_counter() - start
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     rates: dict[str, float] = {}
-    for round_ in range(args.repeats):
-        for case, run in (("bare", bare_loop), ("1", lambda: flow_run(1, round_)), ("2", lambda: flow_run(2, round_))):
-            seconds = run()
-            rates[case] = max(rates.get(case, 0.0), audio_seconds / seconds)
-            print(f"round {round_ + 1}, {case:>4}: {audio_seconds / seconds:.0f}x real time ({seconds:.1f} s)", flush=True)
-    ray.shutdown()
+    with ray_session(config.ray):
+        for round_ in range(args.repeats):
+            for case, run in (("bare", bare_loop), ("1", lambda: flow_run(1, round_)),
+                              ("2", lambda: flow_run(2, round_))):
+                seconds = run()
+                rates[case] = max(rates.get(case, 0.0), audio_seconds / seconds)
+                print(f"round {round_ + 1}, {case:>4}: {audio_seconds / seconds:.0f}x real time ({seconds:.1f} s)",
+                      flush=True)
     hours = f"{audio_seconds / 3600:.1f} h of audio"
     report("units", [
         result_row(f"flow 1 worker vs bare loop ({hours})", rates["1"], rates["bare"], "audio-s per wall-s", 0.95),

@@ -2,9 +2,42 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
-from transformers.audio_utils import mel_filter_bank
+
+SLANEY_LINEAR_HZ = 1000.0  # below this the Slaney mel scale is linear
+SLANEY_MELS_PER_HZ = 3.0 / 200.0
+SLANEY_LOG_STEP = math.log(6.4) / 27.0  # log-Hz per mel above the linear part
+
+
+def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    linear = hz * SLANEY_MELS_PER_HZ
+    above = SLANEY_LINEAR_HZ * SLANEY_MELS_PER_HZ + np.log(np.maximum(hz, SLANEY_LINEAR_HZ) / SLANEY_LINEAR_HZ) / SLANEY_LOG_STEP
+    return np.where(hz >= SLANEY_LINEAR_HZ, above, linear)
+
+
+def slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    break_mel = SLANEY_LINEAR_HZ * SLANEY_MELS_PER_HZ
+    return np.where(mel >= break_mel, SLANEY_LINEAR_HZ * np.exp(SLANEY_LOG_STEP * (mel - break_mel)),
+                    mel / SLANEY_MELS_PER_HZ)
+
+
+def slaney_mel_filters(n_freqs: int, n_mels: int, fmin: float, fmax: float, sample_rate: int) -> np.ndarray:
+    """(n_freqs, n_mels) triangular filters, equally spaced on the Slaney mel scale and area-normalized,
+    the filters librosa and Whisper use. Written here because importing transformers for them costs
+    every worker process a second at start-up."""
+    edges = slaney_mel_to_hz(np.linspace(hz_to_slaney_mel(np.array(fmin)), hz_to_slaney_mel(np.array(fmax)),
+                                         n_mels + 2))
+    bins = np.linspace(0, sample_rate // 2, n_freqs)
+    offsets = edges[None, :] - bins[:, None]
+    widths = np.diff(edges)
+    rising = -offsets[:, :-2] / widths[:-1]
+    falling = offsets[:, 2:] / widths[1:]
+    triangles = np.maximum(0.0, np.minimum(rising, falling))
+    return triangles * (2.0 / (edges[2:] - edges[:-2]))[None, :]
 
 
 class MelSpectrogram(nn.Module):
@@ -14,7 +47,7 @@ class MelSpectrogram(nn.Module):
                  pad_mode: str) -> None:
         super().__init__()
         self.n_fft, self.hop, self.power, self.pad_mode = n_fft, hop, power, pad_mode
-        filters = mel_filter_bank(1 + n_fft // 2, n_mels, 0.0, fmax, sample_rate, norm="slaney", mel_scale="slaney")
+        filters = slaney_mel_filters(1 + n_fft // 2, n_mels, 0.0, fmax, sample_rate)
         self.register_buffer("filters", torch.tensor(filters, dtype=torch.float32), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 

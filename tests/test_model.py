@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from model.gate_fusion import GateFusion
+from model.mel import slaney_mel_filters
 from model.modeling_omni import IGNORE_INDEX, OmniModel
 from model.read_write import ReadWrite, interleave
 from model.reference_generation import generate_reference
@@ -219,3 +220,14 @@ def test_first_build_loads_each_part_from_its_own_checkpoint(tmp_path):
     model.save_pretrained(tmp_path / "omni")
     reloaded = OmniModel.from_pretrained(tmp_path / "omni")
     assert torch.equal(reloaded.speech_generator.model.get_input_embeddings().weight, tts_embed)
+
+
+@pytest.mark.parametrize("n_fft, n_mels, fmax, rate", [(400, 80, 8000.0, 16000), (400, 128, 8000.0, 16000),
+                                                       (1024, 80, 8000.0, 22050)])
+def test_own_mel_filters_equal_the_slaney_filters_whisper_uses(n_fft, n_mels, fmax, rate):
+    from transformers.audio_utils import mel_filter_bank
+
+    ours = slaney_mel_filters(1 + n_fft // 2, n_mels, 0.0, fmax, rate)
+    theirs = mel_filter_bank(1 + n_fft // 2, n_mels, 0.0, fmax, rate, norm="slaney", mel_scale="slaney")
+    assert ours.shape == theirs.shape
+    assert abs(ours - theirs).max() < 1e-12
