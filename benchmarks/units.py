@@ -3,17 +3,22 @@ and the k-means tokenizer's speed against real time on one core.
 
 A demo speech set is built once (real Piper/espeak audio), then replicated into a larger speech
 version so that start-up costs do not hide the steady state. The flow runs on a Prefect server and
-a Ray runtime that are already up (started as the product starts a local one, its idle workers
-holding torch imported, as the bare loop's process does), with a tokenizer that is already fitted. The cases alternate
-over rounds and each keeps its best (this machine's speed drifts from minute to minute).
+a Ray runtime that are already up, with a tokenizer that is already fitted.
 
-    python benchmarks/units.py                # ~4 minutes on 2 cores (9 h of audio, 2 rounds)
-    python benchmarks/units.py --copies 1000  # more audio
+This machine's speed drifts by 10-25 % from one minute to the next, so every comparison is paired:
+- each round runs the bare loop, the flow with 1 and with 2 workers, and the bare loop again; the
+  flows are compared with the mean of the round's two bare loops, and the rounds are averaged;
+- the steady state (no start-up, no Prefect) compares one Ray actor with this process on the same
+  tasks, alternating chunk by chunk.
+
+    python benchmarks/units.py                          # ~4 minutes on 2 cores (7 h of audio, 2 rounds)
+    python benchmarks/units.py --copies 800 --repeats 3  # more audio, more rounds
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -50,10 +55,12 @@ def replicate_speech(store, copies: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--copies", type=int, default=250, help="times the demo's assistant speech is replicated")
+    parser.add_argument("--copies", type=int, default=200, help="times the demo's assistant speech is replicated")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of (bare loop, flow 1 worker, flow 2 "
-                        "workers); each case keeps its best round")
+                        "workers, bare loop), averaged")
     args = parser.parse_args()
+
+    import ray
 
     from flows.build_dialogues import build_dialogues
     from flows.tokenize_units import tokenize_units
@@ -71,9 +78,12 @@ def main() -> None:
     tokenizer = tokenizer_version(store, demo, config.units, None)  # fitted on the demo, outside the timings
 
     torch.set_num_threads(1)
-    worker = UnitWorker(tokenizer_state(store, tokenizer), store.url, store.options)
+    worker_args = (tokenizer_state(store, tokenizer), store.url, store.options)
+    worker = UnitWorker(*worker_args)
     tasks = shard_tasks(shard_index(store, speech, ["assistant"]), set(), config.units.batch_size)
-    audio_seconds = float(pc.sum(store.read_table(speech, columns=["duration"]).column("duration")).as_py())
+    durations = store.read_table(speech, columns=["utterance_id", "duration"]).to_pydict()
+    duration = dict(zip(durations["utterance_id"], durations["duration"]))
+    audio_seconds = sum(duration.values())
     rows = list(speech_rows(store, demo, ["assistant"]))  # the tokenizer alone, on decoded waves
     waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
     start = time.perf_counter()
@@ -96,19 +106,46 @@ def main() -> None:
         tokenize_units(cfg)
         return time.perf_counter() - start
 
-    rates: dict[str, float] = {}
+    def actor_vs_bare(chunks: list[list[dict]]) -> tuple[float, float]:
+        """Seconds for the same tasks in a warm Ray actor (one call per task, as the flow sends them)
+        and in this process, alternating chunk by chunk so that the machine's drift falls on both."""
+        actor = ray.remote(num_cpus=1)(UnitWorker).remote(*worker_args)
+        ray.get(actor.run.remote(chunks[0][:1]))
+        in_actor = here = 0.0
+        for chunk in chunks:
+            start = time.perf_counter()
+            ray.get([actor.run.remote([task]) for task in chunk])
+            in_actor += time.perf_counter() - start
+            start = time.perf_counter()
+            for task in chunk:
+                worker.run([task])
+            here += time.perf_counter() - start
+        ray.kill(actor)
+        return in_actor, here
+
+    flows: dict[str, list[float]] = {"1": [], "2": []}  # rates per round
+    bares: list[float] = []  # per round, the mean rate of the bare loops run before and after its flows
     with ray_session(config.ray):
+        steady = tasks[: len(tasks) // 4]
+        in_actor, here = actor_vs_bare([steady[i::8] for i in range(8)])
+        steady_seconds = sum(duration[uid] for task in steady for uid in task["ids"])
         for round_ in range(args.repeats):
-            for case, run in (("bare", bare_loop), ("1", lambda: flow_run(1, round_)),
-                              ("2", lambda: flow_run(2, round_))):
-                seconds = run()
-                rates[case] = max(rates.get(case, 0.0), audio_seconds / seconds)
-                print(f"round {round_ + 1}, {case:>4}: {audio_seconds / seconds:.0f}x real time ({seconds:.1f} s)",
-                      flush=True)
+            before, one, two, after = bare_loop(), flow_run(1, round_), flow_run(2, round_), bare_loop()
+            bares.append(audio_seconds / 2 / before + audio_seconds / 2 / after)
+            flows["1"].append(audio_seconds / one)
+            flows["2"].append(audio_seconds / two)
+            print(f"round {round_ + 1}: bare {before:.1f} s, flow 1 worker {one:.1f} s, flow 2 workers {two:.1f} s, "
+                  f"bare {after:.1f} s", flush=True)
+    print(f"fixed cost per flow run (time over the round's bare loops, 1 worker): "
+          f"{', '.join(f'{audio_seconds / f - audio_seconds / b:.1f} s' for f, b in zip(flows['1'], bares))}")
     hours = f"{audio_seconds / 3600:.1f} h of audio"
+    bare = statistics.mean(bares)
     report("units", [
-        result_row(f"flow 1 worker vs bare loop ({hours})", rates["1"], rates["bare"], "audio-s per wall-s", 0.95),
-        result_row(f"flow 2 workers, per worker, vs bare loop ({hours})", rates["2"] / 2, rates["bare"],
+        result_row("Ray actor vs bare loop, steady state (same tasks, alternating)", steady_seconds / in_actor,
+                   steady_seconds / here, "audio-s per wall-s", 0.95),
+        result_row(f"flow 1 worker vs bare loop ({hours})", statistics.mean(flows["1"]), bare, "audio-s per wall-s",
+                   0.95),
+        result_row(f"flow 2 workers, per worker, vs bare loop ({hours})", statistics.mean(flows["2"]) / 2, bare,
                    "audio-s per wall-s", 0.95),
         result_row("k-means tokenizer vs real time (1 core)", encode_only, 1.0, "audio-s per wall-s", 200),
     ])

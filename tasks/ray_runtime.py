@@ -22,8 +22,7 @@ def ray_session(config: RayConfig, log_to_driver: bool = False) -> Iterator[None
     if config.address:
         ray.init(address=config.address, log_to_driver=log_to_driver)
     else:
-        ray.init(num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
-                 _system_config={"preload_python_modules": config.preload_modules})
+        ray.init(num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     try:
         yield
     finally:

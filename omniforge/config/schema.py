@@ -39,11 +39,6 @@ class RayConfig(Section):
         None, description="Ray cluster address ('auto', 'host:6379', 'ray://...'); None starts Ray locally."
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (None: all).")
-    preload_modules: list[str] = Field(
-        ["torch"], description="Modules a local Ray's idle workers import before they take work, so an actor "
-        "started later skips that import (torch: about 2 s). A cluster sets this where it starts "
-        "(RAY_preload_python_modules=torch ray start ...).",
-    )
 
 
 class PipelineConfig(Section):
