@@ -10,19 +10,18 @@ from torch import nn
 
 SLANEY_LINEAR_HZ = 1000.0  # below this the Slaney mel scale is linear
 SLANEY_MELS_PER_HZ = 3.0 / 200.0
+SLANEY_BREAK_MEL = SLANEY_LINEAR_HZ * SLANEY_MELS_PER_HZ
 SLANEY_LOG_STEP = math.log(6.4) / 27.0  # log-Hz per mel above the linear part
 
 
 def hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    linear = hz * SLANEY_MELS_PER_HZ
-    above = SLANEY_LINEAR_HZ * SLANEY_MELS_PER_HZ + np.log(np.maximum(hz, SLANEY_LINEAR_HZ) / SLANEY_LINEAR_HZ) / SLANEY_LOG_STEP
-    return np.where(hz >= SLANEY_LINEAR_HZ, above, linear)
+    above = SLANEY_BREAK_MEL + np.log(np.maximum(hz, SLANEY_LINEAR_HZ) / SLANEY_LINEAR_HZ) / SLANEY_LOG_STEP
+    return np.where(hz >= SLANEY_LINEAR_HZ, above, hz * SLANEY_MELS_PER_HZ)
 
 
 def slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    break_mel = SLANEY_LINEAR_HZ * SLANEY_MELS_PER_HZ
-    return np.where(mel >= break_mel, SLANEY_LINEAR_HZ * np.exp(SLANEY_LOG_STEP * (mel - break_mel)),
-                    mel / SLANEY_MELS_PER_HZ)
+    above = SLANEY_LINEAR_HZ * np.exp(SLANEY_LOG_STEP * (mel - SLANEY_BREAK_MEL))
+    return np.where(mel >= SLANEY_BREAK_MEL, above, mel / SLANEY_MELS_PER_HZ)
 
 
 def slaney_mel_filters(n_freqs: int, n_mels: int, fmin: float, fmax: float, sample_rate: int) -> np.ndarray:
