@@ -169,10 +169,11 @@ class UnitWorker:
         waves = [torch.from_numpy(decode_audio(r["audio"]["bytes"])[0]) for r in rows]
         units = [u.to(torch.int32).numpy() for u in self.tokenizer.encode(waves)]
         columns = {k: [r[k] for r in rows] for k in UNIT_ROW_FIELDS}
-        offsets = np.concatenate([[0], np.cumsum([len(u) for u in units])]).astype(np.int32)
+        lengths = [len(u) for u in units]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         values = np.concatenate(units) if units else np.zeros(0, np.int32)
         columns["units"] = pa.ListArray.from_arrays(offsets, values)
-        columns["n_units"] = [len(u) for u in units]
+        columns["n_units"] = lengths
         return pa.table(columns, schema=UNITS_SCHEMA)
 
 
