@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -122,3 +123,13 @@ def test_every_command_has_help():
                  ["artifacts", "verify", "--help"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_local_paths_become_absolute_against_the_working_folder(tmp_path, monkeypatch):
+    """Ray Train's workers run in a trial folder: a relative store path would name another store there."""
+    demo = str(Path("configs/demo.yaml").resolve())
+    monkeypatch.chdir(tmp_path)
+    config = load_pipeline_config(demo, ["store.url=data/store", "train.log_dir=logs"])
+    assert config.store.url == str(tmp_path / "data" / "store")
+    assert config.train.log_dir == str(tmp_path / "logs")
+    assert load_pipeline_config(demo, ["store.url=s3://bucket/x"]).store.url == "s3://bucket/x"

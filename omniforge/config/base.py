@@ -6,13 +6,23 @@ typo or a bad value fails before any work starts, with the dotted path of the fi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from omniforge.hashing import stable_hash
+
+
+def absolute_local_path(path: str) -> str:
+    """A local path, made absolute against the folder the command runs in: Ray workers resolve
+    paths in their own working folder (Ray Train's move into a trial folder). URLs pass as they are."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+PathOrURL = Annotated[str, AfterValidator(absolute_local_path)]
 
 
 class Section(BaseModel):

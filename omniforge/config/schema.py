@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from omniforge.config.base import Section
+from omniforge.config.base import PathOrURL, Section
 from omniforge.config.build import BuildConfig
 from omniforge.config.deploy import DeployConfig
 from omniforge.config.evaluate import EvaluateConfig
@@ -17,10 +17,11 @@ from omniforge.config.units import UnitsConfig
 class StoreConfig(Section):
     """Where versioned artifacts live."""
 
-    url: str = Field(
+    url: PathOrURL = Field(
         "omniforge-data/store",
         description="fsspec URL of the artifact store: a local path (relative to the working "
-        "folder), file://, memory://, s3://bucket/prefix or gs://bucket/prefix.",
+        "folder, made absolute on loading), file://, memory://, s3://bucket/prefix or gs://bucket/prefix.",
+        validate_default=True,
     )
     options: dict[str, Any] = Field(
         default_factory=dict,

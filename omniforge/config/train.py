@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from omniforge.config.base import Section
+from omniforge.config.base import PathOrURL, Section
 
 STAGES = ("s2t", "tts", "s2s")
 # what each stage trains in the paper (SPEC.md, "Training"); everything else stays frozen
@@ -120,7 +120,8 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (GPU).")
     checkpoint_every: int = Field(100, ge=1, description="Save a checkpoint version every N steps (and at the end).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
-    log_dir: str = Field("omniforge-data/tensorboard", description="TensorBoard logs (local folder).")
+    log_dir: PathOrURL = Field("omniforge-data/tensorboard", description="TensorBoard logs (local folder; "
+                               "relative to the working folder, made absolute on loading).", validate_default=True)
 
     @model_validator(mode="after")
     def _lora_only_in_s2t(self) -> "TrainConfig":
