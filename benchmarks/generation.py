@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import report, result_row  # noqa: E402
-from model.configuration_omni import OmniConfig  # noqa: E402
-from model.modeling_omni import OmniModel  # noqa: E402
-from model.reference_generation import generate_reference  # noqa: E402
-from model.streaming import GenerationSettings, stream_generate  # noqa: E402
+from omniforge.model.configuration_omni import OmniConfig  # noqa: E402
+from omniforge.model.modeling_omni import OmniModel  # noqa: E402
+from omniforge.model.reference_generation import generate_reference  # noqa: E402
+from omniforge.model.streaming import GenerationSettings, stream_generate  # noqa: E402
 
 WHISPER_TINY = dict(model_type="whisper", num_mel_bins=80, d_model=384, encoder_layers=4, encoder_attention_heads=6,
                     encoder_ffn_dim=1536, max_source_positions=1500, decoder_layers=1, decoder_attention_heads=6,

@@ -60,18 +60,18 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=10, help="spoken questions to answer")
     args = parser.parse_args()
 
-    from model.streaming import GenerationSettings
-    from model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
     from omniforge.config import load_pipeline_config
     from omniforge.config.build import DemoSourceConfig, TTSConfig
-    from tasks.audio_ops import resample
-    from tasks.model_factory import build_model
-    from tasks.sources import demo_dialogues
-    from tasks.streaming_engine import StreamingEngine
-    from tasks.text_tokenizer import ChatFormat, train_bpe
-    from tasks.tts import EngineSet
-    from tasks.units_audio import UnitAudioDecoder
-    from tasks.vocoder import load_hifigan
+    from omniforge.model.mel import INPUT_SAMPLE_RATE
+    from omniforge.model.streaming import GenerationSettings
+    from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
+    from omniforge.tasks.build.sources import demo_dialogues
+    from omniforge.tasks.build.tts import EngineSet
+    from omniforge.tasks.common.audio_ops import resample
+    from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
+    from omniforge.tasks.train.model_factory import build_model
+    from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
+    from omniforge.tasks.units.decoder import UnitAudioDecoder, load_hifigan
 
     config = load_pipeline_config("configs/demo.yaml")
     torch.set_num_threads(config.evaluate.torch_threads)
@@ -91,7 +91,7 @@ def main() -> None:
                           model.speech_generator.model.get_input_embeddings(), *fusion, unit_to_mel, decoder.vocoder])
     piper = EngineSet(TTSConfig()).get("piper")
     questions = [d["conversations"][0]["value"] for d in dialogues[: args.questions + 1]]
-    waves = [resample(*piper.synthesize(q, TTSConfig().assistant), 16000) for q in questions]
+    waves = [resample(*piper.synthesize(q, TTSConfig().assistant), INPUT_SAMPLE_RATE) for q in questions]
     engine.answer([("user", "")], [waves[0]])  # warm-up
     latencies, computes = [], []
     for wave in waves[1:]:

@@ -37,8 +37,8 @@ def config(store: str, dialogues: int, workers: int):
 
 
 def bare_loop(dialogues: int) -> tuple[float, float]:
-    from tasks.build_steps import load_and_plan
-    from tasks.synthesis import make_worker
+    from omniforge.tasks.build.steps import load_and_plan
+    from omniforge.tasks.build.synthesis import make_worker
 
     cfg = config(tempfile.mkdtemp(), dialogues, 1)
     jobs = load_and_plan(cfg).jobs()
@@ -52,9 +52,9 @@ def bare_loop(dialogues: int) -> tuple[float, float]:
 
 def flow_run(dialogues: int, workers: int) -> tuple[float, float]:
     """Audio made by one flow run (every utterance in its fresh cache) and the run's wall time."""
-    from flows.build_dialogues import build_dialogues
-    from storage import store_from_config
-    from tasks.build_steps import open_cache
+    from omniforge.flows.build_dialogues import build_dialogues
+    from omniforge.storage import store_from_config
+    from omniforge.tasks.build.steps import open_cache
 
     cfg = config(tempfile.mkdtemp(), dialogues, workers)
     start = time.perf_counter()

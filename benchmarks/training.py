@@ -27,8 +27,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import report, result_row  # noqa: E402
 from omniforge.config import load_pipeline_config  # noqa: E402
-from storage import store_from_config  # noqa: E402
-
+from omniforge.storage import store_from_config  # noqa: E402
 
 ROUNDS = 4
 
@@ -37,7 +36,7 @@ class TimedRun:
     """One model training through `run.train_step` from one batch source; timed in blocks."""
 
     def __init__(self, run, model, batches) -> None:
-        from model.stage_objectives import StageObjective
+        from omniforge.model.stage_objectives import StageObjective
 
         self.run, self.batches = run, batches
         self.parameters = [p for p in model.parameters() if p.requires_grad]
@@ -60,14 +59,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per stage and data source")
     args = parser.parse_args()
 
-    from flows.build_dialogues import build_dialogues
-    from flows.tokenize_units import tokenize_units
-    from model.stage_objectives import set_trainable
-    from tasks import train_steps
-    from tasks.checkpoints import load_checkpoint
-    from tasks.text_tokenizer import ChatFormat
-    from tasks.train_loop import StageRun, Workers
-    from tasks.training_data import BatchMaker, DialogueIndex, batch_plan
+    from omniforge.flows.build_dialogues import build_dialogues
+    from omniforge.flows.tokenize_units import tokenize_units
+    from omniforge.model.stage_objectives import set_trainable
+    from omniforge.tasks.train import steps as train_steps
+    from omniforge.tasks.train.checkpoints import load_checkpoint
+    from omniforge.tasks.train.data import BatchMaker, DialogueIndex, batch_plan
+    from omniforge.tasks.train.loop import StageRun, Workers
+    from omniforge.tasks.train.text_tokenizer import ChatFormat
 
     root = tempfile.mkdtemp()
     base = [f"store.url={root}/store", f"build.source.demo.dialogues={args.dialogues}", "units.kmeans.k=64",

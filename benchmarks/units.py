@@ -35,8 +35,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import report, result_row  # noqa: E402
 from omniforge.config import load_pipeline_config  # noqa: E402
-from storage import store_from_config  # noqa: E402
-from storage.audio import decode_audio  # noqa: E402
+from omniforge.storage import store_from_config  # noqa: E402
+from omniforge.storage.audio import decode_audio  # noqa: E402
 
 
 def replicate_speech(store, copies: int) -> str:
@@ -62,11 +62,17 @@ def main() -> None:
 
     import ray
 
-    from flows.build_dialogues import build_dialogues
-    from flows.tokenize_units import tokenize_units
-    from tasks.ray_runtime import ray_session
-    from tasks.speech_units import (UnitWorker, shard_index, shard_tasks, speech_rows, tokenizer_state,
-                                    tokenizer_version)
+    from omniforge.flows.build_dialogues import build_dialogues
+    from omniforge.flows.tokenize_units import tokenize_units
+    from omniforge.tasks.common.ray_runtime import ray_session
+    from omniforge.tasks.units.tokenizers import (
+        UnitWorker,
+        shard_index,
+        shard_tasks,
+        speech_rows,
+        tokenizer_state,
+        tokenizer_version,
+    )
 
     root = tempfile.mkdtemp()
     base = [f"store.url={root}/store", "build.source.demo.dialogues=40", "units.kmeans.k=128", "ray.num_cpus=2"]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from flows.events import announce
-from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
-from storage import store_from_config
-from tasks import build_steps
+from omniforge.flows.artifact_keys import artifact_key
+from omniforge.flows.events import announce
+from omniforge.flows.run_ids import recording_run_id
+from omniforge.storage import store_from_config
+from omniforge.tasks.build import steps as build_steps
 
 
 @task(name="load-and-plan", cache_policy=NONE)
@@ -45,7 +44,7 @@ def build_dialogues(config: PipelineConfig) -> dict:
     if result.published:
         announce(result.speech, config.store.url)
     markdown = build_steps.summary_markdown(result)
-    create_markdown_artifact(markdown, key=re.sub(r"[^a-z0-9-]", "-", f"build-{config.build.name}"), description="Spoken-dialogue build")
+    create_markdown_artifact(markdown, key=artifact_key("build", config.build.name), description="Spoken-dialogue build")
     logger.info("\n%s", markdown)
     return {**result.summary, "dialogues_version": str(result.dialogues.ref()),
             "speech_version": str(result.speech.ref()), "published": result.published}

@@ -17,9 +17,9 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.events import DeploymentEventTrigger
 from prefect.exceptions import ObjectAlreadyExists
 
-from flows.events import PUBLISHED
 from omniforge.config import PipelineConfig
-from storage import Kind
+from omniforge.flows.events import PUBLISHED
+from omniforge.storage import Kind
 
 FLOWS = {"build": "flows/build_dialogues.py:build_dialogues", "train": "flows/train.py:train",
          "evaluate": "flows/evaluate.py:evaluate"}

@@ -9,10 +9,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
-from storage import store_from_config
-from tasks import eval_steps
+from omniforge.flows.artifact_keys import artifact_key
+from omniforge.flows.run_ids import recording_run_id
+from omniforge.storage import store_from_config
+from omniforge.tasks.evaluate import steps as eval_steps
 
 
 @task(name="evaluate", cache_policy=NONE)
@@ -36,7 +37,7 @@ def evaluate(config: PipelineConfig) -> dict:
     store = store_from_config(config.store)
     manifest = run_evaluation(config)
     report = store.read_bytes(manifest.files["report.md"].path).decode()
-    create_markdown_artifact(report, key=f"eval-{config.evaluate.name}".lower(), description="Streaming evaluation")
+    create_markdown_artifact(report, key=artifact_key("eval", config.evaluate.name), description="Streaming evaluation")
     get_run_logger().info("\n%s", report)
     summary = json.loads(store.read_bytes(manifest.files["metrics.json"].path))
     return {"eval_version": str(manifest.ref()), "report": store.uri(manifest.files["report.html"].path), **summary}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.events import emit_event
 
-from storage import Manifest
+from omniforge.storage import Manifest
 
 PUBLISHED = "omniforge.version.published"
 

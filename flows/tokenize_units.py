@@ -1,26 +1,25 @@
-"""`tokenize_units`: a speech version -> (fitted or reused) tokenizer -> units on Ray -> units version."""
+"""`tokenize_units`: a speech version -> (fitted or reused) tokenizer -> units on Ray -> units version
+-> the units -> audio decoder (trained once per tokenizer, for the learned backend)."""
 
 from __future__ import annotations
-
-import re
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from flows.events import announce
-from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
-from storage import store_from_config
-from tasks import units_steps
-from tasks.speech_units import tokenizer_version
+from omniforge.flows.artifact_keys import artifact_key
+from omniforge.flows.events import announce
+from omniforge.flows.run_ids import recording_run_id
+from omniforge.storage import store_from_config
+from omniforge.tasks.units import steps
 
 
 @task(name="tokenizer", cache_policy=NONE)
 def get_tokenizer(config: PipelineConfig):
     store = store_from_config(config.store)
-    speech = units_steps.resolve_speech(store, config)
-    return speech, tokenizer_version(store, speech, config.units, recording_run_id())
+    speech = steps.resolve_speech(store, config)
+    return speech, steps.tokenizer_for(store, speech, config, recording_run_id())
 
 
 @task(name="tokenize", cache_policy=NONE)
@@ -28,9 +27,14 @@ def tokenize(speech, tokenizer, config: PipelineConfig):
     """Plan, tokenize and publish as one task: the plan's ids and the new units stay inside it, where
     as another task's inputs Prefect would walk every one of them (half a second at 15K utterances)."""
     store = store_from_config(config.store)
-    plan = units_steps.plan_units(store, speech, tokenizer, config)
-    table = units_steps.tokenize(plan, store, config)
-    return units_steps.publish_units(store, plan, table, config, recording_run_id())
+    plan = steps.plan_units(store, speech, tokenizer, config)
+    table = steps.tokenize(plan, store, config)
+    return steps.publish_units(store, plan, table, config, recording_run_id())
+
+
+@task(name="decoder", cache_policy=NONE)
+def decoder(units, config: PipelineConfig):
+    return steps.decoder_for(store_from_config(config.store), units, config, recording_run_id())
 
 
 @flow(name="tokenize-units", log_prints=True)
@@ -42,9 +46,11 @@ def tokenize_units(config: PipelineConfig) -> dict:
     units, new = tokenize(speech, tokenizer, config)
     if new:
         announce(units, config.store.url)
-    markdown = units_steps.summary_markdown(units, new)
-    create_markdown_artifact(markdown, key=re.sub(r"[^a-z0-9-]", "-", f"units-{config.units.name}"),
-                             description="Speech units")
+    result = {**units.stats, "units_version": str(units.ref()), "tokenizer_version": str(tokenizer.ref()),
+              "published": new}
+    if config.units.decoder.backend == "learned":  # CosyVoice 2's needs no training, only its weights at evaluation
+        result["decoder_version"] = str(decoder(units, config).ref())
+    markdown = steps.summary_markdown(units, new)
+    create_markdown_artifact(markdown, key=artifact_key("units", config.units.name), description="Speech units")
     logger.info("\n%s", markdown)
-    return {**units.stats, "units_version": str(units.ref()), "tokenizer_version": str(tokenizer.ref()),
-            "published": new}
+    return result

@@ -8,11 +8,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from flows.events import announce
-from flows.run_ids import recording_run_id
 from omniforge.config import PipelineConfig
-from storage import store_from_config
-from tasks import train_steps
+from omniforge.flows.artifact_keys import artifact_key
+from omniforge.flows.events import announce
+from omniforge.flows.run_ids import recording_run_id
+from omniforge.storage import store_from_config
+from omniforge.tasks.train import steps as train_steps
 
 
 @task(name="initial-checkpoint", cache_policy=NONE)
@@ -43,7 +44,7 @@ def train(config: PipelineConfig) -> dict:
     else:
         logger.info("every stage already trained: nothing to do")
     for stage, manifest in chain.items():
-        create_markdown_artifact(train_steps.stage_markdown(stage, manifest), key=f"train-{stage}",
+        create_markdown_artifact(train_steps.stage_markdown(stage, manifest), key=artifact_key("train", config.train.name, stage),
                                  description=f"{config.train.name}: stage {stage}")
     final = list(chain.values())[-1] if chain else start
     return {"checkpoint": str(final.ref()), "stages": {s: dict(m.stats.get("metrics", {})) | {"checkpoint": str(m.ref())}

@@ -8,6 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
+# The model's input rate: every Whisper encoder (tiny to large-v3) takes 16 kHz features (its feature
+# extractor's `sampling_rate`). The speech datasets' `audio` column, the ASR and DNSMOS use it too.
+INPUT_SAMPLE_RATE = 16000
 SLANEY_LINEAR_HZ = 1000.0  # below this the Slaney mel scale is linear
 SLANEY_MELS_PER_HZ = 3.0 / 200.0
 SLANEY_BREAK_MEL = SLANEY_LINEAR_HZ * SLANEY_MELS_PER_HZ
@@ -60,7 +63,7 @@ class WhisperLogMel(nn.Module):
     """Whisper's input features (16 kHz, 25 ms window, 10 ms hop, log10 clamped 8 decades below the
     peak, scaled) for any length: no padding to 30 s, so the frames are T = samples // 160."""
 
-    sample_rate, n_fft, hop = 16000, 400, 160
+    sample_rate, n_fft, hop = INPUT_SAMPLE_RATE, 400, 160
 
     def __init__(self, n_mels: int) -> None:
         super().__init__()

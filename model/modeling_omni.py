@@ -13,11 +13,11 @@ from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from model.configuration_omni import OmniConfig
-from model.gate_fusion import GateFusion
-from model.read_write import ReadWrite, Slot, interleave
-from model.speech_adapter import SpeechAdapter
-from model.speech_encoder import encode_speech, encoder_lengths
+from omniforge.model.configuration_omni import OmniConfig
+from omniforge.model.gate_fusion import GateFusion
+from omniforge.model.read_write import ReadWrite, Slot, interleave
+from omniforge.model.speech_adapter import SpeechAdapter
+from omniforge.model.speech_encoder import encode_speech, encoder_lengths
 
 IGNORE_INDEX = -100
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from model.modeling_omni import OmniModel
-from model.streaming import GenerationSettings, _CachedLM, pick
+from omniforge.model.modeling_omni import OmniModel
+from omniforge.model.streaming import GenerationSettings, _CachedLM, pick
 
 
 @torch.no_grad()

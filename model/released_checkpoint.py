@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import PretrainedConfig
 
-from model.configuration_omni import OmniConfig
-from model.modeling_omni import OmniModel
+from omniforge.model.configuration_omni import OmniConfig
+from omniforge.model.modeling_omni import OmniModel
 
 # (released pattern, ours pattern); "{n}" is a layer number. First match wins, in both directions.
 NAME_TABLE: list[tuple[str, str]] = [

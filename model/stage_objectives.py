@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.modeling_omni import IGNORE_INDEX, OmniModel
+from omniforge.model.modeling_omni import IGNORE_INDEX, OmniModel
 
 
 @dataclass

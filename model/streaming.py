@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from model.modeling_omni import OmniModel
+from omniforge.model.modeling_omni import OmniModel
 
 
 @dataclass(frozen=True)

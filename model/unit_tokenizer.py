@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from model.mel import MelSpectrogram
+from omniforge.model.mel import INPUT_SAMPLE_RATE, MelSpectrogram
 
 
 @dataclass(frozen=True)
 class FrontendSettings:
-    sample_rate: int = 16000
+    sample_rate: int = INPUT_SAMPLE_RATE
     frame_rate: int = 25      # units per second
     n_mels: int = 80
     n_fft: int = 1024

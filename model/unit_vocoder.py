@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.mel import MelSpectrogram
+from omniforge.model.mel import MelSpectrogram
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def load(config: str | None, overrides: list[str] | None, store: str | None = No
 
 
 def open_store(config: str | None, overrides: list[str] | None, store: str | None):
-    from storage import store_from_config
+    from omniforge.storage import store_from_config
 
     return store_from_config(load(config, overrides, store).store)
 
@@ -69,7 +69,7 @@ def config_show(config: Annotated[Optional[str], typer.Argument(help="YAML run c
 def artifacts_list(kind: Annotated[Optional[str], typer.Option(help="Only this kind.")] = None,
                    config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
     """List every artifact and its versions."""
-    from storage import ArtifactNameError
+    from omniforge.storage import ArtifactNameError
 
     st = open_store(config, set_, store)
     try:
@@ -85,7 +85,7 @@ def artifacts_list(kind: Annotated[Optional[str], typer.Option(help="Only this k
 
 def _with_store_errors(action):
     """Run a store action, turning a bad reference or a missing version into a clean message."""
-    from storage import ArtifactNameError, ArtifactNotFound
+    from omniforge.storage import ArtifactNameError, ArtifactNotFound
 
     try:
         return action()
@@ -132,7 +132,7 @@ def artifacts_verify(ref: Annotated[str, typer.Argument(help="kind/name[@version
 def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Build (or extend) a spoken-dialogue dataset: text -> speech-ready text -> TTS on Ray -> store."""
     resolved = load(config, set_)
-    from flows.build_dialogues import build_dialogues as flow
+    from omniforge.flows.build_dialogues import build_dialogues as flow
 
     summary = flow(resolved)
     typer.echo(f"speech dataset: {summary['speech_version']} in {resolved.store.url}")
@@ -142,7 +142,7 @@ def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Tokenize a speech version's turns into discrete units (fitting the k-means tokenizer once)."""
     resolved = load(config, set_)
-    from flows.tokenize_units import tokenize_units as flow
+    from omniforge.flows.tokenize_units import tokenize_units as flow
 
     summary = flow(resolved)
     typer.echo(f"units: {summary['units_version']} (tokenizer {summary['tokenizer_version']}) in {resolved.store.url}")
@@ -152,7 +152,7 @@ def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def import_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Import CosyVoice 2 tokens in VocalNet's layout (units.vocalnet.index): speech, tokenizer and units versions."""
     resolved = load(config, set_)
-    from flows.import_units import import_units as flow
+    from omniforge.flows.import_units import import_units as flow
 
     summary = flow(resolved)
     typer.echo(f"units: {summary['units_version']} (speech {summary['speech_version']}, {summary['rejects']} "
@@ -167,22 +167,18 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
     """Speech -> units -> speech on the latest units version: trains (or reuses) the units -> audio
     decoder, then scores original and resynthesized speech (ASR WER vs the text, DNSMOS)."""
     resolved = load(config, set_)
-    from storage import store_from_config
-    from tasks.units_roundtrip import decoder_version, open_decoder, roundtrip
+    from omniforge.storage import store_from_config
+    from omniforge.tasks.units import steps
 
-    store = store_from_config(resolved.store)
-    units = store.manifest(f"units/{resolved.units.name}")
-    decoder = decoder_version(store, units, resolved.units)
-    held_out = store.manifest(speech) if speech else None
-    report = roundtrip(store, units, open_decoder(store, decoder), limit, speech=held_out)
-    typer.echo(json.dumps({"units": str(units.ref()), "decoder": str(decoder.ref()), **report}, indent=2))
+    report = steps.roundtrip_report(store_from_config(resolved.store), resolved, limit, speech)
+    typer.echo(json.dumps(report, indent=2))
 
 
 @app.command("run")
 def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """The whole job: build dialogues -> tokenize units -> train -> evaluate, as one pipeline run."""
     resolved = load(config, set_)
-    from flows.pipeline import pipeline
+    from omniforge.flows.pipeline import pipeline
 
     summary = pipeline(resolved)
     metrics = summary["metrics"]
@@ -197,7 +193,7 @@ def deploy(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Register the scheduled build and the event-triggered training and evaluation on the Prefect
     server at PREFECT_API_URL; `prefect worker start --pool <deploy.work_pool>` runs them."""
     resolved = load(config, set_)
-    from flows.deployments import deploy as register
+    from omniforge.flows.deployments import deploy as register
 
     for name, deployment_id in register(resolved).items():
         typer.echo(f"deployed {name} ({deployment_id})")
@@ -211,7 +207,7 @@ def train(config: ConfigOpt = None, set_: SetOpt = None,
     """Train the model in stages on Ray Train (skips finished stages, resumes unfinished ones)."""
     overrides = list(set_ or []) + ([f"train.stages={json.dumps(stage)}"] if stage else [])
     resolved = load(config, overrides)
-    from flows.train import train as flow
+    from omniforge.flows.train import train as flow
 
     summary = flow(resolved)
     typer.echo(json.dumps(summary, indent=2))
@@ -226,7 +222,7 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None,
     overrides = list(set_ or []) + ([f"evaluate.checkpoint={checkpoint}"] if checkpoint else []) + (
         [f"evaluate.eval_set={eval_set}"] if eval_set else [])
     resolved = load(config, overrides)
-    from flows.evaluate import evaluate as flow
+    from omniforge.flows.evaluate import evaluate as flow
 
     summary = flow(resolved)
     typer.echo(json.dumps(summary, indent=2))
@@ -237,7 +233,7 @@ def compare(first: Annotated[str, typer.Argument(help="eval/NAME@version")],
             second: Annotated[str, typer.Argument(help="eval/NAME@version")],
             config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
     """Two evaluations side by side."""
-    from tasks.eval_report import compare as side_by_side
+    from omniforge.tasks.evaluate.report import compare as side_by_side
 
     st = open_store(config, set_, store)
     typer.echo(_with_store_errors(lambda: side_by_side(st, st.manifest(first), st.manifest(second))))

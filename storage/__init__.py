@@ -1,8 +1,8 @@
 """Versioned artifacts (datasets, units, checkpoints, evals) on any fsspec storage."""
 
-from storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry
-from storage.names import ArtifactNameError, ArtifactRef, Kind
-from storage.store import ArtifactNotFound, ArtifactStore, VersionWriter, store_from_config
+from omniforge.storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry
+from omniforge.storage.names import ArtifactNameError, ArtifactRef, Kind
+from omniforge.storage.store import ArtifactNotFound, ArtifactStore, VersionWriter, store_from_config
 
 __all__ = [
     "ArtifactNameError", "ArtifactNotFound", "ArtifactRef", "ArtifactStore", "FileEntry", "Kind",

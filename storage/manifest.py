@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from storage.names import ArtifactRef, Kind
+from omniforge.storage.names import ArtifactRef, Kind
 
 MANIFEST_FORMAT = 1
 

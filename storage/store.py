@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omniforge.hashing import sha256_bytes
-from storage.code_version import code_version
-from storage.fs import join, open_root, put_if_absent
-from storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry
-from storage.names import ArtifactRef, Kind, check_kind, check_name
+from omniforge.storage.code_version import code_version
+from omniforge.storage.fs import join, open_root, put_if_absent
+from omniforge.storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry
+from omniforge.storage.names import ArtifactRef, Kind, check_kind, check_name
 
 MAX_PUBLISH_ATTEMPTS = 50
 

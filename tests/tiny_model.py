@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model.configuration_omni import OmniConfig
-from model.modeling_omni import OmniModel
+from omniforge.model.configuration_omni import OmniConfig
+from omniforge.model.modeling_omni import OmniModel
 
 TEXT_VOCAB, UNITS, SPEECH_TOKEN, EOS = 64, 20, 5, 2
 

@@ -27,8 +27,8 @@ def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int =
 
 
 def build_small_dataset(store_url: str) -> None:
-    from flows.build_dialogues import build_dialogues
-    from flows.tokenize_units import tokenize_units
+    from omniforge.flows.build_dialogues import build_dialogues
+    from omniforge.flows.tokenize_units import tokenize_units
 
     build_dialogues(data_config(store_url))
     tokenize_units(data_config(store_url))

@@ -140,6 +140,5 @@ class BuildConfig(Section):
     tts: TTSConfig = Field(default_factory=TTSConfig, description="Voices.")
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="Ray parallelism.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Audio checks.")
-    sample_rate: int = Field(16000, ge=8000, description="Rate of the `audio` column (the model's input rate).")
     cache_url: str | None = Field(None, description="Where finished utterances are cached (default: "
                                   "STORE/cache/tts). Makes re-runs and resumes incremental.")

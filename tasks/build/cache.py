@@ -1,0 +1,87 @@
+"""Finished utterances, keyed by content hash, kept as Parquet shards under the store.
+
+The cache is what makes builds resumable and incremental: the driver flushes a shard every few
+dozen results, each shard appears atomically (put-if-absent of a complete file), and a later run
+skips every key already there. Failures are cached too (with their reason): a text the engine
+cannot say is not retried on every run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from omniforge.storage import ArtifactStore
+from omniforge.storage.store import read_parquet_bytes
+from omniforge.storage.fs import join, open_root, put_if_absent
+from omniforge.storage.schemas import UTTERANCE_CACHE_SCHEMA
+
+log = logging.getLogger(__name__)
+
+class UtteranceCache:
+    def __init__(self, url: str, options: dict | None = None, flush_every: int = 64) -> None:
+        self.fs, self.root = open_root(url, options)
+        self.flush_every = flush_every
+        self._pending: list[dict] = []
+
+    @classmethod
+    def for_store(cls, store: ArtifactStore, url: str | None, namespace: str, flush_every: int) -> "UtteranceCache":
+        """The cache at `url`, or by default beside the store's artifacts under cache/NAMESPACE."""
+        if url:
+            return cls(url, store.options, flush_every)
+        return cls(store.uri(f"cache/{namespace}"), store.options, flush_every)
+
+    def _shards(self) -> list[str]:
+        self.fs.invalidate_cache(self.root)
+        try:
+            return sorted(p for p in self.fs.ls(self.root, detail=False) if p.endswith(".parquet"))
+        except FileNotFoundError:
+            return []
+
+    def _read(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
+        try:
+            return read_parquet_bytes(self.fs.cat_file(path), columns)
+        except (OSError, pa.ArrowInvalid) as err:  # an unreadable shard costs a re-synthesis, not the build
+            log.warning("skipping unreadable cache shard %s: %s", path, err)
+            return None
+
+    def done_keys(self) -> set[str]:
+        keys: set[str] = set()
+        for path in self._shards():
+            table = self._read(path, ["key"])
+            if table is not None:
+                keys.update(table.column("key").to_pylist())
+        return keys
+
+    def add(self, rows: list[dict]) -> None:
+        self._pending.extend(rows)
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(self._pending, schema=UTTERANCE_CACHE_SCHEMA), buffer)
+        put_if_absent(self.fs, join(self.root, f"part-{uuid.uuid4().hex}.parquet"), buffer.getvalue())
+        self._pending = []
+
+    def rows_for(self, keys: set[str]) -> dict[str, dict]:
+        """The cached result of each key (the first shard holding it wins)."""
+        found: dict[str, dict] = {}
+        for path in self._shards():
+            missing = keys - found.keys()
+            if not missing:
+                break
+            table = self._read(path)
+            if table is None:
+                continue
+            mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(missing), type=pa.string()))
+            for row in table.filter(mask).to_pylist():
+                found.setdefault(row["key"], row)
+        return found

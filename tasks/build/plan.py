@@ -1,0 +1,103 @@
+"""From parsed dialogues to the utterances to synthesize, each keyed by a content hash.
+
+The key covers everything that determines the audio (spoken text, voice settings, engine and
+voice-file identity, output rate), so an utterance is synthesized once, whatever run, version or
+dialogue asks for it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omniforge.config.build import BuildConfig
+from omniforge.hashing import sha256_bytes, stable_hash
+from omniforge.model.mel import INPUT_SAMPLE_RATE
+from omniforge.tasks.common.records import Dialogue, Reject, SourceBatch
+from omniforge.tasks.build.speech_text import Unspeakable, to_spoken
+from omniforge.tasks.build.tts import engine_identity
+from omniforge.tasks.build.voices import Voice, assistant_voice, describe_pool, user_voice_for, user_voice_pool
+
+
+@dataclass
+class Utterance:
+    utterance_id: str
+    dialogue_id: str
+    turn_index: int
+    role: str
+    speaker: str
+    text: str
+    original_text: str
+    segments: tuple[str, ...]
+    voice: Voice
+    key: str
+    provided_audio: bytes | None = None
+    truncated: bool = False
+
+    def job(self) -> dict:
+        """What a synthesis worker needs (no dialogue metadata: equal keys are equal jobs)."""
+        return {"key": self.key, "segments": list(self.segments), "voice": self.voice.config.model_dump(),
+                "provided_audio": self.provided_audio}
+
+
+@dataclass
+class Plan:
+    utterances: list[Utterance] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    voices: dict = field(default_factory=dict)  # the assistant voice and the user pool
+    source: dict = field(default_factory=dict)  # what the dialogues were read from
+
+    def jobs(self) -> list[dict]:
+        unique = {u.key: u.job() for u in self.utterances}
+        return list(unique.values())
+
+
+def utterance_key(segments: tuple[str, ...], voice: Voice, config: BuildConfig, provided: bytes | None) -> str:
+    if provided is not None:
+        return stable_hash({"provided": sha256_bytes(provided), "rate": INPUT_SAMPLE_RATE}, length=32)
+    return stable_hash({
+        "segments": segments,
+        "voice": voice.config.model_dump(mode="json"),
+        "engine": engine_identity(voice.config, config.tts),
+        "rate": INPUT_SAMPLE_RATE,
+        "pause": config.text.segment_pause_s,
+    }, length=32)
+
+
+def plan_build(batch: SourceBatch, config: BuildConfig, with_espeak: bool) -> Plan:
+    """Normalize every turn, give every dialogue its voices, key every utterance. A dialogue with
+    a turn that cannot be spoken is left out whole, with the turn and reason in the rejects."""
+    pool = user_voice_pool(config.tts.users, with_espeak)
+    assistant = assistant_voice(config.tts)
+    plan = Plan(rejects=list(batch.rejects), voices={"assistant": assistant.config.model_dump(mode="json"),
+                                                     "users": describe_pool(pool)}, source=batch.description)
+    for dialogue in batch.dialogues:
+        user = user_voice_for(dialogue.id, pool, config.tts.users.seed)
+        try:
+            plan.utterances.extend(_plan_dialogue(dialogue, user, assistant, config))
+        except _TurnRejected as err:
+            plan.rejects.append(Reject(dialogue.id, f"turns[{err.turn}].text", err.reason, err.detail))
+    return plan
+
+
+class _TurnRejected(Exception):
+    def __init__(self, turn: int, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.turn, self.reason, self.detail = turn, reason, detail
+
+
+def _plan_dialogue(dialogue: Dialogue, user: Voice, assistant: Voice, config: BuildConfig) -> list[Utterance]:
+    planned = []
+    for index, turn in enumerate(dialogue.turns):
+        voice = user if turn.role == "user" else assistant
+        try:
+            spoken = to_spoken(turn.text, config.text.max_segment_chars, config.text.max_turn_chars)
+        except Unspeakable as err:
+            raise _TurnRejected(index, err.reason, str(err)) from None
+        planned.append(Utterance(
+            utterance_id=f"{dialogue.id}/{index}", dialogue_id=dialogue.id, turn_index=index, role=turn.role,
+            speaker=voice.speaker if turn.audio is None else f"{dialogue.id}-{turn.role}-provided",
+            text=spoken.text, original_text=turn.text, segments=spoken.segments, voice=voice,
+            key=utterance_key(spoken.segments, voice, config, turn.audio),
+            provided_audio=turn.audio, truncated=spoken.truncated,
+        ))
+    return planned

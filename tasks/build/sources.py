@@ -1,0 +1,112 @@
+"""Load text dialogues from JSONL (ShareGPT, OpenAI and LLaMA-Omni 2 layouts), a Hugging Face
+dataset, or the built-in demo generator. A bad record becomes a reject naming its field."""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import random
+from collections.abc import Iterable
+from typing import Any
+
+import fsspec
+
+from omniforge.config.build import DemoSourceConfig, SourceConfig
+from omniforge.tasks.build.demo_facts import ANSWERS, COUNTRIES, FOLLOW_UPS, QUESTIONS
+from omniforge.tasks.common.records import RecordError, Reject, SourceBatch, parse_record
+
+
+def parse_records(records: Iterable[tuple[str, Any]], base_dir: str | None = None) -> SourceBatch:
+    batch = SourceBatch()
+    seen: set[str] = set()
+    for origin, record in records:
+        try:
+            if isinstance(record, RecordError):  # the reader could not even parse it
+                raise record
+            dialogue = parse_record(record, origin, base_dir)
+        except RecordError as err:
+            batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
+            continue
+        if dialogue.id in seen:
+            batch.rejects.append(Reject(dialogue.id, "id", "duplicate_id", origin))
+            continue
+        seen.add(dialogue.id)
+        batch.dialogues.append(dialogue)
+    return batch
+
+
+def _record_name(origin: str, record: Any) -> str:
+    return f"{record['id']} ({origin})" if isinstance(record, dict) and record.get("id") else origin
+
+
+def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
+    with fsspec.open(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as err:
+                yield f"line {number}", RecordError("<json>", "malformed_json", str(err))
+
+
+def read_hf(config: SourceConfig) -> Iterable[tuple[str, Any]]:
+    import datasets
+
+    fs, path = fsspec.core.url_to_fs(config.path)
+    if fs.exists(posixpath.join(path, "dataset_info.json")) or fs.exists(posixpath.join(path, "state.json")):
+        data = datasets.load_from_disk(config.path)
+        data = data[config.hf_split] if isinstance(data, datasets.DatasetDict) else data
+    else:  # a hub name (needs access) or a folder of data files
+        data = datasets.load_dataset(config.path, config.hf_config, split=config.hf_split)
+    for column, feature in data.features.items():
+        if isinstance(feature, datasets.Audio):
+            data = data.cast_column(column, datasets.Audio(decode=False))
+    for index, row in enumerate(data):
+        yield f"row {index}", row
+
+
+def demo_dialogues(config: DemoSourceConfig, seed: int) -> list[dict]:
+    """Closed-domain QA dialogues from the facts tables. Dialogue i depends only on (seed, i), so
+    asking for more dialogues keeps the earlier ones identical (incremental builds stay small).
+    Every run of len(COUNTRIES) x len(QUESTIONS) consecutive dialogues opens with each (country,
+    topic) once, so a small build already covers every fact a model is asked about."""
+    records = []
+    slots = len(COUNTRIES) * len(QUESTIONS)
+    stride = next(n for n in range(7, slots) if math.gcd(n, slots) == 1)  # i -> slot is a permutation
+    shift = random.Random(seed).randrange(slots)
+    for index in range(config.dialogues):
+        rng = random.Random(f"{seed}-{index}")
+        slot = (index * stride + shift) % slots
+        country, capital, currency, language = COUNTRIES[slot % len(COUNTRIES)]
+        facts = {"country": country, "capital": capital, "currency": currency, "language": language}
+        first = list(QUESTIONS)[slot // len(COUNTRIES)]
+        others = rng.sample([t for t in QUESTIONS if t != first], k=rng.randint(1, config.max_user_turns) - 1)
+        topics = [first] + others
+        conversation = []
+        for turn, topic in enumerate(topics):
+            question = rng.choice(QUESTIONS[topic]) if turn == 0 else FOLLOW_UPS[topic]
+            conversation += [{"from": "human", "value": question.format(**facts)},
+                             {"from": "gpt", "value": ANSWERS[topic].format(**facts)}]
+        records.append({"id": f"demo-{seed}-{index:05d}", "conversations": conversation})
+    return records
+
+
+def load_source(config: SourceConfig) -> SourceBatch:
+    """Read the configured source, then cap it reproducibly (seeded sample, original order kept)."""
+    if config.kind == "demo":
+        records = ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
+        base_dir = None
+    elif config.kind == "jsonl":
+        records, base_dir = read_jsonl(config.path), posixpath.dirname(config.path)
+    else:
+        records, base_dir = read_hf(config), None
+    records = list(records)
+    if config.limit is not None and len(records) > config.limit:
+        keep = sorted(random.Random(config.seed).sample(range(len(records)), config.limit))
+        records = [records[i] for i in keep]
+    batch = parse_records(records, base_dir)
+    batch.description = {"kind": config.kind, "path": config.path, "records": len(records),
+                         "limit": config.limit, "seed": config.seed}
+    return batch

@@ -1,0 +1,104 @@
+"""Synthesis on Ray: long-lived workers, each owning its TTS models, fed batches of utterances.
+
+One actor per worker loads its engines once (a Piper voice takes ~1 s to load; an utterance
+~0.1 s to say), so per-utterance overhead stays at one Ray call per batch. Results stream back
+to the driver, which checkpoints them into the utterance cache as they arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from omniforge.model.mel import INPUT_SAMPLE_RATE
+from omniforge.config.build import BuildConfig, TTSConfig, ValidationConfig, VoiceConfig
+from omniforge.storage.audio import decode_audio, encode_audio
+from omniforge.tasks.build.checks import AudioRejected, check_audio
+from omniforge.tasks.common.audio_ops import join_segments, resample
+from omniforge.tasks.common.ray_runtime import map_on_actors
+from omniforge.tasks.build.tts import EngineSet
+
+
+class SynthesisWorker:
+    """Turns jobs (segments + voice, or provided audio) into cache rows. Plain class: the same
+    code runs in a Ray actor and in the benchmark's bare loop."""
+
+    sample_rate = INPUT_SAMPLE_RATE  # of the `audio` column: what the model hears
+
+    def __init__(self, tts: TTSConfig, validation: ValidationConfig, pause_s: float, threads: int = 1) -> None:
+        self.engines = EngineSet(tts, threads)
+        self.validation = validation
+        self.pause_s = pause_s
+        self.transcriber = None
+        if validation.asr.enabled:
+            from omniforge.tasks.common.asr import Transcriber
+
+            self.transcriber = Transcriber(validation.asr.model, threads)
+
+    def run(self, jobs: list[dict]) -> list[dict]:
+        return [self.one(job) for job in jobs]
+
+    def one(self, job: dict) -> dict:
+        row = {"key": job["key"], "audio": None, "audio_native": None, "native_sampling_rate": None,
+               "duration": None, "backend": None, "error_reason": None, "error": None, "asr_text": None}
+        try:
+            native, native_rate, backend = self._speak(job)
+            wave = resample(native, native_rate, self.sample_rate)
+            check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
+            if self.transcriber is not None:
+                row["asr_text"] = self._asr_check(wave, job)
+        except AudioRejected as err:
+            row.update(error_reason=err.reason, error=err.detail)
+            return row
+        except Exception as err:  # noqa: BLE001 - any engine failure is recorded, the build goes on
+            row.update(error_reason="tts_failed", error=f"{type(err).__name__}: {err}")
+            return row
+        row.update(audio=encode_audio(wave, self.sample_rate), audio_native=encode_audio(native, native_rate),
+                   native_sampling_rate=native_rate, duration=len(wave) / self.sample_rate, backend=backend)
+        return row
+
+    def _speak(self, job: dict) -> tuple[np.ndarray, int, str]:
+        if job.get("provided_audio") is not None:
+            try:
+                wave, rate = decode_audio(job["provided_audio"])
+            except Exception as err:  # noqa: BLE001 - soundfile raises several types
+                raise AudioRejected("bad_audio", f"the provided speech cannot be decoded ({err})") from err
+            return wave, rate, "provided"
+        voice = VoiceConfig.model_validate(job["voice"])
+        engine = self.engines.get(voice.backend)
+        parts, rate = [], 0
+        for segment in job["segments"]:
+            wave, rate = engine.synthesize(segment, voice)
+            parts.append(wave)
+        return join_segments(parts, rate, self.pause_s), rate, voice.backend
+
+    def _asr_check(self, wave: np.ndarray, job: dict) -> str:
+        from omniforge.tasks.common.asr import word_error_rate
+
+        heard = self.transcriber.transcribe(wave)
+        wer = word_error_rate(" ".join(job["segments"]), heard)
+        if wer > self.validation.asr.max_wer:
+            raise AudioRejected("asr_mismatch", f"WER {wer:.2f} > {self.validation.asr.max_wer} (heard {heard!r})")
+        return heard
+
+
+def make_worker(config: BuildConfig) -> SynthesisWorker:
+    return SynthesisWorker(config.tts, config.validation, config.text.segment_pause_s,
+                           threads=max(1, int(config.synthesis.cpus_per_worker)))
+
+
+def spoken_chars(job: dict) -> int:
+    """What a job costs to synthesize, in characters to say (provided audio is only resampled)."""
+    return 0 if job.get("provided_audio") is not None else sum(len(s) for s in job["segments"])
+
+
+def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> None:
+    """Run `jobs` on `config.synthesis.workers` Ray actors; call `on_result` with each finished
+    batch, in completion order. Longest jobs go first, so the last batches are short and the
+    workers finish together. Needs a Ray session (tasks.common.ray_runtime)."""
+    settings = config.synthesis
+    threads = max(1, int(settings.cpus_per_worker))
+    ordered = sorted(jobs, key=spoken_chars, reverse=True)
+    map_on_actors(SynthesisWorker, (config.tts, config.validation, config.text.segment_pause_s, threads),
+                  ordered, settings.batch_size, settings.workers, on_result, settings.cpus_per_worker, settings.gpus_per_worker)

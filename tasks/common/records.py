@@ -1,0 +1,178 @@
+"""Dialogue records: the one shape every source and eval set is parsed into, the one role table,
+the one turn-order rule, the one parser of the JSON layouts people hold (ShareGPT, OpenAI and
+LLaMA-Omni 2), and the rejects table's rows."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+
+from omniforge.hashing import stable_hash
+from omniforge.storage.audio import encode_audio
+
+Role = Literal["user", "assistant"]
+
+ROLE_NAMES: dict[str, Role | None] = {
+    "human": "user", "user": "user", "question": "user",
+    "gpt": "assistant", "assistant": "assistant", "bot": "assistant", "model": "assistant",
+    "chatgpt": "assistant", "answer": "assistant",
+    "system": None,  # system prompts are not spoken; they are dropped
+}
+
+# (turn list key, role key, text key) of each supported layout: ShareGPT, OpenAI, LLaMA-Omni 2
+LAYOUTS = [("conversations", "from", "value"), ("messages", "role", "content"), ("conversation", "from", "text")]
+
+
+@dataclass
+class Turn:
+    role: Role
+    text: str
+    audio: bytes | None = None  # speech the source already has (encoded), used as is
+
+
+@dataclass
+class Dialogue:
+    id: str
+    turns: list[Turn]
+    origin: str = ""  # where the record came from (file and line, dataset and row)
+    answers: list[str] = field(default_factory=list)  # accepted answers to the last question (eval sets)
+
+    def questions(self) -> list[tuple[Turn, list[str]]]:
+        """Each user turn with the answers it is scored against: the assistant turn after it, or,
+        for the last question, the record's own `answers` when it has them."""
+        pairs = []
+        for index, turn in enumerate(self.turns):
+            if turn.role != "user":
+                continue
+            following = self.turns[index + 1:index + 2]
+            last = not any(t.role == "user" for t in self.turns[index + 1:])
+            if last and self.answers:
+                pairs.append((turn, list(self.answers)))
+            else:
+                pairs.append((turn, [t.text for t in following if t.role == "assistant"]))
+        return pairs
+
+
+@dataclass
+class Reject:
+    """One record or dialogue left out of the dataset, and why (reason is a short code)."""
+
+    record: str
+    field: str
+    reason: str
+    detail: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        return {"record": self.record, "field": self.field, "reason": self.reason, "detail": self.detail}
+
+
+class RecordError(ValueError):
+    """A source record that cannot become a dialogue; names the field at fault."""
+
+    def __init__(self, field_name: str, reason: str, detail: str = "") -> None:
+        super().__init__(f"{field_name}: {reason}{': ' + detail if detail else ''}")
+        self.field = field_name
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class SourceBatch:
+    dialogues: list[Dialogue] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    description: dict = field(default_factory=dict)
+
+
+def turn_order_problem(roles: list[Role]) -> tuple[int, str] | None:
+    """The first turn that breaks the dialogue order (the user first, then user and assistant
+    alternating) and why; None when the order is right."""
+    for index, role in enumerate(roles):
+        if index == 0 and role != "user":
+            return 0, "the dialogue must start with the user"
+        if index and role == roles[index - 1]:
+            return index, f"two {role} turns in a row"
+    return None
+
+
+def role_of(value: Any, where: str) -> Role | None:
+    """A turn's role from any of the names the layouts use (None: a system turn, not spoken)."""
+    name = str(value if value is not None else "").strip().lower()
+    if name not in ROLE_NAMES:
+        raise RecordError(where, "unknown_role", repr(value))
+    return ROLE_NAMES[name]
+
+
+def parse_record(record: Any, origin: str, base_dir: str | None = None, answered_only: bool = True) -> Dialogue:
+    """One record in any supported layout -> a Dialogue; raises RecordError naming the field.
+    `answered_only` drops a last question without an answer (it teaches nothing); eval sets keep
+    it and score it against the record's `answer`/`answers`."""
+    if not isinstance(record, dict):
+        raise RecordError("<record>", "malformed_record", f"expected an object, got {type(record).__name__}")
+    layout = next((l for l in LAYOUTS if l[0] in record), None)
+    if layout is None:
+        raise RecordError("<record>", "unknown_layout", "no 'conversations', 'messages' or 'conversation' list")
+    list_key, role_key, text_key = layout
+    items = record[list_key]
+    if not isinstance(items, list):
+        raise RecordError(list_key, "malformed_record", "must be a list")
+    turns: list[Turn] = []
+    places: list[str] = []
+    for i, item in enumerate(items):
+        where = f"{list_key}[{i}]"
+        if not isinstance(item, dict):
+            raise RecordError(where, "malformed_record", "each turn must be an object")
+        role = role_of(item.get(role_key), f"{where}.{role_key}")
+        if role is None:
+            continue
+        text = item.get(text_key, "")
+        audio = _speech(item.get("speech"), f"{where}.speech", base_dir)
+        if not isinstance(text, str) or not (text.strip() or audio):  # spoken questions may come without text
+            raise RecordError(f"{where}.{text_key}", "empty_turn")
+        turns.append(Turn(role, text.strip(), audio))
+        places.append(f"{where}.{role_key}")
+    problem = turn_order_problem([t.role for t in turns])
+    if problem is not None:
+        raise RecordError(places[problem[0]], "bad_turn_order", problem[1])
+    if answered_only and turns and turns[-1].role == "user":
+        turns.pop()
+    if not turns:
+        raise RecordError(list_key, "no_turns", "no user/assistant pair" if answered_only else "no user turn")
+    dialogue_id = str(record.get("id") or stable_hash([[t.role, t.text] for t in turns]))
+    return Dialogue(dialogue_id, turns, origin, _answers(record))
+
+
+def _answers(record: dict) -> list[str]:
+    answers = record.get("answers", record.get("answer"))
+    if isinstance(answers, str):
+        return [answers]
+    return [str(a) for a in answers] if isinstance(answers, list) else []
+
+
+def read_relative(path: str, base_dir: str | None) -> bytes:
+    """A file's bytes; a relative path is taken from `base_dir` (the folder of the file naming it)."""
+    full = path if "://" in path or path.startswith("/") or base_dir is None else posixpath.join(base_dir, path)
+    with fsspec.open(full, "rb") as handle:
+        return handle.read()
+
+
+def _speech(value: Any, where: str, base_dir: str | None) -> bytes | None:
+    """Existing speech of a turn: a wav path (relative to the source file), an HF audio dict with
+    bytes, or an HF decoded dict with an array."""
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, str):
+            return read_relative(value, base_dir)
+        if isinstance(value, dict) and value.get("bytes"):
+            return bytes(value["bytes"])
+        if isinstance(value, dict) and value.get("array") is not None:
+            return encode_audio(np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
+        if isinstance(value, dict) and value.get("path"):
+            return _speech(value["path"], where, base_dir)
+    except (OSError, KeyError, ValueError) as err:
+        raise RecordError(where, "missing_audio", str(err)) from err
+    raise RecordError(where, "missing_audio", f"unrecognized speech value {type(value).__name__}")

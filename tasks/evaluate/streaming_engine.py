@@ -1,0 +1,101 @@
+"""The streaming engine: speech in -> encoder -> LLM text -> TTS LM (read-write) -> unit chunks ->
+units-to-audio chunks -> audio out, with a timestamp on every event.
+
+Time zero is the end of the user's speech (the whole utterance is in hand), so the first audio
+chunk's timestamp is the paper's latency. The decoder pulls unit chunks from the generator as they
+are written, so audio starts while the LLM is still writing text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from omniforge.model.mel import WhisperLogMel
+from omniforge.model.modeling_omni import OmniModel
+from omniforge.model.streaming import GenerationSettings, stream_generate
+from omniforge.tasks.train.text_tokenizer import ChatFormat
+from omniforge.tasks.units.decoder import UnitDecoder
+
+
+@dataclass
+class TimedEvent:
+    kind: str        # "text", "units", "audio" or "end"
+    seconds: float   # since the end of the user's speech
+    size: int        # tokens, units or audio samples
+
+
+@dataclass
+class AnswerTrace:
+    text: str
+    units: list[int]
+    audio: np.ndarray
+    sample_rate: int
+    events: list[TimedEvent] = field(default_factory=list)
+
+    def first(self, kind: str) -> float | None:
+        return next((e.seconds for e in self.events if e.kind == kind), None)
+
+    @property
+    def latency(self) -> float | None:
+        """End of the user's speech -> first audio chunk (the paper's latency)."""
+        return self.first("audio")
+
+    @property
+    def text_end(self) -> float | None:
+        times = [e.seconds for e in self.events if e.kind == "text"]
+        return times[-1] if times else None
+
+    @property
+    def compute_seconds(self) -> float:
+        return self.events[-1].seconds if self.events else 0.0
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+class StreamingEngine:
+    def __init__(self, model: OmniModel, chat: ChatFormat, decoder: UnitDecoder,
+                 settings: GenerationSettings) -> None:
+        self.model, self.chat, self.decoder, self.settings = model.eval(), chat, decoder, settings
+        self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)
+
+    @torch.no_grad()
+    def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> AnswerTrace:
+        """Answer the last user turn. history: (role, text) turns ending with the user's (whose text is
+        unused); speech: the 16 kHz wave of every user turn, in order."""
+        began = time.perf_counter()
+        events: list[TimedEvent] = []
+        text_ids: list[int] = []
+        units: list[int] = []
+
+        def mark(kind: str, size: int) -> None:
+            events.append(TimedEvent(kind, time.perf_counter() - began, size))
+
+        padded, lengths = self.features.batch([torch.from_numpy(w) for w in speech])
+        prompt = self.chat.encode(history, generation_prompt=True).input_ids
+        spoken = self.model.speech_embeddings(padded, lengths)
+
+        def unit_chunks() -> Iterator[list[int]]:
+            for event in stream_generate(self.model, [prompt], spoken, self.settings):
+                if event.kind == "text":
+                    text_ids.extend(event.tokens)
+                    mark("text", len(event.tokens))
+                elif event.kind == "speech":
+                    units.extend(event.tokens)
+                    mark("units", len(event.tokens))
+                    yield event.tokens
+
+        chunks = []
+        for chunk in self.decoder.stream(unit_chunks()):
+            chunks.append(chunk)
+            mark("audio", len(chunk))
+        mark("end", 0)
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        text = self.chat.tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+        return AnswerTrace(text, units, audio, self.decoder.sample_rate, events)

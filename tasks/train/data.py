@@ -1,0 +1,232 @@
+"""From a speech version + a units version to training batches, streamed shard by shard.
+
+An index of light columns (ids, roles, text, durations, units) is read once; audio is read only
+for the batches being made, from at most two cached shards. The batch order is a pure function of
+(seed, epoch), so a resumed run replays exactly the batches an uninterrupted run would see, and
+skipping the finished ones costs nothing. Each window of dialogues is sorted by duration before it
+is cut into batches (less padding); the batches are shuffled within the window.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from omniforge.config.train import AugmentConfig
+from omniforge.model.mel import WhisperLogMel
+from omniforge.model.stage_objectives import StageBatch
+from omniforge.storage import ArtifactStore
+from omniforge.storage.audio import decode_audio
+from omniforge.storage.manifest import Manifest
+from omniforge.tasks.common.audio_ops import resample
+from omniforge.tasks.common.records import Turn, turn_order_problem
+from omniforge.tasks.train.text_tokenizer import ChatFormat
+
+LIGHT_COLUMNS = ["utterance_id", "dialogue_id", "turn_index", "role", "text", "duration"]
+SHARDS_CACHED = 2
+PREFETCH_BATCHES = 2
+SPEED_STEPS = 20  # speed factors on a 0.05 grid
+
+
+@dataclass(kw_only=True)
+class StoredTurn(Turn):
+    """A dialogue turn of a speech version, with where its audio and units are (audio is read
+    only when a batch needs it)."""
+
+    utterance_id: str
+    turn_index: int
+    duration: float
+    shard: int
+    units: list[int] | None = None
+
+
+@dataclass
+class DialogueEntry:
+    dialogue_id: str
+    shard: int                      # the shard holding its first user turn (read order)
+    turns: list[StoredTurn] = field(default_factory=list)
+
+    @property
+    def speech_seconds(self) -> float:
+        return sum(t.duration for t in self.turns if t.role == "user")
+
+
+@dataclass
+class DialogueIndex:
+    dialogues: list[DialogueEntry]
+    shard_paths: list[str]
+    skipped: dict[str, int]         # reason -> dialogues left out
+
+    @classmethod
+    def build(cls, store: ArtifactStore, speech: Manifest, units: Manifest | None, need_units: bool) -> "DialogueIndex":
+        unit_table = {} if units is None else dict(zip(*store.read_table(units, columns=["utterance_id", "units"])
+                                                       .to_pydict().values()))
+        paths = [s.path for s in speech.tables["data"].shards]
+        found: dict[str, DialogueEntry] = {}
+        for shard, path in enumerate(paths):
+            for row in store.read_shard(path, LIGHT_COLUMNS).to_pylist():
+                entry = found.setdefault(row["dialogue_id"], DialogueEntry(row["dialogue_id"], shard))
+                entry.turns.append(StoredTurn(role=row["role"], text=row["text"], utterance_id=row["utterance_id"],
+                                              turn_index=row["turn_index"], duration=row["duration"], shard=shard,
+                                              units=unit_table.get(row["utterance_id"])))
+        kept, skipped = [], {}
+        for entry in found.values():
+            entry.turns.sort(key=lambda t: t.turn_index)
+            reason = _unusable(entry, need_units)
+            if reason:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                continue
+            entry.shard = min(t.shard for t in entry.turns if t.role == "user")
+            kept.append(entry)
+        if not kept:
+            raise ValueError(f"{speech.ref()}: no usable dialogue for training (left out: {skipped})")
+        return cls(kept, paths, skipped)
+
+    def epoch_batches(self, epoch: int, seed: int, batch_size: int, window: int) -> list[list[int]]:
+        """Batches of dialogue indices for one epoch: shards in a seeded order, dialogues shuffled
+        within their shard, windows sorted by duration, batches shuffled within each window."""
+        rng = random.Random(f"{seed}/{epoch}")
+        shards = list(range(len(self.shard_paths)))
+        rng.shuffle(shards)
+        order = []
+        for shard in shards:
+            members = [i for i, d in enumerate(self.dialogues) if d.shard == shard]
+            rng.shuffle(members)
+            order += members
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: self.dialogues[i].speech_seconds)
+            group = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+            rng.shuffle(group)
+            batches += group
+        return batches
+
+
+def _unusable(entry: DialogueEntry, need_units: bool) -> str | None:
+    roles = [t.role for t in entry.turns]
+    problem = turn_order_problem(roles)
+    if problem is not None:
+        return problem[1]
+    if "assistant" not in roles:
+        return "no user/assistant pair"
+    if need_units and any(t.units is None for t in entry.turns if t.role == "assistant"):
+        return "assistant turn without units"
+    return None
+
+
+def prefetch(items: Iterator, ahead: int) -> Iterator:
+    """Run `items` on a daemon thread, at most `ahead` items in front of the consumer; its errors
+    are raised in the consumer."""
+    slots: queue.Queue = queue.Queue(maxsize=ahead)
+    done = object()
+
+    def fill() -> None:
+        try:
+            for item in items:
+                slots.put(item)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            slots.put(err)
+        slots.put(done)
+
+    threading.Thread(target=fill, daemon=True, name="batch-prefetch").start()
+    while (item := slots.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def batch_plan(index: DialogueIndex, seed: int, batch_size: int, window: int, rank: int, world: int,
+               start: int = 0) -> Iterator[tuple[int, list[int]]]:
+    """Endless (epoch, batch) for one worker, from global batch number `start` on. Every worker
+    gets the same number of batches per epoch (the remainder is dropped)."""
+    epoch, seen = 0, 0
+    while True:
+        batches = index.epoch_batches(epoch, seed, batch_size, window)
+        usable = len(batches) // world
+        if usable == 0:
+            raise ValueError(f"{len(batches)} batches per epoch cannot feed {world} workers")
+        for number in range(usable):
+            if seen >= start:
+                yield epoch, batches[number * world + rank]
+            seen += 1
+        epoch += 1
+
+
+class BatchMaker:
+    """Reads the user turns' audio for a batch and turns dialogues into a StageBatch."""
+
+    def __init__(self, store: ArtifactStore, index: DialogueIndex, chat: ChatFormat, n_mels: int,
+                 augment: AugmentConfig, seed: int, with_speech: bool = True) -> None:
+        self.store, self.index, self.chat = store, index, chat
+        self.mel = WhisperLogMel(n_mels)
+        self.augment, self.seed, self.with_speech = augment, seed, with_speech
+        self._shards: OrderedDict[int, dict[str, bytes]] = OrderedDict()
+        self._texts: dict[int, tuple] = {}  # dialogue number -> its token tensors (they never change)
+
+    def _audio(self, turn: StoredTurn) -> bytes:
+        if turn.shard not in self._shards:
+            table = self.store.read_shard(self.index.shard_paths[turn.shard], ["utterance_id", "audio"])
+            rows = zip(*table.to_pydict().values())  # answers may have no audio (imported sets): only users' is read
+            self._shards[turn.shard] = {u: a["bytes"] for u, a in rows if a is not None}
+            while len(self._shards) > SHARDS_CACHED:
+                self._shards.popitem(last=False)
+        self._shards.move_to_end(turn.shard)
+        return self._shards[turn.shard][turn.utterance_id]
+
+    def _wave(self, turn: StoredTurn, rng: np.random.Generator) -> np.ndarray:
+        wave, rate = decode_audio(self._audio(turn))
+        if rate != self.mel.sample_rate:
+            raise ValueError(f"{turn.utterance_id}: audio at {rate} Hz, the speech encoder needs {self.mel.sample_rate}")
+        low, high = self.augment.speed
+        if (low, high) != (1.0, 1.0):
+            speed = round(rng.uniform(low, high) * SPEED_STEPS) / SPEED_STEPS  # short resampling filters
+            wave = resample(wave, rate * speed, rate)
+        if self.augment.noise_snr_db is not None:
+            power = float(np.mean(wave ** 2)) + 1e-12
+            noise = rng.normal(0, np.sqrt(power / 10 ** (self.augment.noise_snr_db / 10)), len(wave))
+            wave = wave + noise.astype(np.float32)
+        return wave
+
+    def _tokens(self, number: int) -> tuple:
+        if number not in self._texts:
+            turns = self.index.dialogues[number].turns
+            assistant = [t for t in turns if t.role == "assistant"]
+            self._texts[number] = (
+                self.chat.encode([(t.role, t.text) for t in turns]),
+                [torch.tensor(self.chat.text_ids(t.text)) for t in assistant],
+                [torch.tensor(t.units if t.units is not None else [], dtype=torch.long) for t in assistant])
+        return self._texts[number]
+
+    def stream(self, plan: Iterator[tuple[int, list[int]]], first: int, rank: int, world: int,
+               ahead: int = PREFETCH_BATCHES) -> Iterator[tuple[int, StageBatch]]:
+        """(epoch, batch) for this worker's consecutive micro-batches from number `first`, made on
+        a background thread `ahead` batches ahead of the training step."""
+        def produce() -> Iterator[tuple[int, StageBatch]]:
+            for offset, (epoch, numbers) in enumerate(plan):
+                yield epoch, self.make(numbers, (first + offset) * world + rank)
+        return prefetch(produce(), ahead)
+
+    def make(self, dialogue_numbers: list[int], batch_number: int) -> StageBatch:
+        rng = np.random.default_rng([self.seed, batch_number])
+        input_ids, labels, marks, text_ids, units, waves = [], [], [], [], [], []
+        for number in dialogue_numbers:
+            dialogue = self.index.dialogues[number]
+            encoded, turn_text, turn_units = self._tokens(number)
+            input_ids.append(encoded.input_ids)
+            labels.append(encoded.labels)
+            marks.append(encoded.turn_marks)
+            text_ids += turn_text
+            units += turn_units
+            if self.with_speech:
+                waves += [self._wave(turn, rng) for turn in dialogue.turns if turn.role == "user"]
+        features = lengths = None
+        if waves:
+            features, lengths = self.mel.batch([torch.from_numpy(w) for w in waves])
+        return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units)

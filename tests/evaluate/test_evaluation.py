@@ -1,0 +1,118 @@
+"""Streaming evaluation: event order and real streaming, metrics on hand-made cases, eval-set
+layouts and their errors, a missing ASR model reported as such, and the whole evaluate flow."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from omniforge.model.streaming import GenerationSettings
+from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
+from omniforge.tasks.evaluate.eval_sets import EvalSetError, input_wave, load_questions_file
+from omniforge.tasks.evaluate.metrics import Scorer, TurnResult, contains_answer, summarize
+from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
+from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
+from omniforge.tasks.units.decoder import UnitAudioDecoder, load_hifigan
+from tests.tiny_model import tiny_model
+
+
+def _engine(max_text_tokens: int) -> tuple[StreamingEngine, int]:
+    tokenizer = train_bpe(["the capital of france is paris"] * 4, 300)
+    chat = ChatFormat(tokenizer, "Be brief.")
+    model = tiny_model(seed=3, encoder_config=dict(
+        model_type="whisper", num_mel_bins=80, d_model=32, encoder_layers=1, encoder_attention_heads=2,
+        encoder_ffn_dim=64, max_source_positions=1500, decoder_layers=1, decoder_attention_heads=2,
+        decoder_ffn_dim=32, vocab_size=10, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
+        llm_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2),
+        tts_config=dict(model_type="qwen2", vocab_size=len(tokenizer) + 21, hidden_size=24, intermediate_size=48,
+                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
+        text_vocab_size=len(tokenizer), speech_token_id=chat.speech_token_id, eos_token_id=chat.eos_token_id)
+    # the LLM's last hidden state is zeroed, so every logit ties and greedy picks token 0, never EOS:
+    # the text runs to max_text_tokens (a long answer)
+    with torch.no_grad():
+        model.llm.model.norm.weight.zero_()
+    torch.manual_seed(0)
+    unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=20, embed_dim=8, channels=16, layers=1, kernel=3), MelGrid())
+    decoder = UnitAudioDecoder(unit_to_mel, load_hifigan("universal"))
+    return StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=max_text_tokens,
+                                                                   max_speech_tokens=400)), chat.eos_token_id
+
+
+def test_events_are_ordered_and_audio_starts_before_the_text_ends():
+    engine, _ = _engine(max_text_tokens=60)
+    wave = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    trace = engine.answer([("user", "")], [wave])
+    kinds = [e.kind for e in trace.events]
+    assert kinds.count("text") == 60 and kinds[-1] == "end"
+    times = [e.seconds for e in trace.events]
+    assert times == sorted(times)
+    assert trace.first("text") < trace.first("units") < trace.first("audio") < trace.events[-1].seconds
+    assert trace.latency < trace.text_end  # streaming is real: speech before the text is finished
+    assert sum(e.size for e in trace.events if e.kind == "units") == len(trace.units)
+    assert len(trace.audio) == engine.decoder.grid.samples(len(trace.units))
+
+
+def test_metrics_on_hand_made_answers():
+    assert contains_answer(["Paris"], "The capital of France is Paris.") is True
+    assert contains_answer(["Paris"], "It is Parisian.") is False
+    assert contains_answer([], "anything") is None
+
+    def result(text, transcript, latency, text_end):
+        return TurnResult("i", 0, "q", ["Paris"], text, transcript, contains_answer(["Paris"], text),
+                          contains_answer(["Paris"], transcript), None, None, latency, 0.01, text_end, 1.0, 2.0)
+
+    results = [result("the capital is paris", "the capital is paris", 0.2, 0.5),
+               result("the capital is paris", "the capital is rome", 0.4, 0.3),
+               result("it is rome", "it is rome", 0.6, 0.9), result("paris", "paris", 0.8, 1.0)]
+    from omniforge.tasks.common.asr import word_error_rate
+
+    for r in results:
+        r.asr_wer = word_error_rate(r.text, r.transcript)
+    metrics = summarize(results, {})["metrics"]
+    assert metrics["s2t_accuracy"] == 0.75 and metrics["s2s_accuracy"] == 0.5
+    assert metrics["asr_wer"] == pytest.approx(0.0625)  # one substitution in four words, in one of four answers
+    assert metrics["latency_p50"] == pytest.approx(0.5) and metrics["latency_max"] == 0.8
+    assert metrics["real_time_factor"] == pytest.approx(0.5)
+    assert metrics["audio_before_text_end"] == 0.75
+
+
+def test_a_missing_asr_model_is_a_reason_not_a_number(tmp_path):
+    scorer = Scorer(str(tmp_path / "no-such-model"), mos=False)
+    assert scorer.asr is None and "no-such-model" in scorer.skipped["asr"]
+    results = [TurnResult("i", 0, "q", ["Paris"], "paris", None, True, None, None, None, 0.2, 0.1, 0.3, 1.0, 1.0)]
+    summary = summarize(results, scorer.skipped)
+    assert summary["metrics"]["s2s_accuracy"] is None and summary["metrics"]["asr_wer"] is None
+    assert "no-such-model" in summary["not_computed"]["s2s_accuracy"]
+    assert "turned off" in summary["not_computed"]["dnsmos"]
+
+
+def test_questions_json_with_any_wav_encoding(tmp_path):
+    (tmp_path / "wav").mkdir()
+    t = np.arange(44100) / 44100
+    sf.write(tmp_path / "wav" / "a.wav", np.stack([np.sin(2 * np.pi * 220 * t)] * 2, axis=1) * 0.5, 44100,
+             subtype="FLOAT")
+    sf.write(tmp_path / "wav" / "b.wav", (np.sin(2 * np.pi * 220 * t[:8000]) * 0.5), 8000, subtype="PCM_16")
+    questions = [{"id": "q1", "conversation": [{"from": "human", "text": "capital?", "speech": "wav/a.wav"},
+                                               {"from": "gpt", "text": "Paris"},
+                                               {"from": "human", "text": "and?", "speech": "wav/b.wav"}],
+                  "answers": ["Rome", "Roma"]}]
+    (tmp_path / "questions.json").write_text(json.dumps(questions))
+    [item] = load_questions_file(tmp_path / "questions.json")
+    waves = [input_wave(turn) for turn, _ in item.questions()]
+    assert [len(wave) for wave in waves] == [16000, 16000]
+    assert all(wave.dtype == np.float32 and wave.ndim == 1 for wave in waves)
+    assert [references for _, references in item.questions()] == [["Paris"], ["Rome", "Roma"]]
+
+    questions[0]["conversation"][2].pop("speech")
+    (tmp_path / "bad.json").write_text(json.dumps(questions))
+    with pytest.raises(EvalSetError, match=r"item 'q1'.*conversation\[2\]\.speech"):
+        load_questions_file(tmp_path / "bad.json")
+    (tmp_path / "missing.jsonl").write_text(json.dumps({"id": "x", "conversation": [
+        {"from": "human", "speech": "wav/none.wav"}]}) + "\n")
+    with pytest.raises(EvalSetError, match=r"item 'x': field 'conversation\[0\]\.speech': missing_audio"):
+        load_questions_file(tmp_path / "missing.jsonl")

@@ -1,0 +1,99 @@
+"""Units back to audio: exact lengths, chunked streaming == one-shot, a decoder that learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omniforge.config.build import TTSConfig
+from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
+from omniforge.tasks.build.tts import EngineSet
+from omniforge.tasks.common.audio_ops import resample
+from omniforge.tasks.units.decoder import UnitAudioDecoder, load_decoder, load_hifigan, save_decoder, train_unit_to_mel
+
+
+@pytest.fixture(scope="module")
+def decoder() -> UnitAudioDecoder:
+    torch.manual_seed(0)
+    return UnitAudioDecoder(UnitToMel(UnitToMelSettings(vocab_size=16, channels=32, embed_dim=16), MelGrid()),
+                            load_hifigan())
+
+
+@pytest.mark.parametrize("n_units", [1, 7, 40])
+def test_decode_gives_exactly_the_units_duration(decoder, n_units):
+    wave = decoder.decode(list(range(n_units % 16)) + [0] * (n_units - n_units % 16))
+    assert len(wave) == n_units * 22050 // 25 and np.all(np.isfinite(wave))
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 10, 33])
+def test_streamed_chunks_concatenate_to_the_one_shot_decode(decoder, chunk):
+    units = torch.randint(0, 16, (53,), generator=torch.Generator().manual_seed(chunk)).tolist()
+    whole = decoder.decode(units)
+    parts = list(decoder.stream(units[i:i + chunk] for i in range(0, len(units), chunk)))
+    assert len(parts) > 1 or chunk >= 53
+    assert np.allclose(np.concatenate(parts), whole, atol=1e-4)  # float rounding of differently sized convs
+
+
+def test_audio_arrives_before_the_last_units(decoder):
+    units = [3] * 60
+    first_audio_after = None
+    seen = 0
+    for i, part in enumerate(decoder.stream(units[j:j + 10] for j in range(0, 60, 10))):
+        first_audio_after = first_audio_after or (i + 1)
+        seen += len(part)
+    assert first_audio_after == 1 and seen == 60 * 882
+    assert decoder.lookahead_units() <= 10
+
+
+def test_unit_to_mel_learns_real_speech_and_round_trips_its_files():
+    grid = MelGrid()
+    wave, rate = EngineSet(TTSConfig()).get("piper").synthesize("Paris is the capital of France.", TTSConfig().assistant)
+    mel = HifiMel(grid)(torch.from_numpy(resample(wave, rate, grid.sample_rate)))
+    n_units = len(wave) * 25 // rate
+    units = torch.arange(n_units) % 8  # stand-in units, one per 40 ms
+    settings = UnitToMelSettings(vocab_size=8, channels=32, embed_dim=16, layers=2)
+    model, losses = train_unit_to_mel([(units, mel[:, : grid.frames_for_samples(grid.samples(n_units))])], settings,
+                                      grid, steps=60, batch_size=4, crop_frames=64, lr=3e-3, seed=0, log_every=0)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    loaded = load_decoder(save_decoder(model))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.unit_to_mel.state_dict().values()))
+
+
+def test_cosyvoice2_paths_say_what_is_missing(tmp_path):
+    from omniforge.config.units import CosyVoice2DecoderConfig
+    from omniforge.tasks.build.tts import TTSUnavailable
+    from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable
+    from omniforge.tasks.units.decoder import CosyVoice2UnitDecoder
+
+    with pytest.raises(TTSUnavailable, match="build.tts.cosyvoice_model_dir"):
+        EngineSet(TTSConfig(cosyvoice_model_dir=str(tmp_path / "absent"))).get("cosyvoice2")
+    with pytest.raises(CosyVoiceUnavailable, match="units.decoder.cosyvoice2.model_dir"):
+        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig())
+    with pytest.raises(CosyVoiceUnavailable, match="units.decoder.cosyvoice2.prompt_wav"):
+        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path)))
+    prompt = tmp_path / "prompt.wav"
+    prompt.write_bytes(b"RIFF")
+    with pytest.raises(CosyVoiceUnavailable, match="CosyVoice 2 code is not importable"):
+        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path), prompt_wav=str(prompt)))
+
+
+def test_roundtrip_scores_own_and_held_out_answers(data_store):
+    from omniforge.storage import Kind, store_from_config
+    from omniforge.tasks.units.decoder import decoder_version, open_decoder, paired_rows
+    from omniforge.tasks.units.roundtrip import encoded_rows, roundtrip
+    from tests.training_data import data_config
+
+    config = data_config(data_store).units.model_copy(update={"name": "roundtrip"})
+    config.decoder.steps = 30
+    store = store_from_config(data_config(data_store).store)
+    units = store.manifest("units/demo")
+    speech = store.manifest(units.parents_of(Kind.speech)[0])
+    # the held-out path encodes with the units' own tokenizer: on the same speech it gives the same units
+    assert [r["units"] for r in encoded_rows(store, units, speech, 3)] == [r["units"] for r in paired_rows(store, units)[:3]]
+
+    decoder = open_decoder(store, decoder_version(store, units, config))
+    report = roundtrip(store, units, decoder, limit=3, speech=speech)
+    assert report["utterances"] == 3 and report["speech"] == str(speech.ref())
+    assert report["original_wer"] < 0.3 <= report["resynthesis_wer"]  # 30 decoder steps cannot speak yet
+    assert 1 <= report["resynthesis_dnsmos"] <= 5 and 1 <= report["original_dnsmos"] <= 5

@@ -1,0 +1,95 @@
+"""Speech units: 25 Hz for any length, reproducible k-means, deterministic tokenization, a real
+tokenize_units flow on Ray with lineage, incremental units versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omniforge.config import load_pipeline_config
+from omniforge.config.build import TTSConfig
+from omniforge.config.units import S3TokenizerConfig
+from omniforge.flows.build_dialogues import build_dialogues
+from omniforge.flows.tokenize_units import tokenize_units
+from omniforge.model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFrontend, fit_kmeans
+from omniforge.storage import store_from_config
+from omniforge.tasks.build.tts import EngineSet
+from omniforge.tasks.units.decoder import decoder_version
+from omniforge.tasks.units.tokenizers import S3UnitTokenizer, TokenizerUnavailable, speech_rows
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.mark.parametrize("samples", [1, 639, 640, 641, 16000, 23456, 16000 * 7 + 5])
+def test_unit_rate_is_25_hz_within_one_frame(samples):
+    frames = LogMelFrontend(FrontendSettings())(torch.randn(samples)).shape[0]
+    assert abs(frames - samples / 16000 * 25) <= 1
+    assert frames == FrontendSettings().frames(samples)
+
+
+def test_kmeans_fit_is_reproducible_with_a_seed():
+    points = torch.randn(3000, 8)
+    first, again, other = fit_kmeans(points, 16, seed=7), fit_kmeans(points, 16, seed=7), fit_kmeans(points, 16, seed=8)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    with pytest.raises(ValueError, match="at least k=16"):
+        fit_kmeans(points[:10], 16, seed=0)
+
+
+def test_tokenizing_real_speech_twice_gives_identical_units():
+    wave, rate = EngineSet(TTSConfig()).get("piper").synthesize("The capital of France is Paris.", TTSConfig().assistant)
+    from omniforge.tasks.common.audio_ops import resample
+
+    wave16k = torch.from_numpy(resample(wave, rate, 16000))
+    frontend = LogMelFrontend(FrontendSettings())
+    tokenizer = KMeansUnitTokenizer(FrontendSettings(), fit_kmeans(frontend(wave16k), 8, seed=0))
+    first, second = tokenizer.encode([wave16k, wave16k[: len(wave16k) // 2]]), tokenizer.encode([wave16k])
+    assert torch.equal(first[0], second[0]) and len(set(first[0].tolist())) > 1
+    assert len(first[1]) == FrontendSettings().frames(len(wave16k) // 2)
+
+
+def test_s3_tokenizer_without_weights_says_so():
+    with pytest.raises(TokenizerUnavailable, match="units.s3.model_dir"):
+        S3UnitTokenizer(S3TokenizerConfig(model_dir=None))
+
+
+def config_for(tmp_path, dialogues: int):
+    return load_pipeline_config("configs/demo.yaml", [
+        f"store.url={tmp_path / 'store'}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
+        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4"])
+
+
+def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
+    build_dialogues(config_for(tmp_path, 6))
+    first = tokenize_units(config_for(tmp_path, 6))
+    assert first["units_version"] == "units/demo@1" and first["tokenizer_version"] == "tokenizer/demo@1"
+
+    config = config_for(tmp_path, 6)
+    store = store_from_config(config.store)
+    units = store.manifest("units/demo@1")
+    assert [str(p.ref()) for p in units.parents] == ["speech/demo@1", "tokenizer/demo@1"]
+    assert [str(p.ref()) for p in store.manifest("tokenizer/demo@1").parents] == ["speech/demo@1"]
+    table = store.read_table(units)
+    speech = {r["utterance_id"]: r for r in speech_rows(store, store.manifest("speech/demo@1"), ["assistant"],
+                                                        ["utterance_id", "role", "duration"])}
+    assert sorted(table.column("utterance_id").to_pylist()) == sorted(speech)
+    assert set(table.column("role").to_pylist()) == {"assistant"}
+    for row in table.to_pylist():
+        assert abs(row["n_units"] - speech[row["utterance_id"]]["duration"] * 25) <= 1
+        assert len(row["units"]) == row["n_units"] and all(0 <= u < 32 for u in row["units"])
+
+    assert not tokenize_units(config_for(tmp_path, 6))["published"]  # nothing new: no new version
+
+    build_dialogues(config_for(tmp_path, 9))
+    grown = tokenize_units(config_for(tmp_path, 9))
+    assert grown["units_version"] == "units/demo@2" and grown["tokenizer_version"] == "tokenizer/demo@1"
+    assert grown["reused_rows"] == first["utterances"]
+    assert grown["tokenized_this_run"] == grown["utterances"] - first["utterances"] > 0
+    v2 = store.manifest("units/demo@2")
+    assert {s.path for s in units.tables["data"].shards} <= {s.path for s in v2.tables["data"].shards}
+    again = {r["utterance_id"]: r["units"] for r in store.read_table(v2).to_pylist()}
+    assert all(again[r["utterance_id"]] == r["units"] for r in table.to_pylist())
+    assert np.isclose(store.manifest("units/demo@2").stats["units_per_second"], 25, atol=1)
+
+    with pytest.raises(ValueError, match="units.decoder.backend: cosyvoice2 decodes CosyVoice 2's S3 units"):
+        decoder_version(store, v2, load_pipeline_config("configs/demo.yaml", ["units.decoder.backend=cosyvoice2"]).units)
