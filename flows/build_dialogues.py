@@ -28,8 +28,8 @@ def synthesize(plan, config: PipelineConfig) -> int:
 @task(name="validate-and-publish", cache_policy=NONE)
 def publish(plan, synthesized: int, config: PipelineConfig):
     store = store_from_config(config.store)
-    return build_steps.publish(store, plan, build_steps.open_cache(store, config), config, synthesized,
-                               flow_run_id=recording_run_id())
+    return build_steps.publish(store, plan, build_steps.open_cache(store, config), config.build.name,
+                               build_steps.build_recipe(config), synthesized, recording_run_id())
 
 
 @flow(name="build-dialogues", log_prints=True)

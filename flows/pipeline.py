@@ -1,6 +1,6 @@
-"""`pipeline`: build dialogues -> tokenize units -> train stages -> evaluate, one Prefect flow with a
-subflow per stage. Each stage is handed the exact versions the previous one made, and every
-artifact records this pipeline run."""
+"""`pipeline`: build dialogues -> (TTS corpus -> its units) -> tokenize units -> (TTS pretraining) ->
+train stages -> evaluate, one Prefect flow with a subflow per stage. Each stage is handed the exact
+versions the previous one made, and every artifact records this pipeline run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from omniforge.config import PipelineConfig
 from omniforge.flows.artifact_keys import artifact_key
+from omniforge.flows.build_corpus import build_corpus
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.flows.evaluate import evaluate
+from omniforge.flows.pretrain_tts import pretrain_tts
 from omniforge.flows.tokenize_units import tokenize_units
 from omniforge.flows.train import train
 from omniforge.storage import store_from_config
@@ -28,18 +30,27 @@ def pipeline(config: PipelineConfig) -> dict:
     """The whole job on one config; returns what each stage made and the evaluation summary."""
     logger = get_run_logger()
     built = build_dialogues(config)
+    summary = {"speech": built["speech_version"]}
+    if config.corpus.enabled:  # first, so the units tokenizer and its decoder are fitted on the larger corpus
+        corpus = build_corpus(_with(config, "corpus", dialogues=built["speech_version"]))
+        corpus_units = tokenize_units(_with(config, "units", speech=corpus["speech_version"], name=config.corpus.name,
+                                            tokenizer=config.units.tokenizer_name))
+        summary.update(corpus=corpus["speech_version"], corpus_units=corpus_units["units_version"])
     config = _with(config, "units", speech=built["speech_version"])
     units = tokenize_units(config)
     if config.evaluate.build is not None:
         held_out = build_dialogues(config.model_copy(update={"build": config.evaluate.build}))
         config = _with(config, "evaluate", eval_set=held_out["speech_version"])
+    if config.corpus.enabled:
+        pretrained = pretrain_tts(config, summary["corpus"], summary["corpus_units"])
+        config = _with(config, "train", tts_from=pretrained["checkpoint"])
+        summary["pretrained_tts"] = pretrained["checkpoint"]
     config = _with(config, "train", speech=built["speech_version"], units=units["units_version"])
     trained = train(config)
     config = _with(config, "evaluate", checkpoint=trained["checkpoint"])
     evaluated = evaluate(config)
-    summary = {"speech": built["speech_version"], "units": units["units_version"],
-               "checkpoint": trained["checkpoint"], "eval": evaluated["eval_version"],
-               "report": evaluated["report"], "metrics": evaluated["metrics"]}
+    summary.update(units=units["units_version"], checkpoint=trained["checkpoint"], eval=evaluated["eval_version"],
+                   report=evaluated["report"], metrics=evaluated["metrics"])
     comparison = evaluate_steps.compare_with_previous(store_from_config(config.store), config, evaluated["eval_version"])
     if comparison:
         summary["comparison"] = comparison

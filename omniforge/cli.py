@@ -138,6 +138,30 @@ def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(f"speech dataset: {summary['speech_version']} in {resolved.store.url}")
 
 
+@app.command("build-corpus")
+def build_corpus(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Build (or extend) the TTS corpus (corpus.source, plus corpus.dialogues' assistant turns) in the
+    assistant's voice; tokenize it with `tokenize-units --set units.speech=speech/NAME units.name=NAME
+    units.tokenizer=...` and pretrain the TTS LM on it with `pretrain-tts`."""
+    resolved = load(config, set_)
+    from omniforge.flows.build_corpus import build_corpus as flow
+
+    summary = flow(resolved)
+    typer.echo(f"TTS corpus: {summary['speech_version']} ({summary['turns']} utterances, {summary['hours'] * 60:.1f} "
+               f"min) in {resolved.store.url}")
+
+
+@app.command("pretrain-tts")
+def pretrain_tts(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Pretrain the TTS LM on the corpus's units (stage I(b)); later trainings start from it with
+    --set train.tts_from=checkpoint/CORPUS_NAME."""
+    resolved = load(config, set_)
+    from omniforge.flows.pretrain_tts import pretrain_tts as flow
+
+    summary = flow(resolved)
+    typer.echo(f"pretrained TTS LM: {summary['checkpoint']} in {resolved.store.url}")
+
+
 @app.command("tokenize-units")
 def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Tokenize a speech version's turns into discrete units (fitting the k-means tokenizer once)."""

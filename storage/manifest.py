@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from omniforge.storage.names import ArtifactRef, Kind
@@ -33,6 +34,18 @@ class TableEntry(BaseModel):
     @property
     def rows(self) -> int:
         return sum(s.rows for s in self.shards)
+
+    @property
+    def columns(self) -> list[str]:
+        return [f["name"] for f in self.schema_fields]
+
+    def holds(self, schema: pa.Schema) -> bool:
+        """Whether this table's shards have exactly `schema` (so new shards may join them)."""
+        return self.schema_fields == schema_fields(schema)
+
+
+def schema_fields(schema: pa.Schema) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
 
 
 class ParentEntry(BaseModel):

@@ -67,4 +67,5 @@ def speech_schema() -> pa.Schema:
         "native_sampling_rate": datasets.Value("int32"),
         "backend": datasets.Value("string"),
         "key": datasets.Value("string"),
+        "answers": datasets.Sequence(datasets.Value("string")),  # an answer's facts (evaluation references)
     }).arrow_schema

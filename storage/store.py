@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from omniforge.hashing import sha256_bytes
 from omniforge.storage.code_version import code_version
 from omniforge.storage.fs import join, open_root, put_if_absent
-from omniforge.storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry
+from omniforge.storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry, schema_fields
 from omniforge.storage.names import ArtifactRef, Kind, check_kind, check_name
 
 MAX_PUBLISH_ATTEMPTS = 50
@@ -270,7 +270,7 @@ class VersionWriter:
         self.manifest.files[filename] = self._put(filename, data)
 
     def _table_entry(self, table_name: str, schema: pa.Schema) -> TableEntry:
-        fields = [{"name": f.name, "type": str(f.type)} for f in schema]
+        fields = schema_fields(schema)
         entry = self.manifest.tables.setdefault(table_name, TableEntry(schema_fields=fields))
         if entry.schema_fields != fields:
             raise ValueError(f"table {table_name!r}: schema differs from its earlier shards")

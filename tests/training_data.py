@@ -26,6 +26,14 @@ def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int =
                                                       "ray.num_cpus=2"] + overrides + list(extra))
 
 
+def corpus_config(store_url: str, sentences: int, extra: tuple[str, ...] = ()) -> PipelineConfig:
+    """A small TTS corpus over the small dataset's answers, tokenized with the dataset's tokenizer."""
+    return load_pipeline_config("configs/demo.yaml", [
+        f"store.url={store_url}", "build.synthesis.workers=1", "ray.num_cpus=2", "units.kmeans.k=32",
+        "units.batch_size=4", "corpus.name=corpus-test", f"corpus.source.sentences={sentences}",
+        "corpus.dialogues=speech/demo", *extra])
+
+
 def build_small_dataset(store_url: str) -> None:
     from omniforge.flows.build_dialogues import build_dialogues
     from omniforge.flows.tokenize_units import tokenize_units

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from omniforge.config.base import PathOrURL, Section
 from omniforge.config.build import BuildConfig
+from omniforge.config.corpus import CorpusConfig
 from omniforge.config.deploy import DeployConfig
 from omniforge.config.evaluate import EvaluateConfig
 from omniforge.config.train import TrainConfig
@@ -48,6 +49,7 @@ class PipelineConfig(Section):
     store: StoreConfig = Field(default_factory=StoreConfig, description="Artifact store.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     build: BuildConfig = Field(default_factory=BuildConfig, description="Spoken-dialogue build.")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="TTS corpus and TTS LM pretraining.")
     units: UnitsConfig = Field(default_factory=UnitsConfig, description="Speech units.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Staged training.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Streaming evaluation.")

@@ -25,6 +25,9 @@ class LMConfig(Section):
     num_key_value_heads: int = Field(2, ge=1, description="Key/value heads (built model only).")
     intermediate_size: int = Field(768, ge=8, description="MLP size (built model only).")
     max_position_embeddings: int = Field(2048, ge=64, description="Longest sequence (built model only).")
+    cosyvoice2_llm: str | None = Field(None, description="TTS LM only: CosyVoice 2's llm.pt, whose speech LM it starts "
+                                       "from (names mapped by model/cosyvoice2_lm.py); `pretrained` then names the "
+                                       "Qwen2 config folder it was built on (CosyVoice2-0.5B/CosyVoice-BlankEN).")
 
 
 class TokenizerConfig(Section):
@@ -101,6 +104,9 @@ class TrainConfig(Section):
                                   "instead of fresh parts: retraining on new data.")
     continue_from_latest: bool = Field(False, description="Retrain: start from the newest complete checkpoint of "
                                        "train.name that was trained on other data (fresh parts when there is none).")
+    tts_from: str | None = Field(None, description="Start from this pretrained TTS checkpoint (checkpoint/NAME"
+                                 "[@version], made by `omniforge pretrain-tts`): its TTS LM and text tokenizer, "
+                                 "fresh adapter and gate fusion. Its units must come from train.units' tokenizer.")
     stages: list[Literal["s2t", "tts", "s2s"]] = Field(default_factory=lambda: list(STAGES),
                                                        description="Stages to run, in this order.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Model parts.")

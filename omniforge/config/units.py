@@ -77,6 +77,13 @@ class UnitsConfig(Section):
 
     name: str = Field("demo", description="Name of the units (units/NAME) and tokenizer (tokenizer/NAME) artifacts.")
     speech: str = Field("speech/demo", description="Speech version to tokenize: speech/NAME[@version] (latest if none).")
+    tokenizer: str | None = Field(None, description="The tokenizer (tokenizer/NAME) to reuse or fit, and the "
+                                  "decoder/NAME that speaks its units; None: units.name. Corpus and dialogue units "
+                                  "share one, so a TTS LM pretrained on the corpus speaks the dialogues' units.")
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer or self.name
     backend: Literal["kmeans", "s3"] = Field("kmeans", description="Tokenizer backend.")
     frame_rate: int = Field(25, description="Units per second (CosyVoice 2's rate).")
     roles: list[Literal["user", "assistant"]] = Field(default_factory=lambda: ["assistant"],

@@ -53,3 +53,24 @@ ANSWERS: dict[str, str] = {
     "currency": "The currency of {country} is the {currency}.",
     "language": "People in {country} mainly speak {language}.",
 }
+
+# Sentences for the assistant's TTS corpus: the facts' words in many contexts, so the TTS LM hears
+# each entity often and in varied positions (not only in the three answer templates).
+CORPUS_TEMPLATES: list[str] = [
+    "The capital of {country} is {capital}.",
+    "The currency of {country} is the {currency}.",
+    "People in {country} mainly speak {language}.",
+    "{capital} is the capital of {country}.",
+    "In {country}, people pay with the {currency}.",
+    "{language} is the main language of {country}.",
+    "I took a train from {capital} to {other_capital}.",
+    "{country} and {other_country} are on my travel list.",
+    "You can pay with the {currency} in {country}.",
+    "My friend in {capital} speaks {language} at home.",
+    "Is {capital} bigger than {other_capital}?",
+    "The {currency} and the {other_currency} are both currencies.",
+    "She learned {language} before moving to {capital}.",
+    "We visited {country}, then {other_country}, and then {capital}.",
+    "Next year I will study {other_language} and {language}.",
+    "Yes, {capital} is a beautiful city in {country}.",
+]

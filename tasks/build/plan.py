@@ -32,6 +32,7 @@ class Utterance:
     key: str
     provided_audio: bytes | None = None
     truncated: bool = False
+    answers: list[str] = field(default_factory=list)
 
     def job(self) -> dict:
         """What a synthesis worker needs (no dialogue metadata: equal keys are equal jobs)."""
@@ -98,6 +99,6 @@ def _plan_dialogue(dialogue: Dialogue, user: Voice, assistant: Voice, config: Bu
             speaker=voice.speaker if turn.audio is None else f"{dialogue.id}-{turn.role}-provided",
             text=spoken.text, original_text=turn.text, segments=spoken.segments, voice=voice,
             key=utterance_key(spoken.segments, voice, config, turn.audio),
-            provided_audio=turn.audio, truncated=spoken.truncated,
+            provided_audio=turn.audio, truncated=spoken.truncated, answers=list(turn.answers),
         ))
     return planned

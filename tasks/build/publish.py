@@ -55,6 +55,7 @@ def speech_row(utterance: Utterance, result: dict) -> dict:
         "sampling_rate": INPUT_SAMPLE_RATE, "duration": result["duration"],
         "audio_native": audio_cell(result["audio_native"], f"{utterance.utterance_id}.native.flac"),
         "native_sampling_rate": result["native_sampling_rate"], "backend": result["backend"], "key": utterance.key,
+        "answers": utterance.answers,
     }
 
 
@@ -118,7 +119,8 @@ def publish_build(store: ArtifactStore, name: str, plan: Plan, results: dict[str
     dialogues = text_writer.publish()
 
     wanted = dict(zip(new_table.column("utterance_id").to_pylist(), new_table.column("key").to_pylist()))
-    old_ids = unchanged_rows(store, previous, wanted)
+    same_schema = previous is not None and previous.tables["data"].holds(new_table.schema)
+    old_ids = unchanged_rows(store, previous, wanted) if same_schema else None  # older layouts are rewritten
     reused = bool(old_ids)
     parents = [dialogues] + ([previous] if reused else [])
     speech_writer = store.writer(Kind.speech, name, parents=parents, config=config, config_hash=config_hash,

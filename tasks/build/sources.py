@@ -13,13 +13,14 @@ from typing import Any
 import fsspec
 
 from omniforge.config.build import DemoSourceConfig, SourceConfig
-from omniforge.tasks.build.demo_facts import ANSWERS, COUNTRIES, FOLLOW_UPS, QUESTIONS
-from omniforge.tasks.common.records import RecordError, Reject, SourceBatch, parse_record
+from omniforge.config.corpus import CorpusSourceConfig
+from omniforge.hashing import stable_hash
+from omniforge.tasks.build.demo_facts import ANSWERS, CORPUS_TEMPLATES, COUNTRIES, FOLLOW_UPS, QUESTIONS
+from omniforge.tasks.common.records import Dialogue, RecordError, Reject, SourceBatch, Turn, parse_record
 
 
 def parse_records(records: Iterable[tuple[str, Any]], base_dir: str | None = None) -> SourceBatch:
     batch = SourceBatch()
-    seen: set[str] = set()
     for origin, record in records:
         try:
             if isinstance(record, RecordError):  # the reader could not even parse it
@@ -28,11 +29,8 @@ def parse_records(records: Iterable[tuple[str, Any]], base_dir: str | None = Non
         except RecordError as err:
             batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
             continue
-        if dialogue.id in seen:
+        if not batch.add(dialogue):
             batch.rejects.append(Reject(dialogue.id, "id", "duplicate_id", origin))
-            continue
-        seen.add(dialogue.id)
-        batch.dialogues.append(dialogue)
     return batch
 
 
@@ -51,7 +49,7 @@ def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
                 yield f"line {number}", RecordError("<json>", "malformed_json", str(err))
 
 
-def read_hf(config: SourceConfig) -> Iterable[tuple[str, Any]]:
+def read_hf(config: SourceConfig | CorpusSourceConfig) -> Iterable[tuple[str, Any]]:
     import datasets
 
     fs, path = fsspec.core.url_to_fs(config.path)
@@ -88,9 +86,51 @@ def demo_dialogues(config: DemoSourceConfig, seed: int) -> list[dict]:
         for turn, topic in enumerate(topics):
             question = rng.choice(QUESTIONS[topic]) if turn == 0 else FOLLOW_UPS[topic]
             conversation += [{"from": "human", "value": question.format(**facts)},
-                             {"from": "gpt", "value": ANSWERS[topic].format(**facts)}]
+                             {"from": "gpt", "value": ANSWERS[topic].format(**facts), "answers": [facts[topic]]}]
         records.append({"id": f"demo-{seed}-{index:05d}", "conversations": conversation})
     return records
+
+
+def demo_sentences(count: int, seed: int) -> list[str]:
+    """Varied sentences over the demo's facts, for the TTS corpus. Sentence i depends only on
+    (seed, i), so a larger corpus keeps the smaller one's sentences (incremental builds)."""
+    sentences = []
+    for index in range(count):
+        rng = random.Random(f"corpus-{seed}-{index}")
+        (country, capital, currency, language), other = rng.sample(COUNTRIES, 2)
+        sentences.append(rng.choice(CORPUS_TEMPLATES).format(
+            country=country, capital=capital, currency=currency, language=language, other_country=other[0],
+            other_capital=other[1], other_currency=other[2], other_language=other[3]))
+    return sentences
+
+
+def load_corpus_source(config: CorpusSourceConfig) -> SourceBatch:
+    """The TTS corpus's text as one-turn records spoken by the assistant; a record without text in
+    `text_field` is a reject naming it."""
+    if config.kind == "demo":
+        records = [(f"sentence {i}", {config.text_field: s}) for i, s in enumerate(demo_sentences(config.sentences,
+                                                                                                 config.seed))]
+    elif config.kind == "jsonl":
+        records = list(read_jsonl(config.path))
+    elif config.kind == "hf":
+        records = list(read_hf(config))
+    else:
+        records = []
+    batch = SourceBatch(description={"kind": config.kind, "path": config.path, "records": len(records)})
+    for origin, record in records[: config.limit]:
+        text = record.get(config.text_field) if isinstance(record, dict) else None
+        if isinstance(record, RecordError):
+            batch.rejects.append(Reject(origin, record.field, record.reason, record.detail))
+        elif not isinstance(text, str) or not text.strip():
+            batch.rejects.append(Reject(origin, config.text_field, "empty_turn", repr(text)[:80]))
+        else:
+            add_spoken_text(batch, text, origin)
+    return batch
+
+
+def add_spoken_text(batch: SourceBatch, text: str, origin: str) -> None:
+    """One utterance for the assistant to say, keyed by its text (a sentence given twice is said once)."""
+    batch.add(Dialogue(f"tts-{stable_hash(text.strip())}", [Turn("assistant", text.strip())], origin))
 
 
 def load_source(config: SourceConfig) -> SourceBatch:

@@ -1,4 +1,6 @@
-"""The steps of the dialogue build, as plain functions the flow wraps in Prefect tasks."""
+"""The steps of the dialogue build and of the TTS corpus build (one-turn records the assistant says,
+through the same planning, TTS cache, synthesis and publishing), as plain functions the flows wrap
+in Prefect tasks."""
 
 from __future__ import annotations
 
@@ -7,13 +9,14 @@ import logging
 from tqdm import tqdm
 
 from omniforge.config import PipelineConfig
+from omniforge.hashing import stable_hash
 from omniforge.storage import ArtifactStore
 from omniforge.tasks.common.records import SourceBatch
 from omniforge.tasks.build.plan import Plan, plan_build
 from omniforge.tasks.build.publish import BuildResult, publish_build
 from omniforge.tasks.common.ray_runtime import ray_session
 from omniforge.tasks.build.rewrite import rewrite_assistant_turns
-from omniforge.tasks.build.sources import load_source
+from omniforge.tasks.build.sources import add_spoken_text, load_corpus_source, load_source
 from omniforge.tasks.build.synthesis import synthesize_on_ray
 from omniforge.tasks.build.tts import espeak_available
 from omniforge.tasks.build.cache import UtteranceCache
@@ -21,11 +24,15 @@ from omniforge.tasks.build.cache import UtteranceCache
 log = logging.getLogger(__name__)
 
 
-def build_config_hash(config: PipelineConfig) -> str:
-    """Hash of the settings that decide the dataset's content (parallelism does not)."""
-    from omniforge.hashing import stable_hash
+def build_recipe(config: PipelineConfig) -> dict:
+    """The settings that decide the dialogue dataset's content (parallelism does not)."""
+    return config.build.model_dump(mode="json", exclude={"synthesis"})
 
-    return stable_hash(config.build.model_dump(mode="json", exclude={"synthesis"}))
+
+def corpus_recipe(config: PipelineConfig) -> dict:
+    """The settings that decide the corpus's content: its text and the voice and text settings."""
+    return {"corpus": config.corpus.model_dump(mode="json", include={"source", "dialogues"}),
+            "voice": config.build.tts.assistant.model_dump(mode="json"), "text": config.build.text.model_dump(mode="json")}
 
 
 def load_and_plan(config: PipelineConfig) -> Plan:
@@ -34,6 +41,20 @@ def load_and_plan(config: PipelineConfig) -> Plan:
         changed = rewrite_assistant_turns(batch, config.build.text.rewrite)
         log.info("rewrote %d assistant turns in spoken style", changed)
     return plan_build(batch, config.build, with_espeak=espeak_available())
+
+
+def load_corpus_and_plan(store: ArtifactStore, config: PipelineConfig) -> Plan:
+    """The corpus's utterances: its text source's sentences, then the assistant turns of
+    `corpus.dialogues` (already in the TTS cache), each said once by the assistant voice."""
+    batch = load_corpus_source(config.corpus.source)
+    if config.corpus.dialogues:
+        speech = store.manifest(config.corpus.dialogues)
+        table = store.read_table(speech, columns=["utterance_id", "role", "text"])
+        for utterance, role, text in zip(*table.to_pydict().values()):
+            if role == "assistant":
+                add_spoken_text(batch, text, f"{speech.ref()} {utterance}")
+        batch.description["dialogues"] = str(speech.ref())
+    return plan_build(batch, config.build, with_espeak=False)
 
 
 def open_cache(store: ArtifactStore, config: PipelineConfig) -> UtteranceCache:
@@ -60,18 +81,18 @@ def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig
     return len(todo)
 
 
-def publish(store: ArtifactStore, plan: Plan, cache: UtteranceCache, config: PipelineConfig, synthesized: int,
+def publish(store: ArtifactStore, plan: Plan, cache: UtteranceCache, name: str, recipe: dict, synthesized: int,
             flow_run_id: str | None) -> BuildResult:
+    """dialogues/NAME and speech/NAME from the plan's cached audio (`recipe`: what decided it)."""
     results = cache.rows_for({u.key for u in plan.utterances})
-    return publish_build(store, config.build.name, plan, results,
-                         config=config.build.model_dump(mode="json"), config_hash=build_config_hash(config),
+    return publish_build(store, name, plan, results, config=recipe, config_hash=stable_hash(recipe),
                          source=plan.source, synthesized=synthesized, flow_run_id=flow_run_id)
 
 
 def summary_markdown(result: BuildResult) -> str:
     s = result.summary
     lines = [
-        f"# Spoken dialogues: {result.speech.ref()}" + ("" if result.published else " (up to date, nothing new)"),
+        f"# Speech dataset: {result.speech.ref()}" + ("" if result.published else " (up to date, nothing new)"),
         "",
         "| | |", "|---|---|",
         f"| dialogues | {s['dialogues']} |",

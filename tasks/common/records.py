@@ -32,6 +32,7 @@ class Turn:
     role: Role
     text: str
     audio: bytes | None = None  # speech the source already has (encoded), used as is
+    answers: list[str] = field(default_factory=list)  # an answer's facts, scored in evaluation ("Paris")
 
 
 @dataclass
@@ -42,8 +43,9 @@ class Dialogue:
     answers: list[str] = field(default_factory=list)  # accepted answers to the last question (eval sets)
 
     def questions(self) -> list[tuple[Turn, list[str]]]:
-        """Each user turn with the answers it is scored against: the assistant turn after it, or,
-        for the last question, the record's own `answers` when it has them."""
+        """Each user turn with the answers it is scored against: the facts of the assistant turn after
+        it (its whole text when it names none), or, for the last question, the record's own
+        `answers` when it has them."""
         pairs = []
         for index, turn in enumerate(self.turns):
             if turn.role != "user":
@@ -53,7 +55,7 @@ class Dialogue:
             if last and self.answers:
                 pairs.append((turn, list(self.answers)))
             else:
-                pairs.append((turn, [t.text for t in following if t.role == "assistant"]))
+                pairs.append((turn, [a for t in following if t.role == "assistant" for a in (t.answers or [t.text])]))
         return pairs
 
 
@@ -85,6 +87,15 @@ class SourceBatch:
     dialogues: list[Dialogue] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     description: dict = field(default_factory=dict)
+    _ids: set[str] = field(default_factory=set, repr=False)
+
+    def add(self, dialogue: Dialogue) -> bool:
+        """Keep `dialogue` unless one with its id is already in; returns whether it was kept."""
+        if dialogue.id in self._ids:
+            return False
+        self._ids.add(dialogue.id)
+        self.dialogues.append(dialogue)
+        return True
 
 
 def turn_order_problem(roles: list[Role]) -> tuple[int, str] | None:
@@ -132,7 +143,7 @@ def parse_record(record: Any, origin: str, base_dir: str | None = None, answered
         audio = _speech(item.get("speech"), f"{where}.speech", base_dir)
         if not isinstance(text, str) or not (text.strip() or audio):  # spoken questions may come without text
             raise RecordError(f"{where}.{text_key}", "empty_turn")
-        turns.append(Turn(role, text.strip(), audio))
+        turns.append(Turn(role, text.strip(), audio, _answers(item)))
         places.append(f"{where}.{role_key}")
     problem = turn_order_problem([t.role for t in turns])
     if problem is not None:
@@ -146,6 +157,7 @@ def parse_record(record: Any, origin: str, base_dir: str | None = None, answered
 
 
 def _answers(record: dict) -> list[str]:
+    """A record's (or a turn's) accepted answers: `answers` (a list or one string) or `answer`."""
     answers = record.get("answers", record.get("answer"))
     if isinstance(answers, str):
         return [answers]

@@ -74,12 +74,14 @@ def _check_speech(turn: Turn, index: int) -> None:
 
 def _from_speech_version(store: ArtifactStore, manifest: Manifest) -> list[Dialogue]:
     rows = defaultdict(list)
-    for batch in store.iter_batches(manifest, columns=["dialogue_id", "turn_index", "role", "text", "audio"]):
+    columns = ["dialogue_id", "turn_index", "role", "text", "audio"]
+    columns += ["answers"] if "answers" in manifest.tables["data"].columns else []  # older versions lack it
+    for batch in store.iter_batches(manifest, columns=columns):
         for row in batch.to_pylist():
             rows[row["dialogue_id"]].append(row)
     items = []
     for dialogue_id, turns in rows.items():
         turns.sort(key=lambda r: r["turn_index"])
-        items.append(Dialogue(dialogue_id, [Turn(r["role"], r["text"], r["audio"]["bytes"] if r["audio"] else None)
-                                            for r in turns], origin=str(manifest.ref())))
+        items.append(Dialogue(dialogue_id, [Turn(r["role"], r["text"], r["audio"]["bytes"] if r["audio"] else None,
+                                                 r.get("answers") or []) for r in turns], origin=str(manifest.ref())))
     return sorted((i for i in items if any(t.role == "user" for t in i.turns)), key=lambda item: item.id)

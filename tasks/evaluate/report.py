@@ -68,27 +68,42 @@ def markdown(title: str, summary: dict, checkpoint: str, eval_set: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_report(title: str, summary: dict, results: list[TurnResult], plots: dict[str, bytes]) -> str:
+def wav_name(result: TurnResult) -> str:
+    return f"{result.item_id.replace('/', '_')}-{result.turn}"
+
+
+def audio_player(wav: bytes | None) -> str:
+    """An <audio> element playing the answer from the page itself (the report is one file)."""
+    if wav is None:
+        return ""
+    return f"<audio controls preload='none' src='data:audio/wav;base64,{base64.b64encode(wav).decode()}'></audio>"
+
+
+def html_report(title: str, summary: dict, results: list[TurnResult], plots: dict[str, bytes],
+                wavs: dict[str, bytes]) -> str:
+    """wavs: the kept answers' audio by `wav_name`; each plays next to its text and transcript."""
     rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>"
                    for a, b in metric_rows(summary["metrics"], summary["not_computed"]))
     images = "".join(f"<h2>{html.escape(name)}</h2><img src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
                      for name, data in plots.items())
     answers = "".join(
         f"<tr><td>{html.escape(r.item_id)}/{r.turn}</td><td>{html.escape(r.question)}</td>"
-        f"<td>{html.escape(r.text)}</td><td>{html.escape(r.transcript or '')}</td>"
+        f"<td>{html.escape(r.text)}</td><td>{audio_player(wavs.get(wav_name(r)))}</td>"
+        f"<td>{html.escape(r.transcript or '')}</td><td>{html.escape(', '.join(r.references))}</td>"
         f"<td>{r.s2t_correct}</td><td>{r.s2s_correct}</td>"
         f"<td>{'' if r.latency is None else round(r.latency * 1000)}</td></tr>" for r in results)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
             f"<h1>{html.escape(title)}</h1><table border='1'>{rows}</table>{images}"
             "<h2>answers</h2><table border='1'><tr><th>item</th><th>question</th><th>text answer</th>"
-            f"<th>ASR of speech answer</th><th>S2T</th><th>S2S</th><th>latency ms</th></tr>{answers}</table>"
+            "<th>speech answer</th><th>ASR of speech answer</th><th>reference</th><th>S2T</th><th>S2S</th>"
+            f"<th>latency ms</th></tr>{answers}</table>"
             "</body></html>")
 
 
 def publish_eval(store: ArtifactStore, name: str, summary: dict, results: list[TurnResult],
-                 traces: list[tuple[str, AnswerTrace]], parents: list[Manifest], config: dict, config_hash: str,
+                 traces: list[tuple[TurnResult, AnswerTrace]], parents: list[Manifest], config: dict, config_hash: str,
                  flow_run_id: str | None) -> Manifest:
-    """traces: (wav name, trace) of the answers whose audio is kept."""
+    """traces: the answers whose audio is kept (saved as wavs and played in the HTML report)."""
     writer = store.writer(Kind.eval, name, parents=parents, config=config, config_hash=config_hash,
                           flow_run_id=flow_run_id)
     [checkpoint] = [p.ref() for p in parents if p.kind == Kind.checkpoint]
@@ -100,12 +115,13 @@ def publish_eval(store: ArtifactStore, name: str, summary: dict, results: list[T
     writer.add_file("metrics.json", json.dumps(summary, indent=2).encode())
     writer.write_table("answers", pa.Table.from_pylist([r.row() for r in results], schema=ANSWERS_SCHEMA))
     writer.add_file("report.md", markdown(title, summary, str(checkpoint), eval_set).encode())
-    writer.add_file("report.html", html_report(title, summary, results, plots).encode())
+    wavs = {wav_name(result): encode_audio(trace.audio, trace.sample_rate, "WAV")
+            for result, trace in traces if trace.audio_seconds}
+    writer.add_file("report.html", html_report(title, summary, results, plots, wavs).encode())
     for label, data in plots.items():
         writer.add_file(f"plots/{label.replace(' ', '_')}.png", data)
-    for wav_name, trace in traces:
-        if trace.audio_seconds:
-            writer.add_file(f"wavs/{wav_name}.wav", encode_audio(trace.audio, trace.sample_rate, "WAV"))
+    for name_of_wav, wav in wavs.items():
+        writer.add_file(f"wavs/{name_of_wav}.wav", wav)
     writer.stats.update(summary["metrics"])
     return writer.publish()
 

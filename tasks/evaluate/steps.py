@@ -51,7 +51,7 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
 
     def on_answer(result, trace) -> None:
         if len(kept) < settings.keep_wavs:
-            kept.append((f"{result.item_id.replace('/', '_')}-{result.turn}", trace))
+            kept.append((result, trace))
         if progress is not None:
             progress(result)
 

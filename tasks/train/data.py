@@ -65,7 +65,10 @@ class DialogueIndex:
     skipped: dict[str, int]         # reason -> dialogues left out
 
     @classmethod
-    def build(cls, store: ArtifactStore, speech: Manifest, units: Manifest | None, need_units: bool) -> "DialogueIndex":
+    def build(cls, store: ArtifactStore, speech: Manifest, units: Manifest | None, need_units: bool,
+              need_dialogue: bool = True) -> "DialogueIndex":
+        """`need_dialogue`: only user/assistant dialogues are usable (s2t, s2s); without it any record
+        with assistant turns is (TTS training also learns from a corpus of one-turn records)."""
         unit_table = {} if units is None else dict(zip(*store.read_table(units, columns=["utterance_id", "units"])
                                                        .to_pydict().values()))
         paths = [s.path for s in speech.tables["data"].shards]
@@ -79,11 +82,11 @@ class DialogueIndex:
         kept, skipped = [], {}
         for entry in found.values():
             entry.turns.sort(key=lambda t: t.turn_index)
-            reason = _unusable(entry, need_units)
+            reason = _unusable(entry, need_units, need_dialogue)
             if reason:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
-            entry.shard = min(t.shard for t in entry.turns if t.role == "user")
+            entry.shard = min(t.shard for t in entry.turns if t.role == "user" or not need_dialogue)
             kept.append(entry)
         if not kept:
             raise ValueError(f"{speech.ref()}: no usable dialogue for training (left out: {skipped})")
@@ -109,13 +112,13 @@ class DialogueIndex:
         return batches
 
 
-def _unusable(entry: DialogueEntry, need_units: bool) -> str | None:
+def _unusable(entry: DialogueEntry, need_units: bool, need_dialogue: bool) -> str | None:
     roles = [t.role for t in entry.turns]
-    problem = turn_order_problem(roles)
+    problem = turn_order_problem(roles) if need_dialogue else None
     if problem is not None:
         return problem[1]
     if "assistant" not in roles:
-        return "no user/assistant pair"
+        return "no user/assistant pair" if need_dialogue else "no assistant turn"
     if need_units and any(t.units is None for t in entry.turns if t.role == "assistant"):
         return "assistant turn without units"
     return None

@@ -144,7 +144,8 @@ class StageRun:
 
     def _loop(self, model, tokenizer, state: CheckpointState, found: Manifest | None) -> Manifest | None:
         settings, train, workers = self.settings, self.train, self.workers
-        index = DialogueIndex.build(self.store, self.speech, self.units, need_units=self.stage != "s2t")
+        index = DialogueIndex.build(self.store, self.speech, self.units, need_units=self.stage != "s2t",
+                                    need_dialogue=self.stage != "tts")
         if index.skipped:
             self.log(f"left out: {index.skipped}")
         maker = BatchMaker(self.store, index, ChatFormat(tokenizer, train.model.tokenizer.system_prompt),

@@ -32,7 +32,8 @@ def resolve_inputs(store: ArtifactStore, config: PipelineConfig) -> tuple[Manife
 
 def initial_checkpoint(store: ArtifactStore, config: PipelineConfig, speech: Manifest, units: Manifest,
                        flow_run_id: str | None) -> Manifest:
-    """`train.init_from`, or the fresh model (pretrained parts where configured) with its tokenizer,
+    """`train.init_from`; when retraining, the previous model; else the pretrained TTS checkpoint
+    (`train.tts_from`) or the fresh model (pretrained parts where configured) with its tokenizer,
     made once per model config and dataset."""
     if config.train.init_from:
         return store.manifest(store.resolve(ArtifactRef.parse(config.train.init_from)))
@@ -40,6 +41,8 @@ def initial_checkpoint(store: ArtifactStore, config: PipelineConfig, speech: Man
         previous = previous_model(store, config, speech)
         if previous is not None:
             return previous
+    if config.train.tts_from:
+        return pretrained_tts(store, config.train.tts_from, units)
     unit_vocab = int(units.stats["vocab_size"])
     key = stable_hash({"init": config.train.model.model_dump(mode="json"), "speech": str(speech.ref()),
                        "unit_vocab": unit_vocab})
@@ -52,6 +55,30 @@ def initial_checkpoint(store: ArtifactStore, config: PipelineConfig, speech: Man
     model = build_model(config.train.model, chat, unit_vocab)
     return save_checkpoint(store, config.train.name, model, tokenizer, CheckpointState("init", 0, 0, True, key),
                            [speech, units], config.train.model_dump(mode="json"), flow_run_id=flow_run_id)
+
+
+def pretrained_tts(store: ArtifactStore, ref: str, units: Manifest) -> Manifest:
+    """The TTS pretraining's checkpoint, checked to speak `units`' unit vocabulary."""
+    checkpoint = store.manifest(store.resolve(ArtifactRef.parse(ref)))
+    if checkpoint.stats.get("stage") != "tts" or not checkpoint.stats.get("complete"):
+        raise ValueError(f"train.tts_from: {checkpoint.ref()} is not a finished TTS pretraining (stage "
+                         f"{checkpoint.stats.get('stage')}, complete {checkpoint.stats.get('complete')})")
+    learned = [t for u in checkpoint.parents_of(Kind.units) for t in store.manifest(u).parents_of(Kind.tokenizer)]
+    wanted = units.parents_of(Kind.tokenizer)
+    if learned[:1] != wanted:
+        raise ValueError(f"train.tts_from: {checkpoint.ref()} learned the units of "
+                         f"{', '.join(map(str, learned)) or 'no tokenizer'}, but {units.ref()} comes from "
+                         f"{', '.join(map(str, wanted))}; tokenize both with one tokenizer (units.tokenizer)")
+    return checkpoint
+
+
+def tts_pretraining(config: PipelineConfig, speech: str, units: str) -> PipelineConfig:
+    """The config of the TTS LM's pretraining (stage I(b)) on the corpus: only the tts stage, with
+    the corpus's settings, under the corpus's name; the result is what `train.tts_from` names."""
+    train = config.train.model_copy(update={
+        "name": config.corpus.name, "speech": speech, "units": units, "stages": ["tts"],
+        "tts": config.corpus.pretrain, "init_from": None, "tts_from": None, "continue_from_latest": False})
+    return config.model_copy(update={"train": train})
 
 
 def previous_model(store: ArtifactStore, config: PipelineConfig, speech: Manifest) -> Manifest | None:

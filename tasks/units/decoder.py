@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from omniforge.config.units import CosyVoice2DecoderConfig, UnitsConfig
 from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
-from omniforge.storage import ArtifactStore, Kind, Manifest
+from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
@@ -279,7 +279,8 @@ def training_pairs(rows: list[dict], grid: MelGrid) -> list[tuple[torch.Tensor, 
 
 
 def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
-    """The decoder for `units`' tokenizer with these settings: reused if one exists, else trained
+    """The decoder for `units`' tokenizer with these settings, named after the tokenizer (every
+    units version of that tokenizer shares it): reused if one exists, else trained on `units`
     (learned) or described (cosyvoice2, whose weights stay in the user's directory)."""
     tokenizer = parent_ref(units, Kind.tokenizer)
     d = config.decoder
@@ -287,7 +288,7 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
         return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
     settings = {"decoder": d.model_dump(mode="json", exclude={"cosyvoice2"}), "tokenizer": tokenizer}
     settings_hash = stable_hash(settings)
-    existing = store.find_version(Kind.decoder, config.name, settings_hash)
+    existing = store.find_version(Kind.decoder, ArtifactRef.parse(tokenizer).name, settings_hash)
     if existing is not None:
         return existing
     vocab = store.manifest(tokenizer).stats["vocab_size"]
@@ -295,7 +296,7 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
     model, losses = train_unit_to_mel(training_pairs(paired_rows(store, units), grid), net, grid, d.steps,
                                       d.batch_size, d.crop_frames, d.lr, d.seed)
-    writer = store.writer(Kind.decoder, config.name, parents=[units, store.manifest(tokenizer)], config=settings,
+    writer = store.writer(Kind.decoder, ArtifactRef.parse(tokenizer).name, parents=[units, store.manifest(tokenizer)], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     for name, data in save_decoder(model).items():
         writer.add_file(name, data)
@@ -314,10 +315,10 @@ def _cosyvoice2_version(store: ArtifactStore, units: Manifest, tokenizer: Manife
     described = {"decoder": {"backend": "cosyvoice2", **settings.model_dump(mode="json")}, "tokenizer": str(tokenizer.ref()),
                  "prompt_sha256": sha256_bytes(Path(settings.prompt_wav).read_bytes())}
     described_hash = stable_hash(described)
-    existing = store.find_version(Kind.decoder, config.name, described_hash)
+    existing = store.find_version(Kind.decoder, tokenizer.name, described_hash)
     if existing is not None:
         return existing
-    writer = store.writer(Kind.decoder, config.name, parents=[units, tokenizer], config=described,
+    writer = store.writer(Kind.decoder, tokenizer.name, parents=[units, tokenizer], config=described,
                           config_hash=described_hash, flow_run_id=flow_run_id)
     writer.add_file("decoder.json", json.dumps(described, indent=2).encode())
     return writer.publish()

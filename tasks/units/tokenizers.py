@@ -79,10 +79,10 @@ def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfi
 
     settings = tokenizer_settings(config)
     settings_hash = stable_hash(settings)
-    existing = store.find_version(Kind.tokenizer, config.name, settings_hash)
+    existing = store.find_version(Kind.tokenizer, config.tokenizer_name, settings_hash)
     if existing is not None:
         return existing
-    writer = store.writer(Kind.tokenizer, config.name, parents=[speech], config=settings,
+    writer = store.writer(Kind.tokenizer, config.tokenizer_name, parents=[speech], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     if config.backend == "kmeans":
         tokenizer, fit_frames = fit_tokenizer(store, speech, config)

@@ -13,6 +13,7 @@ import pytest
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.storage import store_from_config
 from omniforge.tasks.build.steps import load_and_plan
+from tests.build.test_build_dialogues import SMALL, config_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 

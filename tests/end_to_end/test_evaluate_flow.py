@@ -28,6 +28,8 @@ def test_evaluate_flow_publishes_a_report_with_lineage(data_store, tmp_path):
     assert str(manifest.parents[0].ref()) == checkpoint
     assert {"metrics.json", "report.md", "report.html"} <= set(manifest.files)
     assert any(name.startswith("wavs/") for name in manifest.files)
+    report = store.read_bytes(manifest.files["report.html"].path).decode()
+    assert report.count("<audio controls") == sum(name.startswith("wavs/") for name in manifest.files)
     assert any(name.startswith("plots/") for name in manifest.files)
     metrics = summary["metrics"]
     assert metrics["answers"] >= 2 and 0 <= metrics["s2t_accuracy"] <= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from omniforge.config import load_pipeline_config
-from omniforge.storage import store_from_config
+from omniforge.storage import Kind, store_from_config
 from tests.training_data import TINY_LM
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -19,7 +19,8 @@ def small_pipeline(tmp_path, dialogues: int, *extra: str):
         f"train.model.tts={TINY_LM}", "train.checkpoint_every=2", "train.torch_threads=1",
         f"train.log_dir={tmp_path / 'tb'}", "evaluate.build.source.demo.dialogues=2", "evaluate.build.synthesis.workers=1",
         "evaluate.build.tts.users.size=4", "evaluate.max_text_tokens=12", "evaluate.max_speech_tokens=60",
-        "evaluate.keep_wavs=1"]
+        "evaluate.keep_wavs=1", "corpus.enabled=true", "corpus.source.sentences=3", "corpus.pretrain.steps=2",
+        "corpus.pretrain.batch_size=2", "corpus.pretrain.warmup_steps=1"]
     for stage in ("s2t", "tts", "s2s"):
         overrides += [f"train.{stage}.steps=2", f"train.{stage}.batch_size=2", f"train.{stage}.warmup_steps=1"]
     return load_pipeline_config("configs/demo.yaml", overrides + list(extra))
@@ -38,6 +39,15 @@ def test_pipeline_then_retrain_on_new_dialogues(tmp_path):
                (first["speech"], first["units"], first["checkpoint"], first["eval"], "speech/demo-eval@1")}
     assert len(run_ids) == 1 and None not in run_ids
     assert store.lineage(first["eval"])["parents"][0]["ref"] == first["checkpoint"]
+    # the TTS corpus fitted the units tokenizer and its decoder; the model started from the pretrained TTS LM
+    assert first["corpus_units"] == "units/demo-tts@1" and first["pretrained_tts"].startswith("checkpoint/demo-tts@")
+    tokenizer = store.manifest(first["units"]).parents_of(Kind.tokenizer)
+    assert tokenizer == store.manifest(first["corpus_units"]).parents_of(Kind.tokenizer)
+    assert store.manifest(tokenizer[0]).parents_of(Kind.speech) == [store.manifest(first["corpus"]).ref()]
+    starts, node = [], store.lineage(first["checkpoint"])
+    while (node := next((p for p in node["parents"] if p["ref"].startswith("checkpoint/")), None)) is not None:
+        starts.append(node["ref"])
+    assert first["pretrained_tts"] in starts
 
     retrain = small_pipeline(tmp_path, 11, "train.continue_from_latest=true")
     second = pipeline(retrain)

@@ -116,3 +116,27 @@ def test_questions_json_with_any_wav_encoding(tmp_path):
         {"from": "human", "speech": "wav/none.wav"}]}) + "\n")
     with pytest.raises(EvalSetError, match=r"item 'x': field 'conversation\[0\]\.speech': missing_audio"):
         load_questions_file(tmp_path / "missing.jsonl")
+
+
+def test_demo_answers_are_scored_on_their_facts():
+    from omniforge.config.build import DemoSourceConfig
+    from omniforge.tasks.build.sources import demo_dialogues, parse_records
+
+    batch = parse_records([("demo", r) for r in demo_dialogues(DemoSourceConfig(dialogues=6, max_user_turns=2), 7)])
+    for dialogue in batch.dialogues:
+        for (question, references), answer in zip(dialogue.questions(), dialogue.turns[1::2]):
+            [fact] = references
+            assert fact in answer.text and fact != answer.text  # "Paris", not the whole sentence
+    assert contains_answer(["rupee"], "the currency of india is the rupee") and not contains_answer(["rupee"], "the rue")
+
+
+def test_the_html_report_plays_each_kept_answer():
+    from omniforge.storage.audio import encode_audio
+    from omniforge.tasks.evaluate.report import html_report, wav_name
+
+    results = [TurnResult(f"item{i}", 0, "q", ["Paris"], "Paris.", "paris", True, True, 0.0, None, 0.2, 0.1, 0.3, 1.0,
+                          1.0) for i in range(3)]
+    wave = np.zeros(1600, dtype=np.float32)
+    kept = {wav_name(r): encode_audio(wave, 16000, "WAV") for r in results[:2]}
+    page = html_report("t", summarize(results, {}), results, {}, kept)
+    assert page.count("<audio controls") == 2 and page.count("data:audio/wav;base64,") == 2

@@ -1,0 +1,520 @@
+"""The production path on a GPU: first-audio latency, cached vs re-prefilled TTS LM, batching,
+s2t training throughput and MFU. Weights are random (no model hub is reachable there, and time does
+not depend on weight values); the shapes are the real ones: whisper-large-v3 encoder, Qwen2.5-7B-
+Instruct LLM, Qwen2.5-0.5B TTS LM, 6561 units, R=3/W=10, bf16.
+
+    python benchmarks/gpu.py            # on a GPU, real shapes (about 5 minutes on an H100)
+    python benchmarks/gpu.py --tiny     # anywhere, tiny shapes, the same code (the test suite runs it)
+
+It needs only torch, transformers (>= 5.24), peft and the project's `model/` code, so it runs where
+Ray and Prefect are not installed. Rows follow the benchmark JSON convention, each naming its device.
+
+The units -> audio decoder is CosyVoice 2's at its real widths and depths, as a stand-in written
+here (its code and weights are not on the GPU machine): a 6-block, 512-wide transformer token encoder
+with 2x upsampling to 50 Hz mel frames; a flow-matching estimator of 14 stages (one down, 12 mid,
+one up, as CosyVoice 2's U-Net), each a 1-D conv residual block and 4 transformer blocks 256 wide,
+run for 10 Euler steps with classifier-free guidance (a batch of 2); and a HiFT-shaped vocoder (512
+base channels, upsampling 8 x 5 x 3, resblocks of kernels 3/7/11, a 16-point iSTFT head, 24 kHz).
+The first chunk is CosyVoice 2's token hop (25) plus its flow look-ahead (3): 28 units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+try:
+    import omniforge.model  # noqa: F401  (installed: the package maps the root folders)
+except ImportError:  # a bare checkout (the GPU machine): map them the way pyproject.toml does
+    import omniforge
+
+    omniforge.__path__.append(str(ROOT))
+
+from benchmarks.common import RESULTS, report, result_row  # noqa: E402
+from omniforge.model.configuration_omni import OmniConfig  # noqa: E402
+from omniforge.model.mel import INPUT_SAMPLE_RATE, WhisperLogMel  # noqa: E402
+from omniforge.model.modeling_omni import IGNORE_INDEX, OmniModel  # noqa: E402
+from omniforge.model.reference_generation import generate_reference  # noqa: E402
+from omniforge.model.stage_objectives import StageBatch, StageObjective, set_trainable  # noqa: E402
+from omniforge.model.streaming import GenerationSettings, stream_generate  # noqa: E402
+
+MFU_TARGET = 0.4  # the issue's target for the 1.5B full fine-tune on an H100; the LoRA row is held to it too
+PAPER_LATENCY_MS = 583.0  # LLaMA-Omni2-7B on one L40 (paper, Table 1)
+UNITS = 6561
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12}  # dense bf16 tensor cores
+
+
+@dataclass(frozen=True)
+class Shapes:
+    encoder: dict
+    llm: dict
+    tts: dict
+    llm_full: dict          # the LLM of the full fine-tune row
+    decoder: dict
+    questions: int
+    speech_seconds: tuple[float, float]
+    long_answer: int        # speech tokens of the cached-vs-re-prefill row
+    batch: int
+    train_batch: int
+    train_speech_seconds: float
+    train_text_tokens: int  # per dialogue, LoRA row (the 7B model's activations bound it)
+    full_train_text_tokens: int  # per dialogue, full fine-tune row
+    train_steps: int
+
+
+WHISPER_LARGE_V3 = dict(model_type="whisper", num_mel_bins=128, d_model=1280, encoder_layers=32,
+                        encoder_attention_heads=20, encoder_ffn_dim=5120, max_source_positions=1500,
+                        decoder_layers=1, decoder_attention_heads=20, decoder_ffn_dim=5120, vocab_size=51866)
+QWEN = dict(model_type="qwen2", max_position_embeddings=32768, rope_theta=1e6)
+QWEN25_7B = dict(QWEN, vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                 num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False)
+QWEN25_15B = dict(QWEN, vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                  num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True)
+QWEN25_05B = dict(QWEN, vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                  num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)
+COSYVOICE2_DECODER = dict(width=512, heads=8, encoder_blocks=6, estimator_width=256, estimator_stages=14,
+                          estimator_blocks=4, euler_steps=10, vocoder_width=512, first_chunk=25 + 3)
+
+PRODUCTION = Shapes(WHISPER_LARGE_V3, QWEN25_7B, QWEN25_05B, QWEN25_15B, COSYVOICE2_DECODER, questions=20,
+                    speech_seconds=(3.0, 6.0), long_answer=800, batch=8, train_batch=8, train_speech_seconds=10.0,
+                    train_text_tokens=400, full_train_text_tokens=1000, train_steps=6)
+TINY_LM = dict(QWEN, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+TINY = Shapes(dict(WHISPER_LARGE_V3, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
+                   decoder_attention_heads=4, decoder_ffn_dim=128),
+              TINY_LM, dict(TINY_LM, hidden_size=48, num_attention_heads=4), dict(TINY_LM, hidden_size=96),
+              dict(width=32, heads=4, encoder_blocks=1, estimator_width=32, estimator_stages=2, estimator_blocks=1,
+                   euler_steps=2, vocoder_width=32, first_chunk=28),
+              questions=3, speech_seconds=(1.0, 2.0), long_answer=60, batch=3, train_batch=2,
+              train_speech_seconds=2.0, train_text_tokens=24, full_train_text_tokens=32, train_steps=2)
+
+
+class Clock:
+    """Wall time with the device drained first, so GPU work is counted where it happens."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+# ---------------------------------------------------------------- the decoder at CosyVoice 2's shape
+class _EstimatorStage(nn.Module):
+    def __init__(self, width: int, blocks: int, heads: int) -> None:
+        super().__init__()
+        self.res = nn.Sequential(nn.Conv1d(width, width, 3, padding=1), nn.GroupNorm(8, width), nn.Mish(),
+                                 nn.Conv1d(width, width, 3, padding=1), nn.GroupNorm(8, width), nn.Mish())
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(width, heads, 4 * width, batch_first=True,
+                                                               norm_first=True, activation="gelu")
+                                    for _ in range(blocks))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.res(x)
+        h = x.transpose(1, 2)
+        for block in self.blocks:
+            h = block(h)
+        return h.transpose(1, 2)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, channels: int, kernel: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Sequential(nn.LeakyReLU(0.1), nn.Conv1d(channels, channels, kernel, dilation=d,
+                                                                               padding=d * (kernel - 1) // 2),
+                                                 nn.LeakyReLU(0.1), nn.Conv1d(channels, channels, kernel,
+                                                                               padding=(kernel - 1) // 2))
+                                   for d in (1, 3, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = x + conv(x)
+        return x
+
+
+class DecoderStandIn(nn.Module):
+    """Units -> 24 kHz audio at CosyVoice 2's flow matching + HiFT shapes (module docstring)."""
+
+    MEL, TOKEN_MEL_RATIO, CFG, N_FFT, HOP = 80, 2, 0.7, 16, 4
+
+    def __init__(self, width: int, heads: int, encoder_blocks: int, estimator_width: int, estimator_stages: int,
+                 estimator_blocks: int, euler_steps: int, vocoder_width: int, first_chunk: int) -> None:
+        super().__init__()
+        self.first_chunk, self.euler_steps = first_chunk, euler_steps
+        self.embed = nn.Embedding(UNITS, width)
+        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(width, heads, 4 * width, batch_first=True,
+                                                                        norm_first=True), encoder_blocks)
+        self.to_mel = nn.Linear(width, self.MEL)
+        self.estimator_in = nn.Conv1d(4 * self.MEL, estimator_width, 1)  # x, mu, speaker, prompt mel
+        self.estimator = nn.ModuleList(_EstimatorStage(estimator_width, estimator_blocks, heads)
+                                       for _ in range(estimator_stages))
+        self.estimator_out = nn.Conv1d(estimator_width, self.MEL, 1)
+        channels = [vocoder_width // 2 ** i for i in range(4)]
+        self.vocoder_in = nn.Conv1d(self.MEL, channels[0], 7, padding=3)
+        self.upsample = nn.ModuleList(nn.ConvTranspose1d(channels[i], channels[i + 1], k, u, padding=(k - u) // 2)
+                                      for i, (u, k) in enumerate(((8, 16), (5, 11), (3, 7))))
+        self.resblocks = nn.ModuleList(nn.ModuleList(_ResBlock(channels[i + 1], k) for k in (3, 7, 11))
+                                       for i in range(3))
+        self.vocoder_out = nn.Conv1d(channels[3], 2 * (self.N_FFT // 2 + 1), 7, padding=3)
+        self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
+
+    def mel(self, units: torch.Tensor) -> torch.Tensor:
+        mu = self.to_mel(self.encoder(self.embed(units[None]))).repeat_interleave(self.TOKEN_MEL_RATIO, dim=1)
+        mu = mu.transpose(1, 2)
+        x = torch.randn_like(mu)
+        condition = torch.zeros_like(mu).repeat(1, 2, 1)  # speaker embedding and prompt mel, broadcast
+        for step in range(self.euler_steps):
+            both = torch.cat([torch.cat([x, mu, condition], 1), torch.cat([x, torch.zeros_like(mu), condition], 1)])
+            h = self.estimator_in(both)
+            for stage in self.estimator:
+                h = stage(h)
+            velocity = self.estimator_out(h)
+            guided = (1 + self.CFG) * velocity[:1] - self.CFG * velocity[1:]
+            x = x + guided / self.euler_steps
+        return x
+
+    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        h = self.vocoder_in(mel)
+        for up, blocks in zip(self.upsample, self.resblocks):
+            h = up(nn.functional.leaky_relu(h, 0.1))
+            h = sum(block(h) for block in blocks) / len(blocks)
+        spec = self.vocoder_out(nn.functional.leaky_relu(h)).float()
+        half = spec.shape[1] // 2
+        complex_spec = torch.polar(spec[:, :half].exp().clamp(max=1e2), torch.sin(spec[:, half:]))
+        return torch.istft(complex_spec, self.N_FFT, self.HOP, self.N_FFT, window=self.window.float())
+
+    @torch.no_grad()
+    def forward(self, units: list[int]) -> torch.Tensor:
+        return self.vocode(self.mel(torch.tensor(units, device=self.window.device)))
+
+
+# ---------------------------------------------------------------- building
+def build_model(shapes: Shapes, device: torch.device, dtype: torch.dtype, llm: dict | None = None) -> OmniModel:
+    llm = llm or shapes.llm
+    config = OmniConfig(encoder_config=shapes.encoder, llm_config=llm,
+                        tts_config=dict(shapes.tts, vocab_size=llm["vocab_size"] + UNITS + 1), unit_vocab_size=UNITS,
+                        speech_token_id=llm["vocab_size"] - 1, eos_token_id=llm["vocab_size"] - 2,
+                        stream_read=3, stream_write=10)
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):  # made where it runs: a 7B model initialised on the CPU takes minutes
+            return OmniModel(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_decoder(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> DecoderStandIn:
+    torch.manual_seed(1)
+    return DecoderStandIn(**shapes.decoder).to(device=device, dtype=dtype).eval()
+
+
+def prompt_ids(model: OmniModel, length: int = 24, seed: int = 0) -> torch.Tensor:
+    """A chat prompt's worth of token ids with the speech placeholder two thirds in."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.speech_token_id - 2, (length,), generator=generator)
+    ids[2 * length // 3] = model.config.speech_token_id
+    return ids.to(next(model.parameters()).device)
+
+
+def waves(shapes: Shapes, count: int, device: torch.device) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    low, high = shapes.speech_seconds
+    lengths = torch.linspace(low, high, count) * INPUT_SAMPLE_RATE
+    return [(0.1 * torch.randn(int(n), generator=generator)).to(device) for n in lengths]
+
+
+# ---------------------------------------------------------------- rows
+@dataclass
+class LatencyParts:
+    speech: float        # features + encoder + adapter
+    first_text: float    # LLM prefill + first token
+    read_r: float        # the R-th text token (the TTS LM may start)
+    first_units: float   # the first W units
+    chunk_units: float   # the decoder's first chunk is known
+    audio: float         # its audio is out
+
+
+def first_audio(model: OmniModel, decoder: DecoderStandIn, mel: WhisperLogMel, wave: torch.Tensor,
+                clock: Clock) -> LatencyParts:
+    settings = GenerationSettings(max_text_tokens=64, max_speech_tokens=decoder.first_chunk + 10)
+    start = clock()
+    features, lengths = mel.batch([wave.float()])
+    speech = model.speech_embeddings(features.to(next(model.parameters()).dtype), lengths.to(features.device))
+    marks = {"speech": clock() - start}
+    units: list[int] = []
+    text = 0
+    for event in stream_generate(model, [prompt_ids(model)], speech, settings):
+        if event.kind == "text":
+            text += 1
+            if text == 1:
+                marks["first_text"] = clock() - start
+            if text == model.config.stream_read:
+                marks["read_r"] = clock() - start
+        elif event.kind == "speech":
+            if not units:
+                marks["first_units"] = clock() - start
+            units += event.tokens
+            if len(units) >= decoder.first_chunk:
+                break
+    marks["chunk_units"] = clock() - start
+    decoder(units[: decoder.first_chunk])
+    marks["audio"] = clock() - start
+    return LatencyParts(**marks)
+
+
+def latency_row(model, decoder, mel, shapes: Shapes, clock: Clock, device_name: str) -> tuple[dict, dict]:
+    questions = waves(shapes, shapes.questions, next(model.parameters()).device)
+    first_audio(model, decoder, mel, questions[0], clock)  # warm-up: kernels, allocator
+    parts = [first_audio(model, decoder, mel, wave, clock) for wave in questions]
+    medians = {name: 1000 * statistics.median(getattr(p, name) for p in parts) for name in LatencyParts.__annotations__}
+    row = result_row(f"first-audio latency p50, {len(parts)} questions of {shapes.speech_seconds[0]:g}-"
+                     f"{shapes.speech_seconds[1]:g} s (ours vs the paper's 583 ms on an L40)",
+                     medians["audio"], PAPER_LATENCY_MS, "ms", 2.0, higher_is_better=False)
+    return row, medians
+
+
+def cached_vs_reprefill_row(model, shapes: Shapes, clock: Clock) -> tuple[dict, dict]:
+    """Speech tokens/s for one long answer, our KV-cached streaming vs re-prefilling the TTS LM at
+    every chunk (the released code's way), same greedy tokens asserted."""
+    length = shapes.long_answer
+    device = next(model.parameters()).device
+    speech = [torch.randn(40, model.config.llm_config.hidden_size, device=device, dtype=next(model.parameters()).dtype)]
+    prompt = prompt_ids(model)
+    text_tokens = math.ceil(length * model.config.stream_read / model.config.stream_write)
+    settings = GenerationSettings(max_text_tokens=text_tokens, max_speech_tokens=length)
+
+    def ours() -> list[int]:
+        return [u for e in stream_generate(model, [prompt], speech, settings) if e.kind == "speech" for u in e.tokens]
+
+    def theirs() -> list[int]:
+        return generate_reference(model, prompt, speech, settings, llm_cache=True, tts_reprefill=True)[1]
+
+    ours()  # warm-up
+    start = clock()
+    our_units = ours()
+    our_s = clock() - start
+    start = clock()
+    their_units = theirs()
+    their_s = clock() - start
+    same = next((i for i, (a, b) in enumerate(zip(our_units, their_units)) if a != b), None)
+    assert our_units == their_units, (f"cached and re-prefilled generation differ: {len(our_units)} vs "
+                                      f"{len(their_units)} tokens, first difference at {same}")
+    row = result_row(f"cached streaming vs re-prefilling the TTS LM each chunk, {len(our_units)} speech tokens",
+                     len(our_units) / our_s, len(their_units) / their_s, "speech tokens/s", 3.0)
+    return row, {"ours_s": our_s, "reprefill_s": their_s, "tokens": len(our_units)}
+
+
+def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[dict], dict]:
+    """n conversations answered as one batch vs one: aggregate speech tokens/s and first-audio p50
+    (a conversation's first chunk of units known, plus one decode of that chunk)."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    settings = GenerationSettings(max_text_tokens=60, max_speech_tokens=200)
+    start = clock()
+    decoder(list(range(decoder.first_chunk)))
+    decode_s = clock() - start
+
+    def run(n: int) -> tuple[float, list[float]]:
+        speech = [torch.randn(30 + 5 * i, model.config.llm_config.hidden_size, device=device, dtype=dtype)
+                  for i in range(n)]
+        prompts = [prompt_ids(model, seed=i) for i in range(n)]
+        counts, first = [0] * n, [math.nan] * n
+        start = clock()
+        for event in stream_generate(model, prompts, speech, settings):
+            if event.kind == "speech":
+                counts[event.item] += len(event.tokens)
+                if math.isnan(first[event.item]) and counts[event.item] >= decoder.first_chunk:
+                    first[event.item] = clock() - start + decode_s
+        elapsed = clock() - start
+        return sum(counts) / elapsed, [f for f in first if not math.isnan(f)]
+
+    run(1)
+    single_rate, single_first = run(1)
+    batch_rate, batch_first = run(shapes.batch)
+    single_p50, batch_p50 = 1000 * statistics.median(single_first), 1000 * statistics.median(batch_first)
+    rows = [result_row(f"{shapes.batch} conversations batched vs 1: aggregate speech tokens/s", batch_rate, single_rate,
+                       "speech tokens/s", 5.0),
+            result_row(f"{shapes.batch} conversations batched vs 1: first-audio p50", batch_p50, single_p50, "ms", 0.5,
+                       higher_is_better=False)]
+    return rows, {"decode_first_chunk_ms": 1000 * decode_s}
+
+
+def s2t_batch(model: OmniModel, shapes: Shapes, text_tokens: int, device: torch.device) -> StageBatch:
+    """Dialogues of one spoken question and a text answer; the loss is on the answer's tokens."""
+    generator = torch.Generator().manual_seed(5)
+    mel = WhisperLogMel(model.config.encoder_config.num_mel_bins)
+    wave_batch = [0.1 * torch.randn(int(shapes.train_speech_seconds * INPUT_SAMPLE_RATE), generator=generator)
+                  for _ in range(shapes.train_batch)]
+    features, lengths = mel.batch(wave_batch)
+    ids, labels = [], []
+    for _ in range(shapes.train_batch):
+        row = torch.randint(0, model.config.speech_token_id - 2, (text_tokens + 20,), generator=generator)
+        row[10] = model.config.speech_token_id
+        label = row.clone()
+        label[:20] = IGNORE_INDEX  # the prompt and the question carry no loss
+        ids.append(row)
+        labels.append(label)
+    return StageBatch(ids, labels, [], features, lengths, [], []).to(device)
+
+
+def train_row(model: OmniModel, shapes: Shapes, device: torch.device, clock: Clock, label: str,
+              prefixes: list[str], lora: bool, peak: float) -> tuple[list[dict], dict]:
+    """Stage s2t steps (bf16 autocast, AdamW) as the project's loop takes them: tokens/s and MFU."""
+    set_trainable(model, prefixes)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model.llm = get_peft_model(model.llm, LoraConfig(r=16, lora_alpha=32, target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.train()
+    objective = StageObjective(model, "s2t")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda")
+    batch = s2t_batch(model, shapes, shapes.train_text_tokens if lora else shapes.full_train_text_tokens, device)
+    tokens = sum(len(ids) for ids in batch.input_ids) + int(sum(
+        model.speech_projector.output_lengths((batch.mel_lengths + 1) // 2)))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            loss = objective(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    flops = counted_flops(model, step)
+    step()
+    start = clock()
+    for _ in range(shapes.train_steps):
+        step()
+    seconds = (clock() - start) / shapes.train_steps
+    rate = tokens / seconds
+    achieved = flops / seconds
+    # MFU: the FLOPs a step executes (counted by torch) per second, over the chip's peak
+    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    rows = [result_row(f"s2t training step, {label}: model FLOPs utilisation ({precision}, batch {shapes.train_batch})",
+                       achieved, peak, "FLOP/s", MFU_TARGET) | {"tokens_per_s": round(rate)}]
+    return rows, {"step_s": seconds, "tokens_per_step": tokens, "tokens_per_s": rate, "flops_per_step": flops,
+                  "achieved_flops": achieved, "mfu": achieved / peak,
+                  "trainable_parameters": trainable_parameters}
+
+
+def counted_flops(model: OmniModel, step: Callable[[], None]) -> int:
+    """The FLOPs one step executes, counted by torch. The LLM's attention runs eagerly for this
+    step: torch's counter has no formula for grouped-query SDPA (Qwen2.5 has fewer KV heads)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = model.llm.config  # the LLM's own (from_config copies the one it is given)
+    previous = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        with FlopCounterMode(display=False) as counter:
+            step()
+    finally:
+        config._attn_implementation = previous
+    return counter.get_total_flops()
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[str, float]:
+    """The chip's name and its peak FLOP/s: the data-sheet dense bf16 figure for GPUs we know,
+    else the rate of a large matrix product measured here (CPUs)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    known = next((flops for chip, flops in PEAK_BF16_FLOPS.items() if chip in name), None)
+    if known is not None:
+        return name, known
+    size = 2048
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    clock = Clock(device)
+    start = clock()
+    for _ in range(5):
+        a @ b
+    return f"{name} (peak measured: {size}^3 matmul)", 5 * 2 * size ** 3 / (clock() - start)
+
+
+def timed_section(title: str, action: Callable):
+    print(f"--- {title}", flush=True)
+    start = time.perf_counter()
+    out = action()
+    print(f"    {time.perf_counter() - start:.1f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU), same code")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu.json")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "reprefill", "batching", "train"])
+    args = parser.parse_args()
+    shapes = TINY if args.tiny else PRODUCTION
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    device_name, peak = peak_flops(device, dtype)
+    clock = Clock(device)
+    print(f"device {device_name}, torch {torch.__version__}, dtype {dtype}", flush=True)
+    rows, details = [], {}
+
+    def save(new: list[dict]) -> None:
+        """Rows are written as each section ends, so a later failure keeps what was measured."""
+        rows.extend(row | {"device": device_name, "torch": torch.__version__} for row in new)
+        report("gpu" if not args.tiny else "gpu-tiny", rows, args.out)
+
+    if {"latency", "reprefill", "batching"} - set(args.skip):
+        model = timed_section("build the model", lambda: build_model(shapes, device, dtype))
+        decoder = build_decoder(shapes, device, dtype)
+        mel = WhisperLogMel(model.config.encoder_config.num_mel_bins).to(device)
+        if "latency" not in args.skip:
+            row, details["latency_ms"] = timed_section("latency", lambda: latency_row(model, decoder, mel, shapes,
+                                                                                      clock, device_name))
+            save([row])
+        if "batching" not in args.skip:
+            more, details["batching"] = timed_section("batching", lambda: batching_rows(model, decoder, shapes, clock))
+            save(more)
+        if "reprefill" not in args.skip:
+            # greedy equality needs exact arithmetic: bf16 flips near-ties between two summation orders
+            model = model.float()
+            if device.type == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = False
+            row, details["reprefill"] = timed_section("cached vs re-prefill (fp32)",
+                                                      lambda: cached_vs_reprefill_row(model, shapes, clock))
+            save([row])
+        del model, decoder
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if "train" not in args.skip:
+        model = timed_section("build the model (LoRA row)", lambda: build_model(shapes, device, dtype))
+        more, details["train_lora"] = timed_section("s2t LoRA on the LLM", lambda: train_row(
+            model, shapes, device, clock, f"LoRA r=16 on the {shapes.llm['hidden_size']}-wide LLM",
+            ["speech_projector"], True, peak))
+        save(more)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        model = timed_section("build the model (full fine-tune row)", lambda: build_model(shapes, device, torch.float32,
+                                                                                           llm=shapes.llm_full))
+        more, details["train_full"] = timed_section("s2t full fine-tune", lambda: train_row(
+            model, shapes, device, clock, f"full fine-tune of the {shapes.llm_full['hidden_size']}-wide LLM",
+            ["speech_projector", "llm"], False, peak))
+        save(more)
+    print(json.dumps(details, indent=1))
+
+
+if __name__ == "__main__":
+    main()

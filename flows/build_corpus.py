@@ -1,0 +1,43 @@
+"""`build_corpus`: the TTS corpus, text the assistant says that is not a dialogue (plus the dialogues'
+assistant turns) -> the assistant voice on Ray -> a versioned speech dataset of one-turn records."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+
+from omniforge.config import PipelineConfig
+from omniforge.flows.artifact_keys import artifact_key
+from omniforge.flows.build_dialogues import synthesize
+from omniforge.flows.events import announce
+from omniforge.flows.run_ids import recording_run_id
+from omniforge.storage import store_from_config
+from omniforge.tasks.build import steps as build_steps
+
+
+@task(name="load-and-plan-corpus", cache_policy=NONE)
+def load_and_plan(config: PipelineConfig):
+    return build_steps.load_corpus_and_plan(store_from_config(config.store), config)
+
+
+@task(name="publish-corpus", cache_policy=NONE)
+def publish(plan, synthesized: int, config: PipelineConfig):
+    store = store_from_config(config.store)
+    return build_steps.publish(store, plan, build_steps.open_cache(store, config), config.corpus.name,
+                               build_steps.corpus_recipe(config), synthesized, recording_run_id())
+
+
+@flow(name="build-corpus", log_prints=True)
+def build_corpus(config: PipelineConfig) -> dict:
+    """Build (or extend) the TTS corpus `config.corpus.name`; returns the summary."""
+    logger = get_run_logger()
+    plan = load_and_plan(config)
+    logger.info("planned %d corpus utterances (%d rejected)", len(plan.utterances), len(plan.rejects))
+    result = publish(plan, synthesize(plan, config), config)
+    if result.published:
+        announce(result.speech, config.store.url)
+    markdown = build_steps.summary_markdown(result)
+    create_markdown_artifact(markdown, key=artifact_key("corpus", config.corpus.name), description="TTS corpus")
+    logger.info("\n%s", markdown)
+    return {**result.summary, "speech_version": str(result.speech.ref()), "published": result.published}

@@ -1,0 +1,63 @@
+"""TTS LM pretraining on the corpus is one reusable checkpoint: trainings start from it, none retrains it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omniforge.flows.build_corpus import build_corpus
+from omniforge.flows.pretrain_tts import pretrain_tts
+from omniforge.flows.tokenize_units import tokenize_units
+from omniforge.storage import Kind, store_from_config
+from omniforge.tasks.train import steps as train_steps
+from omniforge.tasks.train.checkpoints import load_checkpoint
+from tests.training_data import corpus_config, tiny_training
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+PRETRAIN = ("corpus.pretrain.steps=2", "corpus.pretrain.batch_size=2", "corpus.pretrain.warmup_steps=1")
+
+
+def corpus_units(data_store: str, name: str, tokenizer: str) -> tuple[str, str]:
+    config = corpus_config(data_store, sentences=2, extra=(f"corpus.name={name}",))
+    speech = build_corpus(config)["speech_version"]
+    units = tokenize_units(config.model_copy(update={"units": config.units.model_copy(update={
+        "speech": speech, "name": name, "tokenizer": tokenizer})}))["units_version"]
+    return speech, units
+
+
+def test_trainings_start_from_one_pretrained_tts_lm(data_store, tmp_path):
+    store = store_from_config(corpus_config(data_store, 1).store)
+    speech, units = corpus_units(data_store, "corpus-pre", "demo")  # the dialogues' tokenizer
+    config = tiny_training(data_store, str(tmp_path / "tb"), extra=("corpus.name=corpus-pre", *PRETRAIN))
+    pretrained = pretrain_tts(config, speech, units)["checkpoint"]
+    manifest = store.manifest(pretrained)
+    assert manifest.stats["stage"] == "tts" and manifest.stats["complete"]
+    assert manifest.parents_of(Kind.units) == [store.manifest(units).ref()]
+    versions = store.versions(Kind.checkpoint, "corpus-pre")
+    assert pretrain_tts(config, speech, units)["checkpoint"] == pretrained  # done: reused, not retrained
+    assert store.versions(Kind.checkpoint, "corpus-pre") == versions
+    tts_weights = load_checkpoint(store, manifest)[0].speech_generator.model.state_dict()
+
+    for name in ("llm-a", "llm-b"):  # two LLM trainings, one pretrained TTS LM
+        llm = tiny_training(data_store, str(tmp_path / "tb"), name=name,
+                            extra=(f"train.tts_from={pretrained}", "train.stages=[s2t]"))
+        dialogue_speech, dialogue_units = train_steps.resolve_inputs(store, llm)
+        start = train_steps.initial_checkpoint(store, llm, dialogue_speech, dialogue_units, None)
+        assert start.ref() == manifest.ref()
+        [trained] = train_steps.run_stages_here(llm, start, dialogue_speech, dialogue_units)
+        assert store.manifest(trained).parents_of(Kind.checkpoint) == [manifest.ref()]  # lineage names it
+        model = load_checkpoint(store, store.manifest(trained))[0]
+        assert all(torch.equal(value, tts_weights[key]) for key, value in
+                   model.speech_generator.model.state_dict().items())  # s2t leaves the TTS LM as pretrained
+    assert store.versions(Kind.checkpoint, "corpus-pre") == versions
+
+
+def test_a_pretrained_tts_of_other_units_is_refused(data_store, tmp_path):
+    speech, units = corpus_units(data_store, "corpus-other", "other-tokenizer")
+    config = tiny_training(data_store, str(tmp_path / "tb"), extra=("corpus.name=corpus-other", *PRETRAIN))
+    pretrained = pretrain_tts(config, speech, units)["checkpoint"]
+    llm = tiny_training(data_store, str(tmp_path / "tb"), name="mismatch", extra=(f"train.tts_from={pretrained}",))
+    store = store_from_config(llm.store)
+    dialogue_speech, dialogue_units = train_steps.resolve_inputs(store, llm)
+    with pytest.raises(ValueError, match="tokenizer/other-tokenizer.*units.tokenizer"):
+        train_steps.initial_checkpoint(store, llm, dialogue_speech, dialogue_units, None)
