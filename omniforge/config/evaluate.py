@@ -23,6 +23,10 @@ class EvaluateConfig(Section):
                                     "(about 3 s each on a CPU core); None: all.")
     max_text_tokens: int = Field(128, ge=1, description="Longest text answer.")
     max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
+    speech_temperature: float | None = Field(None, gt=0, description="Sample the TTS LM's units at this "
+                                             "temperature (the paper: 1.0, as greedy repeats itself); None: "
+                                             "greedy, which the demo's small TTS LM speaks better with.")
+    seed: int = Field(0, description="Seed of the sampling (a re-run hears the same answers).")
     torch_threads: int = Field(1, ge=1, description="Torch threads (tiny models stream fastest on one).")
     keep_wavs: int = Field(20, ge=0, description="Speech answers saved as wavs in the eval version.")
     build: BuildConfig | None = Field(None, description="The pipeline builds this spoken eval set first (e.g. the "

@@ -4,9 +4,11 @@ started from, to compare the two."""
 
 from __future__ import annotations
 
+import torch
+
 from omniforge.config import PipelineConfig
 from omniforge.hashing import stable_hash
-from omniforge.model.streaming import GenerationSettings
+from omniforge.model.streaming import GenerationSettings, SamplingSettings
 from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.evaluate.eval_sets import load_eval_set
@@ -27,6 +29,10 @@ def checkpoint_units(store: ArtifactStore, checkpoint: Manifest) -> Manifest:
     return store.manifest(parents[0])
 
 
+def speech_sampling(temperature: float | None) -> SamplingSettings:
+    return SamplingSettings() if temperature is None else SamplingSettings(do_sample=True, temperature=temperature)
+
+
 def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) -> str:
     return stable_hash({"evaluate": config.evaluate.model_dump(mode="json", exclude={"name"}),
                         "checkpoint": str(checkpoint.ref()), "decoder": str(decoder.ref())})
@@ -45,7 +51,9 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
     engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
                              open_decoder(store, decoder),
                              GenerationSettings(max_text_tokens=settings.max_text_tokens,
-                                                max_speech_tokens=settings.max_speech_tokens))
+                                                max_speech_tokens=settings.max_speech_tokens,
+                                                speech=speech_sampling(settings.speech_temperature)),
+                             torch.Generator().manual_seed(settings.seed))
     scorer = Scorer(settings.asr_model, settings.mos, settings.mos_answers)
     kept = []
 

@@ -61,8 +61,9 @@ class AnswerTrace:
 
 class StreamingEngine:
     def __init__(self, model: OmniModel, chat: ChatFormat, decoder: UnitDecoder,
-                 settings: GenerationSettings) -> None:
+                 settings: GenerationSettings, generator: torch.Generator | None = None) -> None:
         self.model, self.chat, self.decoder, self.settings = model.eval(), chat, decoder, settings
+        self.generator = generator  # of the sampling, where the settings sample
         self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)
 
     @torch.no_grad()
@@ -82,7 +83,7 @@ class StreamingEngine:
         spoken = self.model.speech_embeddings(padded, lengths)
 
         def unit_chunks() -> Iterator[list[int]]:
-            for event in stream_generate(self.model, [prompt], spoken, self.settings):
+            for event in stream_generate(self.model, [prompt], spoken, self.settings, self.generator):
                 if event.kind == "text":
                     text_ids.extend(event.tokens)
                     mark("text", len(event.tokens))

@@ -140,3 +140,17 @@ def test_the_html_report_plays_each_kept_answer():
     kept = {wav_name(r): encode_audio(wave, 16000, "WAV") for r in results[:2]}
     page = html_report("t", summarize(results, {}), results, {}, kept)
     assert page.count("<audio controls") == 2 and page.count("data:audio/wav;base64,") == 2
+
+
+def test_sampled_speech_is_reproducible_with_its_seed():
+    from omniforge.tasks.evaluate.steps import speech_sampling
+
+    engine, _ = _engine(max_text_tokens=12)
+    wave = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)
+    engine.settings = GenerationSettings(max_text_tokens=12, max_speech_tokens=60, speech=speech_sampling(1.0))
+    heard = []
+    for seed in (5, 5, 6):
+        engine.generator = torch.Generator().manual_seed(seed)
+        heard.append(engine.answer([("user", "")], [wave]).units)
+    assert heard[0] == heard[1] and heard[0] != heard[2]
+    assert not speech_sampling(None).do_sample
