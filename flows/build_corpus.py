@@ -4,13 +4,11 @@ assistant turns) -> the assistant voice on Ray -> a versioned speech dataset of 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
 from omniforge.config import PipelineConfig
 from omniforge.flows.artifact_keys import artifact_key
-from omniforge.flows.build_dialogues import synthesize
-from omniforge.flows.events import announce
+from omniforge.flows.build_dialogues import announce_build, synthesize
 from omniforge.flows.run_ids import recording_run_id
 from omniforge.storage import store_from_config
 from omniforge.tasks.build import steps as build_steps
@@ -35,9 +33,4 @@ def build_corpus(config: PipelineConfig) -> dict:
     plan = load_and_plan(config)
     logger.info("planned %d corpus utterances (%d rejected)", len(plan.utterances), len(plan.rejects))
     result = publish(plan, synthesize(plan, config), config)
-    if result.published:
-        announce(result.speech, config.store.url)
-    markdown = build_steps.summary_markdown(result)
-    create_markdown_artifact(markdown, key=artifact_key("corpus", config.corpus.name), description="TTS corpus")
-    logger.info("\n%s", markdown)
-    return {**result.summary, "speech_version": str(result.speech.ref()), "published": result.published}
+    return announce_build(result, config, artifact_key("corpus", config.corpus.name), "TTS corpus")

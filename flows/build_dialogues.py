@@ -39,12 +39,16 @@ def build_dialogues(config: PipelineConfig) -> dict:
     plan = load_and_plan(config)
     logger.info("planned %d utterances from %d dialogues (%d rejected so far)",
                 len(plan.utterances), len({u.dialogue_id for u in plan.utterances}), len(plan.rejects))
-    synthesized = synthesize(plan, config)
-    result = publish(plan, synthesized, config)
+    result = publish(plan, synthesize(plan, config), config)
+    return announce_build(result, config, artifact_key("build", config.build.name), "Spoken-dialogue build")
+
+
+def announce_build(result, config: PipelineConfig, key: str, description: str) -> dict:
+    """Announce a new speech version, summarize the build as a Prefect artifact; returns the summary."""
     if result.published:
         announce(result.speech, config.store.url)
     markdown = build_steps.summary_markdown(result)
-    create_markdown_artifact(markdown, key=artifact_key("build", config.build.name), description="Spoken-dialogue build")
-    logger.info("\n%s", markdown)
+    create_markdown_artifact(markdown, key=key, description=description)
+    get_run_logger().info("\n%s", markdown)
     return {**result.summary, "dialogues_version": str(result.dialogues.ref()),
             "speech_version": str(result.speech.ref()), "published": result.published}

@@ -12,7 +12,8 @@ TINY_LM = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, 
 def data_config(store_url: str, dialogues: int = 6) -> PipelineConfig:
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={store_url}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
-        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4"])
+        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
+        "units.decoder.steps=5"])
 
 
 def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int = 2,
@@ -23,14 +24,15 @@ def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int =
     for stage in ("s2t", "tts", "s2s"):
         overrides += [f"train.{stage}.steps={steps}", f"train.{stage}.batch_size=2", f"train.{stage}.warmup_steps=1"]
     return load_pipeline_config("configs/demo.yaml", [f"store.url={store_url}", "units.kmeans.k=32",
-                                                      "ray.num_cpus=2"] + overrides + list(extra))
+                                                      "units.decoder.steps=5", "ray.num_cpus=2"]
+                                + overrides + list(extra))
 
 
 def corpus_config(store_url: str, sentences: int, extra: tuple[str, ...] = ()) -> PipelineConfig:
     """A small TTS corpus over the small dataset's answers, tokenized with the dataset's tokenizer."""
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={store_url}", "build.synthesis.workers=1", "ray.num_cpus=2", "units.kmeans.k=32",
-        "units.batch_size=4", "corpus.name=corpus-test", f"corpus.source.sentences={sentences}",
+        "units.batch_size=4", "units.decoder.steps=5", "corpus.name=corpus-test", f"corpus.source.sentences={sentences}",
         "corpus.dialogues=speech/demo", *extra])
 
 

@@ -66,6 +66,7 @@ def test_new_units_version_triggers_the_training_deployment(prefect_api, tmp_pat
     store_url = str(tmp_path / "store")
     overrides = [f"store.url={store_url}", "build.source.demo.dialogues=6", "build.synthesis.workers=1",
                  "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
+                 "units.decoder.steps=5",
                  "train.model.adapter_hidden_size=32", "train.model.tokenizer.vocab_size=300",
                  f"train.model.llm={TINY_LM}", f"train.model.tts={TINY_LM}", f"train.log_dir={tmp_path / 'tb'}",
                  "train.s2t.steps=2", "train.tts.steps=2", "train.s2s.steps=2", "deploy.evaluate_on_new_checkpoint=false",

@@ -56,7 +56,8 @@ def test_s3_tokenizer_without_weights_says_so():
 def config_for(tmp_path, dialogues: int):
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={tmp_path / 'store'}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
-        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4"])
+        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
+        "units.decoder.steps=5"])
 
 
 def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
