@@ -83,7 +83,7 @@ def main() -> None:
     d = config.units.decoder
     unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
                                               layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
-    decoder = UnitAudioDecoder(unit_to_mel, load_hifigan(d.vocoder))
+    decoder = UnitAudioDecoder(unit_to_mel, load_hifigan(d.vocoder), threads=config.evaluate.decoder_threads)
     engine = StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=12, max_speech_tokens=60))
     fusion = [m for name, m in model.speech_generator.named_children() if name != "model"]
     # the encoder runs layer by layer (model/speech_encoder.py), so its children are timed

@@ -28,6 +28,8 @@ class EvaluateConfig(Section):
                                              "greedy, which the demo's small TTS LM speaks better with.")
     seed: int = Field(0, description="Seed of the sampling (a re-run hears the same answers).")
     torch_threads: int = Field(1, ge=1, description="Torch threads (tiny models stream fastest on one).")
+    decoder_threads: int = Field(1, ge=1, description="Torch threads of the units -> audio vocoder (its "
+                                 "convolutions are most of the speech chain's cost on a CPU).")
     keep_wavs: int = Field(20, ge=0, description="Speech answers saved as wavs in the eval version.")
     build: BuildConfig | None = Field(None, description="The pipeline builds this spoken eval set first (e.g. the "
                                       "demo's questions in held-out voices) and evaluates on it.")

@@ -49,7 +49,7 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
     items, eval_speech = load_eval_set(settings.eval_set, store, settings.max_items)
     model, tokenizer = load_checkpoint(store, checkpoint)
     engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
-                             open_decoder(store, decoder),
+                             open_decoder(store, decoder, settings.decoder_threads),
                              GenerationSettings(max_text_tokens=settings.max_text_tokens,
                                                 max_speech_tokens=settings.max_speech_tokens,
                                                 speech=speech_sampling(settings.speech_temperature)),

@@ -42,6 +42,7 @@ from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
+from omniforge.tasks.common.threads import torch_threads
 
 MODEL_DIR_SETTING = "units.decoder.cosyvoice2.model_dir"
 VOCODER_CONTEXT_FRAMES = 13  # HiFi-GAN V1 (universal): one mel frame reaches 12.5 frames each way
@@ -64,9 +65,11 @@ class UnitDecoder(Protocol):
 
 
 class UnitAudioDecoder:
-    def __init__(self, unit_to_mel: UnitToMel, vocoder: torch.nn.Module, vocoder_context: int = VOCODER_CONTEXT_FRAMES):
+    def __init__(self, unit_to_mel: UnitToMel, vocoder: torch.nn.Module, vocoder_context: int = VOCODER_CONTEXT_FRAMES,
+                 threads: int = 1):
         self.unit_to_mel = unit_to_mel.eval()
         self.vocoder = vocoder
+        self.threads = threads  # the vocoder's convolutions gain from a second core; the tiny LMs do not
         self.grid = unit_to_mel.grid
         self.mel_context = unit_to_mel.settings.receptive_field
         self.vocoder_context = vocoder_context
@@ -88,8 +91,9 @@ class UnitAudioDecoder:
         first, last = start // hop, -(-stop // hop)
         voc0, voc1 = max(0, first - self.vocoder_context), min(known_frames, last + self.vocoder_context)
         mel0, mel1 = max(0, voc0 - self.mel_context), min(known_frames, voc1 + self.mel_context)
-        mel = self.unit_to_mel(self.unit_to_mel.frame_inputs(units, mel0, mel1)[None])[0]
-        wave = self.vocoder(mel[None, :, voc0 - mel0: voc1 - mel0])[0, 0]
+        with torch_threads(self.threads):
+            mel = self.unit_to_mel(self.unit_to_mel.frame_inputs(units, mel0, mel1)[None])[0]
+            wave = self.vocoder(mel[None, :, voc0 - mel0: voc1 - mel0])[0, 0]
         return wave[start - voc0 * hop: stop - voc0 * hop].numpy()
 
     def decode(self, units: list[int]) -> np.ndarray:
@@ -156,11 +160,11 @@ def save_decoder(model: UnitToMel) -> dict[str, bytes]:
             "decoder.json": json.dumps(model.describe(), indent=2).encode()}
 
 
-def load_decoder(files: dict[str, bytes], vocoder: str = "universal") -> UnitAudioDecoder:
+def load_decoder(files: dict[str, bytes], vocoder: str = "universal", threads: int = 1) -> UnitAudioDecoder:
     description = json.loads(files["decoder.json"])
     model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), MelGrid(**description["grid"]))
     model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
-    return UnitAudioDecoder(model, load_hifigan(vocoder))
+    return UnitAudioDecoder(model, load_hifigan(vocoder), threads=threads)
 
 
 GENERATORS = ("universal", "LJSpeech")
@@ -324,10 +328,11 @@ def _cosyvoice2_version(store: ArtifactStore, units: Manifest, tokenizer: Manife
     return writer.publish()
 
 
-def open_decoder(store: ArtifactStore, manifest: Manifest) -> UnitDecoder:
+def open_decoder(store: ArtifactStore, manifest: Manifest, threads: int = 1) -> UnitDecoder:
+    """The decoder a `decoder` version describes; `threads`: torch threads of the learned one's vocoder."""
     settings = manifest.config["decoder"]
     if settings.get("backend") == "cosyvoice2":
         return CosyVoice2UnitDecoder(CosyVoice2DecoderConfig.model_validate(
             {k: v for k, v in settings.items() if k != "backend"}))
     files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
-    return load_decoder(files, settings["vocoder"])
+    return load_decoder(files, settings["vocoder"], threads)

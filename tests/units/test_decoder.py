@@ -35,6 +35,14 @@ def test_streamed_chunks_concatenate_to_the_one_shot_decode(decoder, chunk):
     assert np.allclose(np.concatenate(parts), whole, atol=1e-4)  # float rounding of differently sized convs
 
 
+def test_vocoder_threads_change_nothing_but_speed(decoder):
+    units = torch.randint(0, 16, (30,), generator=torch.Generator().manual_seed(1)).tolist()
+    two = UnitAudioDecoder(decoder.unit_to_mel, decoder.vocoder, threads=2)
+    before = torch.get_num_threads()
+    assert np.allclose(two.decode(units), decoder.decode(units), atol=1e-4)
+    assert torch.get_num_threads() == before  # scoped to the decode
+
+
 def test_audio_arrives_before_the_last_units(decoder):
     units = [3] * 60
     first_audio_after = None
