@@ -81,3 +81,11 @@ class Manifest(BaseModel):
     def parents_of(self, kind: Kind) -> list[ArtifactRef]:
         """The versions of one kind this one was made from, in lineage order."""
         return [p.ref() for p in self.parents if p.kind == kind]
+
+    def parent_of(self, kind: Kind) -> ArtifactRef:
+        """The one version of `kind` this one was made from; a clear error when there is none or several."""
+        found = self.parents_of(kind)
+        if len(found) != 1:
+            raise ValueError(f"{self.ref()} has {len(found) or 'no'} {kind.value} version"
+                             f"{'s' if len(found) > 1 else ''} among its parents; expected one")
+        return found[0]

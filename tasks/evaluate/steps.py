@@ -23,10 +23,7 @@ from omniforge.tasks.units.steps import decoder_for
 
 def checkpoint_units(store: ArtifactStore, checkpoint: Manifest) -> Manifest:
     """The units version the checkpoint learned to speak (its decoder is trained on the same units)."""
-    parents = checkpoint.parents_of(Kind.units)
-    if not parents:
-        raise ValueError(f"{checkpoint.ref()} has no units version among its parents: it cannot speak")
-    return store.manifest(parents[0])
+    return store.manifest(checkpoint.parent_of(Kind.units))
 
 
 def speech_sampling(temperature: float | None) -> SamplingSettings:

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from omniforge.config.units import CosyVoice2DecoderConfig, UnitsConfig
 from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
-from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
+from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
@@ -255,13 +255,9 @@ class CosyVoice2UnitDecoder:
                 yield self._token2wav(units, offset, session, finalize=True)
 
 
-def parent_ref(manifest: Manifest, kind: Kind) -> str:
-    return str(manifest.parents_of(kind)[0])
-
-
 def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:
     """Units rows joined with their speech rows (text, 16 kHz audio, native audio)."""
-    speech = store.manifest(parent_ref(units, Kind.speech))
+    speech = store.manifest(units.parent_of(Kind.speech))
     by_id = {r["utterance_id"]: r for r in store.read_table(units).to_pylist()}
     rows = []
     for batch in store.iter_batches(speech, columns=["utterance_id", "text", "audio", "audio_native"]):
@@ -286,13 +282,13 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     """The decoder for `units`' tokenizer with these settings, named after the tokenizer (every
     units version of that tokenizer shares it): reused if one exists, else trained on `units`
     (learned) or described (cosyvoice2, whose weights stay in the user's directory)."""
-    tokenizer = parent_ref(units, Kind.tokenizer)
+    tokenizer = units.parent_of(Kind.tokenizer)
     d = config.decoder
     if d.backend == "cosyvoice2":
         return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
-    settings = {"decoder": d.model_dump(mode="json", exclude={"cosyvoice2"}), "tokenizer": tokenizer}
+    settings = {"decoder": d.model_dump(mode="json", exclude={"cosyvoice2"}), "tokenizer": str(tokenizer)}
     settings_hash = stable_hash(settings)
-    existing = store.find_version(Kind.decoder, ArtifactRef.parse(tokenizer).name, settings_hash)
+    existing = store.find_version(Kind.decoder, tokenizer.name, settings_hash)
     if existing is not None:
         return existing
     vocab = store.manifest(tokenizer).stats["vocab_size"]
@@ -300,7 +296,7 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
     model, losses = train_unit_to_mel(training_pairs(paired_rows(store, units), grid), net, grid, d.steps,
                                       d.batch_size, d.crop_frames, d.lr, d.seed)
-    writer = store.writer(Kind.decoder, ArtifactRef.parse(tokenizer).name, parents=[units, store.manifest(tokenizer)], config=settings,
+    writer = store.writer(Kind.decoder, tokenizer.name, parents=[units, store.manifest(tokenizer)], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     for name, data in save_decoder(model).items():
         writer.add_file(name, data)

@@ -12,7 +12,7 @@ from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.mos import UNAVAILABLE as MOS_UNAVAILABLE
 from omniforge.tasks.common.mos import dnsmos
-from omniforge.tasks.units.decoder import UnitDecoder, paired_rows, parent_ref
+from omniforge.tasks.units.decoder import UnitDecoder, paired_rows
 
 
 def encoded_rows(store: ArtifactStore, units: Manifest, speech: Manifest, limit: int) -> list[dict]:
@@ -20,7 +20,7 @@ def encoded_rows(store: ArtifactStore, units: Manifest, speech: Manifest, limit:
     for a decoder trained on `units`."""
     from omniforge.tasks.units.tokenizers import build_tokenizer, speech_rows, tokenizer_state
 
-    tokenizer = build_tokenizer(tokenizer_state(store, store.manifest(parent_ref(units, Kind.tokenizer))))
+    tokenizer = build_tokenizer(tokenizer_state(store, store.manifest(units.parent_of(Kind.tokenizer))))
     rows = []
     for row in speech_rows(store, speech, ["assistant"], ["role", "text", "audio"]):
         if len(rows) == limit:
@@ -46,7 +46,7 @@ def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit
         scores["original_dnsmos"].append(dnsmos(original))
         scores["resynthesis_dnsmos"].append(dnsmos(rebuilt))
     report = {"utterances": len(rows), "asr_model": asr_model,
-              "speech": str(speech.ref()) if speech is not None else parent_ref(units, Kind.speech)}
+              "speech": str(speech.ref()) if speech is not None else str(units.parent_of(Kind.speech))}
     for name, values in scores.items():
         known = [v for v in values if v is not None]
         report[name] = round(float(np.mean(known)), 4) if known else None

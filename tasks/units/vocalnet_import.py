@@ -173,7 +173,7 @@ def import_vocalnet(store: ArtifactStore, config: UnitsConfig,
     recipe_hash = stable_hash(recipe)
     done = store.find_version(Kind.units, settings.name, recipe_hash)
     if done is not None:
-        return ImportResult(store.manifest(done.parents_of(Kind.speech)[0]), done, published=False)
+        return ImportResult(store.manifest(done.parent_of(Kind.speech)), done, published=False)
 
     rejects: list[Reject] = []
     speech_writer = store.writer(Kind.speech, settings.name, config=recipe, config_hash=recipe_hash, flow_run_id=flow_run_id)
