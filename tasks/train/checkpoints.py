@@ -72,7 +72,9 @@ def checkpoint_state(store: ArtifactStore, manifest: Manifest) -> CheckpointStat
 
 
 def training_state(store: ArtifactStore, manifest: Manifest) -> dict[str, Any]:
-    return torch.load(io.BytesIO(store.read_bytes(manifest.files["training_state.pt"].path)), weights_only=False)
+    """Optimizer, schedule and adapter state: tensors and plain values only (`weights_only`), so a
+    file planted in a shared store cannot run code on the trainers that resume from it."""
+    return torch.load(io.BytesIO(store.read_bytes(manifest.files["training_state.pt"].path)), weights_only=True)
 
 
 def latest_for_key(store: ArtifactStore, name: str, stage_key: str) -> Manifest | None:

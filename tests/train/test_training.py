@@ -182,3 +182,31 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(data_store, tmp_pat
     assert not partial.stats["complete"] and "training_state.pt" in partial.files
     with pytest.raises(ConfigError, match="tts.lora: only the s2t stage"):
         tiny_training(data_store, str(tmp_path), extra=("train.tts.lora={rank: 4}",))
+
+
+class _Planted:
+    """A pickle that runs code when unpickled (writes the file it names)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_pickle_in_the_training_state_is_not_run(tmp_path):
+    import io
+    import pickle
+
+    from omniforge.storage import ArtifactStore
+    from omniforge.tasks.train.checkpoints import training_state
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    writer = store.writer("checkpoint", "planted")
+    target = tmp_path / "ran"
+    buffer = io.BytesIO()
+    torch.save({"optimizer": _Planted(str(target))}, buffer)
+    writer.add_file("training_state.pt", buffer.getvalue())
+    with pytest.raises(pickle.UnpicklingError):
+        training_state(store, writer.publish())
+    assert not target.exists()
