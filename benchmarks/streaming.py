@@ -2,7 +2,9 @@
 inside the models (features, encoder, adapter, LLM, gate fusion, TTS LM, embeddings, units -> mel,
 vocoder) before the first audio chunk, timed with forward hooks. The difference is the engine's own
 overhead. Second row: how much faster than playback the whole chain makes audio (target 2x, i.e.
-a real-time factor of 0.5).
+a real-time factor of 0.5). Third: that speed with the demo's decoder runtime (`evaluate.decoder`:
+ONNX Runtime, growing chunks, a trimmed vocoder context) against torch decoding exact chunks as soon
+as they are ready (the baseline).
 
 The model has the demo's sizes (the pretrained tiny.en encoder, the demo LLM and TTS LM, freshly
 initialised: latency depends on sizes, not on training) and answers real Piper questions.
@@ -35,6 +37,9 @@ class ComputeTimer:
     def __init__(self, modules: list[torch.nn.Module]) -> None:
         self.intervals: list[tuple[float, float]] = []
         self._open: dict[int, float] = {}
+        self.watch(modules)
+
+    def watch(self, modules: list[torch.nn.Module]) -> None:
         for module in modules:
             module.register_forward_pre_hook(self._enter)
             module.register_forward_hook(self._leave)
@@ -72,7 +77,7 @@ def main() -> None:
     from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
     from omniforge.tasks.train.model_factory import build_model
     from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
-    from omniforge.tasks.units.decoder import UnitAudioDecoder, load_hifigan
+    from omniforge.tasks.units.decoder import EXACT_TORCH, speaking_decoder
 
     config = load_pipeline_config("configs/demo.yaml")
     torch.set_num_threads(config.evaluate.torch_threads)
@@ -83,35 +88,44 @@ def main() -> None:
     d = config.units.decoder
     unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
                                               layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
-    decoder = UnitAudioDecoder(unit_to_mel, load_hifigan(d.vocoder), threads=config.evaluate.decoder_threads)
-    engine = StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=12, max_speech_tokens=60))
-    fusion = [m for name, m in model.speech_generator.named_children() if name != "model"]
-    # the encoder runs layer by layer (model/speech_encoder.py), so its children are timed
-    timer = ComputeTimer([engine.features, *model.speech_encoder.modules(), model.speech_projector, model.llm,
-                          model.llm.get_input_embeddings(), model.speech_generator.model,
-                          model.speech_generator.model.get_input_embeddings(), *fusion, unit_to_mel, decoder.vocoder])
     piper = EngineSet(TTSConfig()).get("piper")
     questions = [d["conversations"][0]["value"] for d in dialogues[: args.questions + 1]]
     waves = [resample(*piper.synthesize(q, TTSConfig().assistant), INPUT_SAMPLE_RATE) for q in questions]
-    engine.answer([("user", "")], [waves[0]])  # warm-up
-    latencies, computes, audio, busy = [], [], 0.0, 0.0
-    for wave in waves[1:]:
-        timer.intervals.clear()
-        began = time.perf_counter()
-        trace = engine.answer([("user", "")], [wave])
-        audio, busy = audio + trace.audio_seconds, busy + trace.compute_seconds
-        if trace.latency is None:
-            continue
-        latencies.append(trace.latency)
-        computes.append(timer.between(began, began + trace.latency))
-    latency, compute = float(np.median(latencies)), float(np.median(computes))
-    print(f"{len(latencies)} answers: first-audio latency p50 {latency * 1000:.0f} ms, model compute before it "
-          f"{compute * 1000:.0f} ms, overhead {100 * (latency / compute - 1):.1f}%")
-    print(f"speech chain: {audio:.1f} s of audio in {busy:.1f} s (real-time factor {busy / audio:.2f})")
+    fusion = [m for name, m in model.speech_generator.named_children() if name != "model"]
+    # the encoder runs layer by layer (model/speech_encoder.py), so its children are timed
+    timer = ComputeTimer([*model.speech_encoder.modules(), model.speech_projector, model.llm,
+                          model.llm.get_input_embeddings(), model.speech_generator.model,
+                          model.speech_generator.model.get_input_embeddings(), *fusion, unit_to_mel])
+    generation = GenerationSettings(max_text_tokens=12, max_speech_tokens=60)
+    runtime = config.evaluate.decoder
+    chains = {}
+    for label, settings in (("demo", runtime), ("torch, exact chunks", EXACT_TORCH.model_copy(update={"threads": runtime.threads}))):
+        decoder = speaking_decoder(unit_to_mel, d.vocoder, settings)
+        engine = StreamingEngine(model, chat, decoder, generation)
+        timer.watch([engine.features, decoder.vocoder])
+        engine.answer([("user", "")], [waves[0]])  # warm-up
+        latencies, computes, audio, busy = [], [], 0.0, 0.0
+        for wave in waves[1:]:
+            timer.intervals.clear()
+            began = time.perf_counter()
+            trace = engine.answer([("user", "")], [wave])
+            audio, busy = audio + trace.audio_seconds, busy + trace.compute_seconds
+            if trace.latency is None:
+                continue
+            latencies.append(trace.latency)
+            computes.append(timer.between(began, began + trace.latency))
+        chains[label] = (float(np.median(latencies)), float(np.median(computes)), audio / busy)
+        print(f"{label} decoder ({settings.runtime}, context {settings.vocoder_context_frames or 'exact'}, chunks up "
+              f"to {settings.max_chunk_seconds} s): {len(latencies)} answers, first-audio latency p50 "
+              f"{chains[label][0] * 1000:.0f} ms, model compute before it {chains[label][1] * 1000:.0f} ms; "
+              f"{audio:.1f} s of audio in {busy:.1f} s (real-time factor {busy / audio:.2f})")
+    latency, compute, speed = chains["demo"]
     report("streaming", [result_row("first-audio latency vs model compute on the path (p50)", latency, compute, "s",
                                     0.95, higher_is_better=False),
-                         result_row("speech chain (LLM, TTS LM, units -> audio) speed vs playback", audio / busy, 1.0,
-                                    "audio s per s", 2.0)])
+                         result_row("speech chain (LLM, TTS LM, units -> audio) speed vs playback", speed, 1.0,
+                                    "audio s per s", 2.0),
+                         result_row("speech chain speed: the demo's decoder runtime vs torch with exact chunks", speed,
+                                    chains["torch, exact chunks"][2], "audio s per s", 1.0)])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ class SourceConfig(Section):
 
     kind: Literal["demo", "jsonl", "hf"] = Field("demo", description="demo generator, JSONL file, or HF dataset.")
     path: str | None = Field(None, description="JSONL path/URL (jsonl), or dataset directory / hub name (hf).")
+    root: str | None = Field(None, description="Folder that relative wav paths in the records are also looked "
+                             "up in, after the JSONL file's own folder (default: the working directory).")
     hf_split: str = Field("train", description="Split of the HF dataset.")
     hf_config: str | None = Field(None, description="Config (subset) name of the HF dataset.")
     limit: int | None = Field(None, ge=1, description="Keep at most this many dialogues (sampled with seed).")

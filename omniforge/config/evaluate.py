@@ -6,6 +6,7 @@ from pydantic import Field
 
 from omniforge.config.base import Section
 from omniforge.config.build import BuildConfig
+from omniforge.config.units import DecoderRuntimeConfig
 
 
 class EvaluateConfig(Section):
@@ -15,6 +16,9 @@ class EvaluateConfig(Section):
     checkpoint: str = Field("checkpoint/demo", description="Checkpoint to evaluate: checkpoint/NAME[@version].")
     eval_set: str = Field("speech/demo-eval", description="A speech version (speech/NAME[@version]) or a "
                           "questions.json / .jsonl file in LLaMA-Omni 2's layout.")
+    eval_set_root: str | None = Field(None, description="Folder a questions file's relative wav paths are also "
+                                      "looked up in, after the file's own folder (default: the working directory, "
+                                      "as LLaMA-Omni 2's scripts run from their repository's root).")
     max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items (in order).")
     asr_model: str | None = Field("tiny.en", description="faster-whisper model for S2S accuracy and ASR-WER: a "
                                   "CTranslate2 directory, or 'tiny.en' (shipped offline); None skips them.")
@@ -28,8 +32,8 @@ class EvaluateConfig(Section):
                                              "greedy, which the demo's small TTS LM speaks better with.")
     seed: int = Field(0, description="Seed of the sampling (a re-run hears the same answers).")
     torch_threads: int = Field(1, ge=1, description="Torch threads (tiny models stream fastest on one).")
-    decoder_threads: int = Field(1, ge=1, description="Torch threads of the units -> audio vocoder (its "
-                                 "convolutions are most of the speech chain's cost on a CPU).")
+    decoder: DecoderRuntimeConfig = Field(default_factory=DecoderRuntimeConfig,
+                                          description="How the units -> audio decoder runs.")
     keep_wavs: int = Field(20, ge=0, description="Speech answers saved as wavs in the eval version.")
     build: BuildConfig | None = Field(None, description="The pipeline builds this spoken eval set first (e.g. the "
                                       "demo's questions in held-out voices) and evaluates on it.")

@@ -57,6 +57,24 @@ class DecoderConfig(Section):
     vocoder: Literal["universal", "LJSpeech"] = Field("universal", description="HiFi-GAN generator.")
 
 
+class DecoderRuntimeConfig(Section):
+    """How a units -> audio decoder runs when it speaks (evaluation, serving); not what it is, so
+    changing these never retrains it."""
+
+    threads: int = Field(1, ge=1, description="Threads of the vocoder (its convolutions are most of the speech "
+                         "chain's cost on a CPU).")
+    runtime: Literal["torch", "onnxruntime"] = Field("onnxruntime", description="Runs the learned decoder's "
+                                                     "HiFi-GAN in torch, or exported once to ONNX Runtime (faster on "
+                                                     "CPU, same samples within float rounding).")
+    vocoder_context_frames: int | None = Field(None, ge=0, description="Mel frames of context each side of a "
+                                               "streamed chunk. None: the vocoder's whole receptive field, so the "
+                                               "chunks add up exactly to the one-shot decode; fewer recompute less "
+                                               "(HiFi-GAN V1: 8 frames stay within -50 dB of it).")
+    max_chunk_seconds: float = Field(2.0, ge=0, description="Streamed audio: the first chunk goes out as soon "
+                                     "as it is exact, later ones double in length up to this (fewer, longer chunks "
+                                     "recompute less of the vocoder's context); 0: every chunk as soon as it is exact.")
+
+
 class VocalNetImportConfig(Section):
     """Units made elsewhere: CosyVoice 2 tokens in the layout of VocalNet's released sets (a JSON
     index whose items point at the question wavs and at per-response `.npy` token files)."""

@@ -7,7 +7,7 @@ import json
 import math
 import posixpath
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import fsspec
@@ -16,16 +16,17 @@ from omniforge.config.build import DemoSourceConfig, SourceConfig
 from omniforge.config.corpus import CorpusSourceConfig
 from omniforge.hashing import stable_hash
 from omniforge.tasks.build.demo_facts import ANSWERS, CORPUS_TEMPLATES, COUNTRIES, FOLLOW_UPS, QUESTIONS
-from omniforge.tasks.common.records import Dialogue, RecordError, Reject, SourceBatch, Turn, parse_record
+from omniforge.tasks.common.records import (Dialogue, RecordError, Reject, SourceBatch, Turn, media_dirs, parse_record,
+                                            read_jsonl)
 
 
-def parse_records(records: Iterable[tuple[str, Any]], base_dir: str | None = None) -> SourceBatch:
+def parse_records(records: Iterable[tuple[str, Any]], dirs: Sequence[str] = ()) -> SourceBatch:
     batch = SourceBatch()
     for origin, record in records:
         try:
             if isinstance(record, RecordError):  # the reader could not even parse it
                 raise record
-            dialogue = parse_record(record, origin, base_dir)
+            dialogue = parse_record(record, origin, dirs)
         except RecordError as err:
             batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
             continue
@@ -35,18 +36,8 @@ def parse_records(records: Iterable[tuple[str, Any]], base_dir: str | None = Non
 
 
 def _record_name(origin: str, record: Any) -> str:
-    return f"{record['id']} ({origin})" if isinstance(record, dict) and record.get("id") else origin
-
-
-def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
-    with fsspec.open(path, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", json.loads(line)
-            except json.JSONDecodeError as err:
-                yield f"line {number}", RecordError("<json>", "malformed_json", str(err))
+    record_id = record.get("id") if isinstance(record, dict) else None
+    return f"{str(record_id)[:80]} ({origin})" if record_id not in (None, "") else origin
 
 
 def read_hf(config: SourceConfig | CorpusSourceConfig) -> Iterable[tuple[str, Any]]:
@@ -137,16 +128,16 @@ def load_source(config: SourceConfig) -> SourceBatch:
     """Read the configured source, then cap it reproducibly (seeded sample, original order kept)."""
     if config.kind == "demo":
         records = ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
-        base_dir = None
+        dirs = []
     elif config.kind == "jsonl":
-        records, base_dir = read_jsonl(config.path), posixpath.dirname(config.path)
+        records, dirs = read_jsonl(config.path), media_dirs(config.path, config.root)
     else:
-        records, base_dir = read_hf(config), None
+        records, dirs = read_hf(config), media_dirs(None, config.root)
     records = list(records)
     if config.limit is not None and len(records) > config.limit:
         keep = sorted(random.Random(config.seed).sample(range(len(records)), config.limit))
         records = [records[i] for i in keep]
-    batch = parse_records(records, base_dir)
+    batch = parse_records(records, dirs)
     batch.description = {"kind": config.kind, "path": config.path, "records": len(records),
                          "limit": config.limit, "seed": config.seed}
     return batch

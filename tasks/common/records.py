@@ -4,7 +4,10 @@ LLaMA-Omni 2), and the rejects table's rows."""
 
 from __future__ import annotations
 
+import json
+import os
 import posixpath
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -117,10 +120,11 @@ def role_of(value: Any, where: str) -> Role | None:
     return ROLE_NAMES[name]
 
 
-def parse_record(record: Any, origin: str, base_dir: str | None = None, answered_only: bool = True) -> Dialogue:
+def parse_record(record: Any, origin: str, dirs: Sequence[str] = (), answered_only: bool = True) -> Dialogue:
     """One record in any supported layout -> a Dialogue; raises RecordError naming the field.
     `answered_only` drops a last question without an answer (it teaches nothing); eval sets keep
-    it and score it against the record's `answer`/`answers`."""
+    it and score it against the record's `answer`/`answers`. `dirs`: where relative wav paths are
+    looked up (`media_dirs`)."""
     if not isinstance(record, dict):
         raise RecordError("<record>", "malformed_record", f"expected an object, got {type(record).__name__}")
     layout = next((l for l in LAYOUTS if l[0] in record), None)
@@ -140,7 +144,7 @@ def parse_record(record: Any, origin: str, base_dir: str | None = None, answered
         if role is None:
             continue
         text = item.get(text_key, "")
-        audio = _speech(item.get("speech"), f"{where}.speech", base_dir)
+        audio = _speech(item.get("speech"), f"{where}.speech", dirs)
         if not isinstance(text, str) or not (text.strip() or audio):  # spoken questions may come without text
             raise RecordError(f"{where}.{text_key}", "empty_turn")
         turns.append(Turn(role, text.strip(), audio, _answers(item)))
@@ -164,27 +168,69 @@ def _answers(record: dict) -> list[str]:
     return [str(a) for a in answers] if isinstance(answers, list) else []
 
 
-def read_relative(path: str, base_dir: str | None) -> bytes:
-    """A file's bytes; a relative path is taken from `base_dir` (the folder of the file naming it)."""
-    full = path if "://" in path or path.startswith("/") or base_dir is None else posixpath.join(base_dir, path)
-    with fsspec.open(full, "rb") as handle:
-        return handle.read()
+def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
+    """(origin, record) per non-blank line; a line that is not UTF-8 or not JSON comes as a
+    RecordError for that line, so one bad line never stops the others."""
+    with fsspec.open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            origin = f"line {number}"
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield origin, RecordError("<line>", "bad_encoding", f"not UTF-8 at byte {err.start} "
+                                                                    f"({raw[err.start:err.start + 4]!r})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield origin, json.loads(line)
+            except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+                yield origin, RecordError("<json>", "malformed_json", str(err)[:200])
 
 
-def _speech(value: Any, where: str, base_dir: str | None) -> bytes | None:
-    """Existing speech of a turn: a wav path (relative to the source file), an HF audio dict with
-    bytes, or an HF decoded dict with an array."""
+def media_dirs(source_file: str | None, root: str | None = None) -> list[str]:
+    """Where a layout's relative media paths are looked up, in order: the folder of the file that
+    names them, then `root` (default: the working directory, where LLaMA-Omni 2's and VocalNet's
+    scripts run, so their repositories write paths relative to their root)."""
+    dirs = [posixpath.dirname(source_file) or "."] if source_file else []
+    return dirs + [root or os.getcwd()]
+
+
+class MediaNotFound(OSError):
+    """A media file found in none of the places tried; the message lists them."""
+
+
+def read_relative(path: str, dirs: Sequence[str]) -> bytes:
+    """A media file's bytes: an absolute path or URL as is, a relative one from the first of `dirs`
+    that holds it."""
+    if "://" in path or path.startswith("/") or not dirs:
+        candidates = [path]
+    else:
+        candidates = list(dict.fromkeys(posixpath.join(d, path) for d in dirs))
+    for candidate in candidates:
+        try:
+            with fsspec.open(candidate, "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            continue
+    raise MediaNotFound(f"{path} not found (tried {', '.join(candidates)})")
+
+
+def _speech(value: Any, where: str, dirs: Sequence[str]) -> bytes | None:
+    """Existing speech of a turn: a wav path (see `media_dirs`), an HF audio dict with bytes, or an
+    HF decoded dict with an array."""
     if value in (None, ""):
         return None
     try:
         if isinstance(value, str):
-            return read_relative(value, base_dir)
+            return read_relative(value, dirs)
         if isinstance(value, dict) and value.get("bytes"):
             return bytes(value["bytes"])
         if isinstance(value, dict) and value.get("array") is not None:
             return encode_audio(np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
-        if isinstance(value, dict) and value.get("path"):
-            return _speech(value["path"], where, base_dir)
-    except (OSError, KeyError, ValueError) as err:
+        if isinstance(value, dict) and isinstance(value.get("path"), str):
+            return _speech(value["path"], where, dirs)
+    except (OSError, KeyError, ValueError, TypeError, ImportError, RuntimeError) as err:
+        # a bad path, URL protocol, byte string, array or rate; soundfile raises several types
         raise RecordError(where, "missing_audio", str(err)) from err
     raise RecordError(where, "missing_audio", f"unrecognized speech value {type(value).__name__}")

@@ -1,8 +1,9 @@
 """Spoken questions with reference answers, from the layouts users have:
 
 - LLaMA-Omni 2's `questions.json` (or JSONL, one item per line): `{"id", "conversation": [{"from":
-  "human", "text", "speech": "wav/x.wav"}, {"from": "gpt", "text"}...]}` with wav paths relative to
-  the file, any WAV encoding, rate and channel count; references are an item's `answer`/`answers`,
+  "human", "text", "speech": "examples/wav/x.wav"}, {"from": "gpt", "text"}...]}` with wav paths
+  relative to the file or to the working directory (its repository writes them relative to its
+  root), any WAV encoding, rate and channel count; references are an item's `answer`/`answers`,
   else its assistant turns' text (any layout `tasks.common.records` parses is read the same way);
 - a speech version of our store (`speech/NAME[@version]`), e.g. the demo's held-out voices.
 
@@ -13,28 +14,46 @@ speech and is scored against the assistant turn after it (or the item's answers,
 from __future__ import annotations
 
 import json
+import posixpath
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import fsspec
 import numpy as np
 
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactRef, ArtifactStore, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
-from omniforge.tasks.common.records import Dialogue, RecordError, Turn, parse_record
+from omniforge.tasks.common.records import Dialogue, RecordError, Reject, Turn, media_dirs, parse_record, read_jsonl
 
 
 class EvalSetError(ValueError):
-    """An eval set record that cannot be used; the message names the record and the field."""
+    """An eval set that cannot be used at all (no usable item); the message says why."""
 
 
-def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None) -> tuple[list[Dialogue], Manifest | None]:
-    """Items of an eval set and, when it is a speech version, that version (for lineage)."""
+@dataclass
+class EvalSet:
+    items: list[Dialogue]
+    rejects: list[Reject] = field(default_factory=list)  # items left out, each naming its field and reason
+    speech: Manifest | None = None  # the speech version it came from (lineage), if any
+
+
+def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None, root: str | None = None) -> EvalSet:
+    """The items of an eval set (at most `limit`); a questions file's unusable items are rejects.
+    `root`: where its relative wav paths are looked up after the file's folder (`media_dirs`)."""
     if Path(source).suffix in (".json", ".jsonl"):
-        return load_questions_file(Path(source))[:limit], None
-    manifest = store.manifest(store.resolve(ArtifactRef.parse(source)))
-    return _from_speech_version(store, manifest)[:limit], manifest
+        loaded = load_questions_file(source, root)
+    else:
+        manifest = store.manifest(store.resolve(ArtifactRef.parse(source)))
+        loaded = EvalSet(_from_speech_version(store, manifest), speech=manifest)
+    if not loaded.items:
+        reasons = "; ".join(f"{r.record}: {r.field}: {r.reason}" for r in loaded.rejects[:3])
+        raise EvalSetError(f"{source}: no usable item{' (' + reasons + ')' if reasons else ''}")
+    loaded.items = loaded.items[:limit]
+    return loaded
 
 
 def input_wave(turn: Turn) -> np.ndarray:
@@ -43,23 +62,48 @@ def input_wave(turn: Turn) -> np.ndarray:
     return resample(wave, rate, INPUT_SAMPLE_RATE)
 
 
-def load_questions_file(path: Path) -> list[Dialogue]:
-    text = path.read_text()
-    records = json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
-    items = []
-    for number, record in enumerate(records):
-        name = f"{path.name} item {record.get('id', number)!r}" if isinstance(record, dict) else f"{path.name} item {number}"
+def load_questions_file(path: str, root: str | None = None) -> EvalSet:
+    """A questions.json (a list of items) or JSONL file. Never raises for its content: a file that
+    is not UTF-8 JSON, or an item without a readable wav for each question, becomes a reject."""
+    name = posixpath.basename(path)
+    if path.endswith(".jsonl"):
+        records = list(read_jsonl(path))
+    else:
+        records = _json_items(path)
+    loaded = EvalSet([])
+    for number, (origin, record) in enumerate(records):
+        record_id = record.get("id") if isinstance(record, dict) else None
+        label = f"{name} item {record_id!r}" if isinstance(record_id, (str, int)) else f"{name} {origin}"
         try:
-            item = parse_record(record, name, str(path.parent), answered_only=False)
+            if isinstance(record, RecordError):
+                raise record
+            item = parse_record(record, label, media_dirs(path, root), answered_only=False)
             for index, turn in enumerate(item.turns):
                 if turn.role == "user":
                     _check_speech(turn, index)
         except RecordError as err:
-            raise EvalSetError(f"{name}: field '{err.field}': {err.reason}{' (' + err.detail + ')' if err.detail else ''}") from None
-        if not isinstance(record.get("id"), (str, int)):
+            loaded.rejects.append(Reject(label, err.field, err.reason, err.detail))
+            continue
+        if not isinstance(record_id, (str, int)):
             item.id = str(number)
-        items.append(item)
-    return items
+        loaded.items.append(item)
+    return loaded
+
+
+def _json_items(path: str) -> list[tuple[str, Any]]:
+    """A JSON file's items as (origin, record); the whole file as one RecordError when it cannot be read."""
+    try:
+        with fsspec.open(path, "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        return [("file", RecordError("<file>", "bad_encoding", f"not UTF-8 at byte {err.start}"))]
+    except (ValueError, RecursionError) as err:
+        return [("file", RecordError("<file>", "malformed_json", str(err)[:200]))]
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        return [("file", RecordError("<file>", "malformed_record", f"expected a list of items, got {type(data).__name__}"))]
+    return [(f"item {i}", record) for i, record in enumerate(data)]
 
 
 def _check_speech(turn: Turn, index: int) -> None:

@@ -65,6 +65,11 @@ def metric_rows(metrics: dict, not_computed: dict) -> list[tuple[str, str]]:
 def markdown(title: str, summary: dict, checkpoint: str, eval_set: str) -> str:
     lines = [f"# {title}", "", f"checkpoint `{checkpoint}`, eval set `{eval_set}`", "", "| metric | value |", "|---|---|"]
     lines += [f"| {label} | {value} |" for label, value in metric_rows(summary["metrics"], summary["not_computed"])]
+    rejected = summary.get("rejected_items", [])
+    if rejected:
+        lines += ["", f"{len(rejected)} items of the eval set were left out:", "", "| item | field | reason | detail |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['record']} | {r['field']} | {r['reason']} | {r['detail']} |" for r in rejected]
     return "\n".join(lines) + "\n"
 
 

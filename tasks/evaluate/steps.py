@@ -43,10 +43,10 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
     found = store.find_version(Kind.eval, settings.name, key)
     if found is not None:
         return found
-    items, eval_speech = load_eval_set(settings.eval_set, store, settings.max_items)
+    eval_set = load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root)
     model, tokenizer = load_checkpoint(store, checkpoint)
     engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
-                             open_decoder(store, decoder, settings.decoder_threads),
+                             open_decoder(store, decoder, settings.decoder),
                              GenerationSettings(max_text_tokens=settings.max_text_tokens,
                                                 max_speech_tokens=settings.max_speech_tokens,
                                                 speech=speech_sampling(settings.speech_temperature)),
@@ -61,9 +61,10 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
             progress(result)
 
     with torch_threads(settings.torch_threads):  # streaming one answer at a time wants few threads
-        results = evaluate_items(engine, items, scorer, on_answer)
+        results = evaluate_items(engine, eval_set.items, scorer, on_answer)
     summary = summarize(results, scorer.skipped)
-    parents = [checkpoint, decoder] + ([eval_speech] if eval_speech is not None else [])
+    summary["rejected_items"] = [r.as_row() for r in eval_set.rejects]
+    parents = [checkpoint, decoder] + ([eval_set.speech] if eval_set.speech is not None else [])
     return publish_eval(store, settings.name, summary, results, kept, parents, settings.model_dump(mode="json"),
                         key, flow_run_id)
 

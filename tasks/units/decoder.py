@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import json
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +37,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch.nn import functional as F
 
-from omniforge.config.units import CosyVoice2DecoderConfig, UnitsConfig
+from omniforge.config.units import CosyVoice2DecoderConfig, DecoderRuntimeConfig, UnitsConfig
 from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
 from omniforge.storage import ArtifactStore, Kind, Manifest
@@ -66,13 +68,14 @@ class UnitDecoder(Protocol):
 
 class UnitAudioDecoder:
     def __init__(self, unit_to_mel: UnitToMel, vocoder: torch.nn.Module, vocoder_context: int = VOCODER_CONTEXT_FRAMES,
-                 threads: int = 1):
+                 threads: int = 1, max_chunk_seconds: float = 0.0):
         self.unit_to_mel = unit_to_mel.eval()
         self.vocoder = vocoder
         self.threads = threads  # the vocoder's convolutions gain from a second core; the tiny LMs do not
         self.grid = unit_to_mel.grid
         self.mel_context = unit_to_mel.settings.receptive_field
         self.vocoder_context = vocoder_context
+        self.max_chunk_samples = round(max_chunk_seconds * self.grid.sample_rate)
 
     @property
     def sample_rate(self) -> int:
@@ -101,13 +104,16 @@ class UnitAudioDecoder:
         return self._samples(torch.tensor(units), 0, self.grid.samples(len(units)), final=True)
 
     def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
+        """The first audio as soon as it is exact; then chunks that double in length up to
+        `max_chunk_samples`, as each one recomputes the vocoder's context on both sides."""
         units: list[int] = []
-        emitted = 0
+        emitted, wanted = 0, 1
         for chunk in chunks:
             units.extend(chunk)
             ready = self._exact_until(len(units))
-            if ready > emitted:
+            if ready - emitted >= wanted:
                 yield self._samples(torch.tensor(units), emitted, ready, final=False)
+                wanted = min(2 * (ready - emitted), self.max_chunk_samples) or 1
                 emitted = ready
         total = self.grid.samples(len(units))
         if total > emitted:
@@ -160,11 +166,24 @@ def save_decoder(model: UnitToMel) -> dict[str, bytes]:
             "decoder.json": json.dumps(model.describe(), indent=2).encode()}
 
 
-def load_decoder(files: dict[str, bytes], vocoder: str = "universal", threads: int = 1) -> UnitAudioDecoder:
+EXACT_TORCH = DecoderRuntimeConfig(runtime="torch", max_chunk_seconds=0.0)
+
+
+def load_decoder(files: dict[str, bytes], vocoder: str = "universal",
+                 runtime: DecoderRuntimeConfig = EXACT_TORCH) -> UnitAudioDecoder:
     description = json.loads(files["decoder.json"])
     model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), MelGrid(**description["grid"]))
     model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
-    return UnitAudioDecoder(model, load_hifigan(vocoder), threads=threads)
+    return speaking_decoder(model, vocoder, runtime)
+
+
+def speaking_decoder(unit_to_mel: UnitToMel, vocoder: str, runtime: DecoderRuntimeConfig) -> UnitAudioDecoder:
+    """The learned units -> mel network with the named HiFi-GAN, run as `runtime` says."""
+    generator = load_hifigan(vocoder)
+    if runtime.runtime == "onnxruntime":
+        generator = OnnxVocoder(hifigan_onnx(vocoder), runtime.threads)
+    context = VOCODER_CONTEXT_FRAMES if runtime.vocoder_context_frames is None else runtime.vocoder_context_frames
+    return UnitAudioDecoder(unit_to_mel, generator, context, runtime.threads, runtime.max_chunk_seconds)
 
 
 GENERATORS = ("universal", "LJSpeech")
@@ -192,6 +211,36 @@ def load_hifigan(name: str = "universal") -> torch.nn.Module:
     generator.eval()
     generator.remove_weight_norm()
     return generator.requires_grad_(False)
+
+
+@functools.cache
+def hifigan_onnx(name: str = "universal") -> bytes:
+    """The HiFi-GAN generator exported to ONNX (mel frames on a dynamic axis), once per process."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # the exporter's deprecation notices say nothing about this model
+        warnings.simplefilter("ignore")
+        torch.onnx.export(load_hifigan(name), (torch.zeros(1, MelGrid().n_mels, 32),), buffer, input_names=["mel"],
+                          output_names=["wave"], dynamic_axes={"mel": {2: "frames"}, "wave": {2: "samples"}},
+                          opset_version=17, dynamo=False)
+    return buffer.getvalue()
+
+
+class OnnxVocoder(torch.nn.Module):
+    """The same generator run by ONNX Runtime: ~1.3x faster on 2 CPU cores. A module, so it drops in
+    where the torch generator goes (and forward hooks still time it)."""
+
+    def __init__(self, model: bytes, threads: int = 1) -> None:
+        super().__init__()
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """(1, n_mels, frames) -> (1, 1, frames * hop)."""
+        return torch.from_numpy(self.session.run(None, {"mel": mel.detach().numpy()})[0])
 
 
 def require_cosyvoice2_files(settings: CosyVoice2DecoderConfig) -> None:
@@ -324,11 +373,11 @@ def _cosyvoice2_version(store: ArtifactStore, units: Manifest, tokenizer: Manife
     return writer.publish()
 
 
-def open_decoder(store: ArtifactStore, manifest: Manifest, threads: int = 1) -> UnitDecoder:
-    """The decoder a `decoder` version describes; `threads`: torch threads of the learned one's vocoder."""
+def open_decoder(store: ArtifactStore, manifest: Manifest, runtime: DecoderRuntimeConfig = EXACT_TORCH) -> UnitDecoder:
+    """The decoder a `decoder` version describes, run as `runtime` says (the learned one's)."""
     settings = manifest.config["decoder"]
     if settings.get("backend") == "cosyvoice2":
         return CosyVoice2UnitDecoder(CosyVoice2DecoderConfig.model_validate(
             {k: v for k, v in settings.items() if k != "backend"}))
     files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
-    return load_decoder(files, settings["vocoder"], threads)
+    return load_decoder(files, settings["vocoder"], runtime)

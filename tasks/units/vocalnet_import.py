@@ -79,7 +79,7 @@ def _paths(item: dict, key: str, count: int) -> list[str]:
 
 def _read(root: str, path: str, field: str) -> bytes:
     try:
-        return read_relative(path, root)
+        return read_relative(path, [root])
     except OSError as err:
         raise RecordError(field, "missing_file", f"{path} under {root} ({err}); units.vocalnet.root must be the "
                                                  "folder the index's paths are relative to") from err

@@ -12,7 +12,7 @@ import torch
 
 from omniforge.model.streaming import GenerationSettings
 from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
-from omniforge.tasks.evaluate.eval_sets import EvalSetError, input_wave, load_questions_file
+from omniforge.tasks.evaluate.eval_sets import EvalSetError, input_wave, load_eval_set, load_questions_file
 from omniforge.tasks.evaluate.metrics import Scorer, TurnResult, contains_answer, summarize
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
 from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
@@ -102,20 +102,46 @@ def test_questions_json_with_any_wav_encoding(tmp_path):
                                                {"from": "human", "text": "and?", "speech": "wav/b.wav"}],
                   "answers": ["Rome", "Roma"]}]
     (tmp_path / "questions.json").write_text(json.dumps(questions))
-    [item] = load_questions_file(tmp_path / "questions.json")
+    [item] = load_questions_file(str(tmp_path / "questions.json")).items
     waves = [input_wave(turn) for turn, _ in item.questions()]
     assert [len(wave) for wave in waves] == [16000, 16000]
     assert all(wave.dtype == np.float32 and wave.ndim == 1 for wave in waves)
     assert [references for _, references in item.questions()] == [["Paris"], ["Rome", "Roma"]]
 
+    # an item without a wav for a question is left out, naming it and the field; the others stay
+    questions.append({"id": "q2", "conversation": [{"from": "human", "text": "and?", "speech": "wav/b.wav"}]})
     questions[0]["conversation"][2].pop("speech")
     (tmp_path / "bad.json").write_text(json.dumps(questions))
-    with pytest.raises(EvalSetError, match=r"item 'q1'.*conversation\[2\]\.speech"):
-        load_questions_file(tmp_path / "bad.json")
+    loaded = load_questions_file(str(tmp_path / "bad.json"))
+    assert [i.id for i in loaded.items] == ["q2"]
+    assert [(r.record, r.field, r.reason) for r in loaded.rejects] == [
+        ("bad.json item 'q1'", "conversation[2].speech", "missing_audio")]
     (tmp_path / "missing.jsonl").write_text(json.dumps({"id": "x", "conversation": [
         {"from": "human", "speech": "wav/none.wav"}]}) + "\n")
-    with pytest.raises(EvalSetError, match=r"item 'x': field 'conversation\[0\]\.speech': missing_audio"):
-        load_questions_file(tmp_path / "missing.jsonl")
+    with pytest.raises(EvalSetError, match=r"missing\.jsonl: no usable item \(missing\.jsonl item 'x': "
+                                           r"conversation\[0\]\.speech: missing_audio\)"):
+        load_eval_set(str(tmp_path / "missing.jsonl"), None)
+
+
+def test_llama_omni2_questions_json_evaluates_from_its_repository_root(tmp_path, monkeypatch):
+    """Its repository ships examples/questions.json naming "examples/wav/helpful_base_0.wav": relative
+    to the repository's root, where its scripts run."""
+    repo = tmp_path / "LLaMA-Omni2"
+    (repo / "examples" / "wav").mkdir(parents=True)
+    sf.write(repo / "examples" / "wav" / "helpful_base_0.wav", np.zeros(8000, dtype=np.float32), 16000)
+    items = [{"id": "helpful_base_0", "conversation": [
+        {"from": "human", "text": "Who is Larry Page?", "speech": "examples/wav/helpful_base_0.wav"}]}]
+    (repo / "examples" / "questions.json").write_text(json.dumps(items, indent=4))
+    monkeypatch.chdir(tmp_path)  # elsewhere, the path is found under neither the file's folder nor here
+    loaded = load_questions_file(str(repo / "examples" / "questions.json"))
+    assert loaded.items == [] and loaded.rejects[0].reason == "missing_audio"
+    assert "examples/wav/helpful_base_0.wav not found (tried " in loaded.rejects[0].detail
+    assert str(tmp_path) in loaded.rejects[0].detail and str(repo / "examples") in loaded.rejects[0].detail
+    found = load_questions_file(str(repo / "examples" / "questions.json"), root=str(repo))  # a root the user names
+    assert [i.id for i in found.items] == ["helpful_base_0"]
+    monkeypatch.chdir(repo)
+    [item] = load_eval_set("examples/questions.json", None).items
+    assert len(input_wave(item.turns[0])) == 8000
 
 
 def test_demo_answers_are_scored_on_their_facts():

@@ -10,7 +10,15 @@ from omniforge.config.build import TTSConfig
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
 from omniforge.tasks.build.tts import EngineSet
 from omniforge.tasks.common.audio_ops import resample
-from omniforge.tasks.units.decoder import UnitAudioDecoder, load_decoder, load_hifigan, save_decoder, train_unit_to_mel
+from omniforge.tasks.units.decoder import (
+    OnnxVocoder,
+    UnitAudioDecoder,
+    hifigan_onnx,
+    load_decoder,
+    load_hifigan,
+    save_decoder,
+    train_unit_to_mel,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,43 @@ def test_vocoder_threads_change_nothing_but_speed(decoder):
     before = torch.get_num_threads()
     assert np.allclose(two.decode(units), decoder.decode(units), atol=1e-4)
     assert torch.get_num_threads() == before  # scoped to the decode
+
+
+def random_units(n: int, seed: int) -> list[int]:
+    return torch.randint(0, 16, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(reference ** 2) / max(np.sum((other - reference) ** 2), 1e-20)))
+
+
+def test_onnx_runtime_vocoder_gives_the_torch_samples(decoder):
+    units = random_units(40, 2)
+    onnx = UnitAudioDecoder(decoder.unit_to_mel, OnnxVocoder(hifigan_onnx(), threads=2))
+    assert snr_db(decoder.decode(units), onnx.decode(units)) > 60
+
+
+def test_streamed_chunks_grow_up_to_the_cap_and_still_add_up(decoder):
+    units = random_units(120, 3)
+    cap = 0.5
+    growing = UnitAudioDecoder(decoder.unit_to_mel, decoder.vocoder, max_chunk_seconds=cap)
+    parts = list(growing.stream(units[i:i + 5] for i in range(0, len(units), 5)))
+    sizes = [len(p) for p in parts[:-1]]  # the last one is whatever is left
+    wanted = [min(2 * a, cap * 22050) for a in sizes]
+    assert len(sizes) >= 3 and all(b >= w for b, w in zip(sizes[1:], wanted))
+    assert len(parts) < len(list(decoder.stream(units[i:i + 5] for i in range(0, len(units), 5))))
+    assert np.allclose(np.concatenate(parts), decoder.decode(units), atol=1e-4)
+
+
+def test_a_trimmed_vocoder_context_stays_close_to_the_exact_decode(decoder):
+    units = random_units(80, 4)
+    whole = decoder.decode(units)
+
+    def streamed_snr(context: int) -> float:
+        trimmed = UnitAudioDecoder(decoder.unit_to_mel, decoder.vocoder, vocoder_context=context)
+        return snr_db(whole, np.concatenate(list(trimmed.stream(units[i:i + 10] for i in range(0, 80, 10)))))
+
+    assert streamed_snr(8) > 30 > streamed_snr(1)
 
 
 def test_audio_arrives_before_the_last_units(decoder):
