@@ -20,16 +20,16 @@ def load_and_plan(config: PipelineConfig):
 
 
 @task(name="synthesize", cache_policy=NONE)
-def synthesize(plan, config: PipelineConfig) -> int:
+def synthesize(plan, config: PipelineConfig) -> build_steps.SynthesisRun:
     store = store_from_config(config.store)
     return build_steps.synthesize_missing(plan, build_steps.open_cache(store, config), config)
 
 
 @task(name="validate-and-publish", cache_policy=NONE)
-def publish(plan, synthesized: int, config: PipelineConfig):
+def publish(plan, run: build_steps.SynthesisRun, config: PipelineConfig):
     store = store_from_config(config.store)
     return build_steps.publish(store, plan, build_steps.open_cache(store, config), config.build.name,
-                               build_steps.build_recipe(config), synthesized, recording_run_id())
+                               build_steps.build_recipe(config), run, recording_run_id())
 
 
 @flow(name="build-dialogues", log_prints=True)

@@ -4,11 +4,14 @@
 - training when a new units version lands (our publish steps emit `omniforge.version.published`),
 - evaluation when a training run publishes its final checkpoint.
 
-Each deployment carries the whole config as its parameter, so the worker needs only the checkout.
+Each deployment carries the whole config as its parameter, so the worker needs only the checkout,
+except credentials: `store.secrets` are never deployed; the worker reads them from its environment
+(`store.secrets_from_env`, the cloud's credential chain) or a Prefect Secret block (`store.secret_block`).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prefect import Flow
@@ -20,6 +23,8 @@ from prefect.exceptions import ObjectAlreadyExists
 from omniforge.config import PipelineConfig
 from omniforge.flows.events import PUBLISHED
 from omniforge.storage import Kind
+
+log = logging.getLogger(__name__)
 
 FLOWS = {"build": "flows/build_dialogues.py:build_dialogues", "train": "flows/train.py:train",
          "evaluate": "flows/evaluate.py:evaluate"}
@@ -42,7 +47,10 @@ def deploy(config: PipelineConfig) -> dict[str, str]:
     settings = config.deploy
     ensure_work_pool(settings.work_pool)
     source = str(Path(settings.source_dir).resolve())
-    parameters = {"config": config.model_dump(mode="json")}
+    if config.store.secrets:
+        log.warning("store.secrets (%s) are not deployed: give the worker them with store.secrets_from_env or "
+                    "store.secret_block", ", ".join(sorted(config.store.secrets)))
+    parameters = {"config": config.model_dump(mode="json", exclude={"store": {"secrets"}})}
     plans = {"build": {"cron": settings.build_cron} if settings.build_cron else {}}
     if settings.train_on_new_units:
         plans["train"] = {"triggers": [on_published(Kind.units, config.units.name)]}

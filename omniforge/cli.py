@@ -37,6 +37,17 @@ def open_store(config: str | None, overrides: list[str] | None, store: str | Non
     return store_from_config(load(config, overrides, store).store)
 
 
+def preflight(config: PipelineConfig, *, source=None, eval_set: bool = False) -> None:
+    """Fail in one line before any flow starts: the store, the input file, the eval set."""
+    from omniforge.flows import preflight as checks
+
+    store = checks.check_store(config)
+    if source is not None:
+        checks.check_source(source)
+    if eval_set:
+        checks.check_eval_set(config, store)
+
+
 def _version(value: bool) -> None:
     if value:
         from omniforge import __version__
@@ -128,10 +139,37 @@ def artifacts_verify(ref: Annotated[str, typer.Argument(help="kind/name[@version
     typer.echo(json.dumps({"ref": str(st.resolve(ref)), "ok": True}))
 
 
+@artifacts_app.command("gc")
+def artifacts_gc(kind: Annotated[Optional[str], typer.Option(help="Only this kind.")] = None,
+                 name: Annotated[Optional[str], typer.Option(help="Only this name (with --kind).")] = None,
+                 grace_hours: Annotated[float, typer.Option(help="Keep files younger than this: longer than any "
+                                                            "writer runs, so one still at work is never touched.")] = 168.0,
+                 delete: Annotated[bool, typer.Option("--delete", help="Remove them (default: only list).")] = False,
+                 config: ConfigOpt = None, set_: SetOpt = None, store: StoreOpt = None) -> None:
+    """List (or with --delete remove) files no published version references: what killed writers left."""
+    from datetime import timedelta
+
+    from omniforge.storage.gc import find_garbage, remove_garbage
+
+    if name and not kind:
+        fail("--name needs --kind")
+    st = open_store(config, set_, store)
+    garbage = find_garbage(st, timedelta(hours=grace_hours), kind, name)
+    for item in garbage:
+        typer.echo(f"{item.path}  {item.bytes} bytes  {item.modified:%Y-%m-%d %H:%M}")
+    total = sum(item.bytes for item in garbage)
+    if delete:
+        typer.echo(f"removed {len(garbage)} files ({remove_garbage(st, garbage)} bytes)")
+    else:
+        typer.echo(f"{len(garbage)} unreferenced files ({total} bytes) older than {grace_hours:g} h; "
+                   "--delete removes them")
+
+
 @app.command("build-dialogues")
 def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Build (or extend) a spoken-dialogue dataset: text -> speech-ready text -> TTS on Ray -> store."""
     resolved = load(config, set_)
+    preflight(resolved, source=resolved.build.source)
     from omniforge.flows.build_dialogues import build_dialogues as flow
 
     summary = flow(resolved)
@@ -144,6 +182,7 @@ def build_corpus(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     assistant's voice; tokenize it with `tokenize-units --set units.speech=speech/NAME units.name=NAME
     units.tokenizer=...` and pretrain the TTS LM on it with `pretrain-tts`."""
     resolved = load(config, set_)
+    preflight(resolved, source=resolved.corpus.source)
     from omniforge.flows.build_corpus import build_corpus as flow
 
     summary = flow(resolved)
@@ -156,6 +195,7 @@ def pretrain_tts(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Pretrain the TTS LM on the corpus's units (stage I(b)); later trainings start from it with
     --set train.tts_from=checkpoint/CORPUS_NAME."""
     resolved = load(config, set_)
+    preflight(resolved)
     from omniforge.flows.pretrain_tts import pretrain_tts as flow
 
     summary = flow(resolved)
@@ -166,6 +206,7 @@ def pretrain_tts(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Tokenize a speech version's turns into discrete units (fitting the k-means tokenizer once)."""
     resolved = load(config, set_)
+    preflight(resolved)
     from omniforge.flows.tokenize_units import tokenize_units as flow
 
     summary = flow(resolved)
@@ -176,6 +217,7 @@ def tokenize_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def import_units(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Import CosyVoice 2 tokens in VocalNet's layout (units.vocalnet.index): speech, tokenizer and units versions."""
     resolved = load(config, set_)
+    preflight(resolved)
     from omniforge.flows.import_units import import_units as flow
 
     summary = flow(resolved)
@@ -202,6 +244,7 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
 def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """The whole job: build dialogues -> tokenize units -> train -> evaluate, as one pipeline run."""
     resolved = load(config, set_)
+    preflight(resolved, source=resolved.build.source, eval_set=resolved.evaluate.build is None)
     from omniforge.flows.pipeline import pipeline
 
     summary = pipeline(resolved)
@@ -231,6 +274,7 @@ def train(config: ConfigOpt = None, set_: SetOpt = None,
     """Train the model in stages on Ray Train (skips finished stages, resumes unfinished ones)."""
     overrides = list(set_ or []) + ([f"train.stages={json.dumps(stage)}"] if stage else [])
     resolved = load(config, overrides)
+    preflight(resolved)
     from omniforge.flows.train import train as flow
 
     summary = flow(resolved)
@@ -246,6 +290,7 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None,
     overrides = list(set_ or []) + ([f"evaluate.checkpoint={checkpoint}"] if checkpoint else []) + (
         [f"evaluate.eval_set={eval_set}"] if eval_set else [])
     resolved = load(config, overrides)
+    preflight(resolved, eval_set=True)
     from omniforge.flows.evaluate import evaluate as flow
 
     summary = flow(resolved)
@@ -264,10 +309,20 @@ def compare(first: Annotated[str, typer.Argument(help="eval/NAME@version")],
 
 
 def main() -> None:
+    """The entry point, and the one error boundary: an expected failure (omniforge.errors) prints
+    one line and exits 2; anything else keeps its traceback."""
+    from omniforge.errors import EXIT_INPUT_ERROR, expected_message
     from omniforge.offline_env import apply_offline_defaults
 
     apply_offline_defaults()
-    app()
+    try:
+        app()
+    except Exception as err:
+        message = expected_message(err)
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(EXIT_INPUT_ERROR) from None
 
 
 if __name__ == "__main__":

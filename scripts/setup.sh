@@ -4,14 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# espeak-ng adds ~100 extra user voices; the build works without it (Piper alone), so a machine
-# where we cannot install it only gets a warning.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# espeak-ng adds ~100 extra user voices; FFmpeg lets Hugging Face datasets (torchcodec) decode our
+# speech shards' audio. Neither is needed to build, train or evaluate, so a machine where we cannot
+# install them only gets a warning.
+missing=""
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
   if [ "$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null
   else
-    echo "warning: espeak-ng not installed; the user voice pool will use Piper voices only" >&2
+    echo "warning: not installed:$missing (user voices: Piper only; datasets cannot decode audio)" >&2
   fi
 fi
 

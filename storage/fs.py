@@ -16,14 +16,23 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
+from omniforge.errors import InputError
+
 _MEMORY_LOCK = threading.Lock()
+
+
+class StoreUnavailable(InputError):
+    """The store's URL names no filesystem this machine can open, or the store cannot be reached."""
 
 
 def open_root(url: str, options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """Filesystem and root path for a store URL; a bare local path is made absolute."""
     if "://" not in url:
         url = Path(url).expanduser().resolve().as_uri()
-    fs, root = fsspec.core.url_to_fs(url, **(options or {}))
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **(options or {}))
+    except (ValueError, ImportError, TypeError) as err:  # unknown protocol, missing backend, bad options
+        raise StoreUnavailable(f"cannot open the store {url}: {err}") from err
     return fs, root.rstrip("/")
 
 

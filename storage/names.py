@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from omniforge.errors import InputError
+
 
 class Kind(str, Enum):
     """What an artifact holds; each kind has its own namespace in the store."""
@@ -22,7 +24,7 @@ class Kind(str, Enum):
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-class ArtifactNameError(ValueError):
+class ArtifactNameError(InputError, ValueError):
     """An artifact kind, name or reference that cannot be used."""
 
 

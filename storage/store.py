@@ -20,9 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from omniforge.errors import InputError
 from omniforge.hashing import sha256_bytes
 from omniforge.storage.code_version import code_version
-from omniforge.storage.fs import join, open_root, put_if_absent
+from omniforge.storage.fs import StoreUnavailable, join, open_root, put_if_absent
 from omniforge.storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry, schema_fields
 from omniforge.storage.names import ArtifactRef, Kind, check_kind, check_name
 
@@ -35,7 +36,7 @@ def read_parquet_bytes(data: bytes, columns: list[str] | None = None) -> pa.Tabl
     return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
 
 
-class ArtifactNotFound(LookupError):
+class ArtifactNotFound(InputError, LookupError):
     pass
 
 
@@ -54,6 +55,13 @@ class ArtifactStore:
         self.fs, self.root = open_root(url, self.options)
         self.rows_per_shard = rows_per_shard
         self.rows_per_row_group = rows_per_row_group
+
+    def probe(self) -> None:
+        """Reach the store once, so an unreachable one fails here with one clear line."""
+        try:
+            self.fs.exists(self.root)
+        except Exception as err:  # noqa: BLE001 - each backend raises its own connection errors
+            raise StoreUnavailable(f"cannot reach the store {self.url}: {type(err).__name__}: {err}") from err
 
     # ---------------------------------------------------------------- paths
     def path(self, relative: str) -> str:
@@ -281,5 +289,5 @@ class VersionWriter:
 
 
 def store_from_config(config: Any) -> ArtifactStore:
-    """Open the store a `StoreConfig` (or anything with its fields) describes."""
-    return ArtifactStore(config.url, config.options, config.rows_per_shard, config.rows_per_row_group)
+    """Open the store a `StoreConfig` describes, with its resolved credentials."""
+    return ArtifactStore(config.url, config.storage_options(), config.rows_per_shard, config.rows_per_row_group)

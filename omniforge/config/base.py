@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
+from omniforge.errors import InputError
 from omniforge.hashing import stable_hash
 
 
@@ -35,7 +36,7 @@ class Section(BaseModel):
         return stable_hash(self.model_dump(mode="json"))
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config that cannot be used; the message names every bad field."""
 
 

@@ -66,6 +66,8 @@ class TextConfig(Section):
                                    "segments of at most this many characters, synthesized one by one.")
     max_turn_chars: int = Field(1500, ge=20, description="Turns longer than this are cut at a sentence end.")
     segment_pause_s: float = Field(0.2, ge=0, description="Silence between the segments of one turn.")
+    normalizer_cache: str = Field("~/.cache/omniforge/text-normalization", description="Where the English "
+                                  "text normalization grammars are compiled once (~40 s) and loaded from after.")
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig, description="Optional LLM rewrite.")
 
 
@@ -115,6 +117,10 @@ class SynthesisConfig(Section):
     batch_size: int = Field(8, ge=1, description="Utterances per call to a worker.")
     checkpoint_every: int = Field(64, ge=1, description="Finished utterances per cache shard written "
                                   "(what a killed run can lose at most, per worker).")
+    retries: int = Field(2, ge=0, description="Tries after the first when synthesis fails for a reason other "
+                         "than its audio being rejected (a timeout, out of memory, a dead worker); then the "
+                         "utterance is reported but not remembered, so the next run tries it again.")
+    retry_backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry, doubled each time.")
 
 
 class AsrCheckConfig(Section):

@@ -15,7 +15,8 @@ from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.tasks.common.records import Dialogue, Reject, SourceBatch
 from omniforge.tasks.build.speech_text import Unspeakable, to_spoken
 from omniforge.tasks.build.tts import engine_identity
-from omniforge.tasks.build.voices import Voice, assistant_voice, describe_pool, user_voice_for, user_voice_pool
+from omniforge.tasks.build.voices import (Voice, assistant_voice, describe_pool, speakable_scripts, user_voice_for,
+                                         user_voice_pool)
 
 
 @dataclass
@@ -71,10 +72,11 @@ def plan_build(batch: SourceBatch, config: BuildConfig, with_espeak: bool) -> Pl
     assistant = assistant_voice(config.tts)
     plan = Plan(rejects=list(batch.rejects), voices={"assistant": assistant.config.model_dump(mode="json"),
                                                      "users": describe_pool(pool)}, source=batch.description)
+    scripts = speakable_scripts([assistant, *pool])
     for dialogue in batch.dialogues:
         user = user_voice_for(dialogue.id, pool, config.tts.users.seed)
         try:
-            plan.utterances.extend(_plan_dialogue(dialogue, user, assistant, config))
+            plan.utterances.extend(_plan_dialogue(dialogue, user, assistant, config, scripts))
         except _TurnRejected as err:
             plan.rejects.append(Reject(dialogue.id, f"turns[{err.turn}].text", err.reason, err.detail))
     return plan
@@ -86,12 +88,13 @@ class _TurnRejected(Exception):
         self.turn, self.reason, self.detail = turn, reason, detail
 
 
-def _plan_dialogue(dialogue: Dialogue, user: Voice, assistant: Voice, config: BuildConfig) -> list[Utterance]:
+def _plan_dialogue(dialogue: Dialogue, user: Voice, assistant: Voice, config: BuildConfig,
+                   scripts: frozenset[str]) -> list[Utterance]:
     planned = []
     for index, turn in enumerate(dialogue.turns):
         voice = user if turn.role == "user" else assistant
         try:
-            spoken = to_spoken(turn.text, config.text.max_segment_chars, config.text.max_turn_chars)
+            spoken = to_spoken(turn.text, config.text, scripts)
         except Unspeakable as err:
             raise _TurnRejected(index, err.reason, str(err)) from None
         planned.append(Utterance(

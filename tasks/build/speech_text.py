@@ -1,27 +1,36 @@
-"""Make chat text speakable: strip markup, spell out numbers and symbols, split long turns.
+"""Make chat text speakable: flatten markdown into sentences, spell out numbers, money, units,
+dates and symbols (NeMo's text normalization grammars), split long turns.
 
-Text that cannot be read aloud sensibly (code, tables, math) is refused with a reason instead of
-being mangled: a spoken-dialogue model should never learn to read out a stack trace.
+Text that cannot be read aloud sensibly (code, tables, formulas) is refused with a reason instead
+of being mangled: a spoken-dialogue model should never learn to read out a stack trace. So is text
+in a writing system the voices do not speak (`unsupported_language`).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import emoji
-from num2words import num2words
+
+from omniforge.config.build import TextConfig
 
 CODE_FENCE = re.compile(r"```|~~~")
 INDENTED_CODE = re.compile(r"(?m)^(?: {4}|\t)\S.*(?:\n(?: {4}|\t)\S.*){2,}")
 CODE_TOKENS = re.compile(r"[{};]\s*$|\bdef \w+\(|\bfunction \w*\(|#include\b|=>|\bimport \w+|</?\w+>", re.M)
 TABLE_ROW = re.compile(r"(?m)^\s*\|?.*\|.*\|\s*$")
 TABLE_RULE = re.compile(r"(?m)^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$")
-MATH = re.compile(r"\$[^$\n]+\$|\\\(|\\\[|\\frac|\\sum|\\int|\^\{|_\{")
+# TeX: inline $...$ that opens on a non-digit and holds an operator ("$x^2 = 4$", never "$3 or $4",
+# which is money), display $$, \( \[, or TeX commands
+MATH = re.compile(r"\$(?=[^\s\d$])[^$\n]*?[\\^_{}=][^$\n]*?\$|\$\$|\\\(|\\\[|\\(?:frac|sum|int|sqrt)\b|\^\{|_\{")
 
 URL = re.compile(r"\bhttps?://[^\s)\]]+|\bwww\.[^\s)\]]+")
 EMPTY_PARENS = re.compile(r"\(\s*(?:see|source|via|at)?[:\s]*\)", re.I)
-MINUS = re.compile(r"(?<![\w\d])-(?=\d)")
 MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
 MD_EMPHASIS = re.compile(r"(\*{1,3}|_{1,3}|~~)(?=\S)(.+?)(?<=\S)\1")
 MD_HEADER = re.compile(r"(?m)^\s{0,3}#{1,6}\s*")
@@ -30,23 +39,6 @@ MD_QUOTE = re.compile(r"(?m)^\s*>\s?")
 INLINE_CODE = re.compile(r"`([^`]*)`")
 HTML_TAG = re.compile(r"<[^>]+>")
 
-CURRENCY = {"$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY"}
-UNITS = {
-    "km/h": "kilometers per hour", "km²": "square kilometers", "m²": "square meters", "mph": "miles per hour", "km": "kilometers", "cm": "centimeters",
-    "mm": "millimeters", "m": "meters", "kg": "kilograms", "g": "grams", "mg": "milligrams",
-    "lb": "pounds", "lbs": "pounds", "ml": "milliliters", "l": "liters", "ft": "feet", "mi": "miles",
-    "°C": "degrees Celsius", "°F": "degrees Fahrenheit", "%": "percent", "h": "hours", "min": "minutes",
-    "s": "seconds", "GB": "gigabytes", "MB": "megabytes",
-}
-SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number ", "×": " times ",
-           "÷": " divided by ", "°": " degrees ", "/": " ", "|": " ", "*": " ", "_": " ", "~": " about ",
-           "<": " less than ", ">": " more than "}
-NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
-CURRENCY_AMOUNT = re.compile(rf"([$€£¥])\s?({NUMBER})")
-UNIT_AMOUNT = re.compile(rf"({NUMBER})\s?({'|'.join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))})(?![\w])")
-ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b")
-YEAR = re.compile(r"\b(1[1-9]\d\d|20\d\d)\b")
-PLAIN_NUMBER = re.compile(rf"(?<![\w.])({NUMBER})(?![\w])")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -67,23 +59,37 @@ def check_speakable(text: str) -> None:
         raise Unspeakable("math", "the text contains formulas")
 
 
-def _number_words(text: str) -> str:
-    value = float(text.replace(",", ""))
-    return num2words(int(value) if value.is_integer() and "." not in text else value)
+NEEDS_NORMALIZING = re.compile(r"[\d$€£¥%&@#+=/°§]")
+NORMALIZER_LOGGER = "NeMo-text-processing"
 
 
-def spell_out(text: str) -> str:
-    """Numbers, currency, units and symbols as words ("$5" -> "five dollars", "3 km" -> ...)."""
-    text = MINUS.sub("minus ", text)
-    text = CURRENCY_AMOUNT.sub(
-        lambda m: num2words(float(m[2].replace(",", "")), to="currency", currency=CURRENCY[m[1]]), text)
-    text = UNIT_AMOUNT.sub(lambda m: f"{_number_words(m[1])} {UNITS[m[2]]}", text)
-    text = ORDINAL.sub(lambda m: num2words(int(m[1]), to="ordinal"), text)
-    text = YEAR.sub(lambda m: num2words(int(m[1]), to="year"), text)
-    text = PLAIN_NUMBER.sub(lambda m: _number_words(m[1]), text)
-    for symbol, words in SYMBOLS.items():
-        text = text.replace(symbol, words)
-    return text
+@functools.cache
+def english_normalizer(cache_dir: str):
+    """NeMo's English text normalization grammars (numbers, ordinals, money, measures, dates,
+    times, abbreviations); compiled once (~40 s) into `cache_dir`, loaded from there after (~1 s)."""
+    from nemo_text_processing.text_normalization.normalize import Normalizer
+
+    logging.getLogger(NORMALIZER_LOGGER).setLevel(logging.WARNING)
+    directory = Path(cache_dir).expanduser()
+    directory.mkdir(parents=True, exist_ok=True)
+    return Normalizer(input_case="cased", lang="en", cache_dir=str(directory))
+
+
+def spell_out(text: str, cache_dir: str) -> str:
+    """Numbers, currency, units, dates and symbols as words ("$5" -> "five dollars"); text without
+    any is returned as is (the grammars cost ~0.1 s per sentence)."""
+    if not NEEDS_NORMALIZING.search(text):
+        return text
+    try:
+        return english_normalizer(cache_dir).normalize(text, punct_post_process=True)
+    except Exception as err:  # noqa: BLE001 - the grammars' failures are pynini errors of several types
+        raise Unspeakable("unnormalizable", f"the normalizer failed ({type(err).__name__}: {err})") from err
+
+
+def dominant_script(text: str) -> str | None:
+    """The Unicode script most of the text's letters are in (LATIN, CJK, CYRILLIC, HANGUL...)."""
+    scripts = Counter(unicodedata.name(ch, "?").split(" ")[0] for ch in text if ch.isalpha())
+    return scripts.most_common(1)[0][0] if scripts else None
 
 
 def strip_markup(text: str) -> str:
@@ -99,7 +105,7 @@ def strip_markup(text: str) -> str:
     text = emoji.replace_emoji(text, replace="")
     # list items and headings become sentences
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(line if line[-1] in ".!?:;," else f"{line}." for line in lines)
+    return " ".join(line if line[-1] in ".!?:;,。！？；：，" else f"{line}." for line in lines)
 
 
 def split_sentences(text: str, max_chars: int) -> list[str]:
@@ -131,14 +137,22 @@ class SpokenText:
     truncated: bool
 
 
-def to_spoken(text: str, max_segment_chars: int, max_turn_chars: int) -> SpokenText:
-    """The whole normalization of one turn; raises Unspeakable with a reason."""
+def to_spoken(text: str, config: TextConfig, scripts: frozenset[str] = frozenset({"LATIN"})) -> SpokenText:
+    """The whole normalization of one turn; raises Unspeakable with a reason. `scripts`: the
+    writing systems the voices speak (`voices.speakable_scripts`)."""
     check_speakable(text)
-    spoken = re.sub(r"\s+", " ", spell_out(strip_markup(text))).strip()
+    script = dominant_script(text)
+    if script is not None and script not in scripts:
+        raise Unspeakable("unsupported_language", f"the text is in {script} script; the voices speak "
+                          f"{', '.join(sorted(scripts))}")
+    flat = strip_markup(text)
+    spoken = spell_out(flat, config.normalizer_cache) if script == "LATIN" else flat
+    spoken = re.sub(r"\s+", " ", spoken).strip()
     spoken = re.sub(r"[()\[\]]", "", spoken)
     spoken = re.sub(r"\s+([.,!?;:])", r"\1", spoken)
-    if not re.search(r"[A-Za-z]", spoken):
+    if not any(ch.isalpha() for ch in spoken):
         raise Unspeakable("empty", "nothing speakable is left after normalization")
+    max_turn_chars = config.max_turn_chars
     truncated = False
     if len(spoken) > max_turn_chars:
         kept = ""
@@ -147,4 +161,4 @@ def to_spoken(text: str, max_segment_chars: int, max_turn_chars: int) -> SpokenT
                 break
             kept = f"{kept} {sentence}".strip()
         spoken, truncated = kept or spoken[:max_turn_chars].rsplit(" ", 1)[0], True
-    return SpokenText(spoken, tuple(split_sentences(spoken, max_segment_chars)), truncated)
+    return SpokenText(spoken, tuple(split_sentences(spoken, config.max_segment_chars)), truncated)

@@ -5,6 +5,7 @@ in Prefect tasks."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
@@ -17,7 +18,7 @@ from omniforge.tasks.build.publish import BuildResult, publish_build
 from omniforge.tasks.common.ray_runtime import ray_session
 from omniforge.tasks.build.rewrite import rewrite_assistant_turns
 from omniforge.tasks.build.sources import add_spoken_text, load_corpus_source, load_source
-from omniforge.tasks.build.synthesis import synthesize_on_ray
+from omniforge.tasks.build.synthesis import remembered, synthesize_on_ray
 from omniforge.tasks.build.tts import espeak_available
 from omniforge.tasks.build.cache import UtteranceCache
 
@@ -26,13 +27,13 @@ log = logging.getLogger(__name__)
 
 def build_recipe(config: PipelineConfig) -> dict:
     """The settings that decide the dialogue dataset's content (parallelism does not)."""
-    return config.build.model_dump(mode="json", exclude={"synthesis"})
+    return config.build.model_dump(mode="json", exclude={"synthesis": True, "text": {"normalizer_cache"}})
 
 
 def corpus_recipe(config: PipelineConfig) -> dict:
     """The settings that decide the corpus's content: its text and the voice and text settings."""
     return {"corpus": config.corpus.model_dump(mode="json", include={"source", "dialogues"}),
-            "voice": config.build.tts.assistant.model_dump(mode="json"), "text": config.build.text.model_dump(mode="json")}
+            "voice": config.build.tts.assistant.model_dump(mode="json"), "text": config.build.text.model_dump(mode="json", exclude={"normalizer_cache"})}
 
 
 def load_and_plan(config: PipelineConfig) -> Plan:
@@ -61,32 +62,44 @@ def open_cache(store: ArtifactStore, config: PipelineConfig) -> UtteranceCache:
     return UtteranceCache.for_store(store, config.build.cache_url, "tts", config.build.synthesis.checkpoint_every)
 
 
-def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig) -> int:
-    """Synthesize every job whose key is not cached yet; returns how many were synthesized."""
+@dataclass
+class SynthesisRun:
+    synthesized: int = 0  # jobs sent to the workers this run
+    transient: dict[str, dict] = field(default_factory=dict)  # failures reported, not cached (retried next run)
+
+
+def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig) -> SynthesisRun:
+    """Synthesize every job whose key is not cached yet."""
     done = cache.done_keys()
     jobs = plan.jobs()
     todo = [job for job in jobs if job["key"] not in done]
     log.info("%d unique utterances, %d cached, %d to synthesize", len(jobs), len(jobs) - len(todo), len(todo))
+    run = SynthesisRun(len(todo))
     if not todo:
-        return 0
+        return run
     with ray_session(config.ray), tqdm(total=len(todo), desc="synthesizing", unit="utt") as bar:
         def on_result(rows: list[dict]) -> None:
-            cache.add(rows)
+            cache.add(remembered(rows))
+            run.transient.update((r["key"], r) for r in rows if r.get("transient"))
             bar.update(len(rows))
 
         try:
             synthesize_on_ray(todo, config.build, on_result)
         finally:
             cache.flush()
-    return len(todo)
+    if run.transient:
+        log.warning("%d utterances failed after retries and will be tried again next run (e.g. %s)",
+                    len(run.transient), next(iter(run.transient.values()))["error"])
+    return run
 
 
-def publish(store: ArtifactStore, plan: Plan, cache: UtteranceCache, name: str, recipe: dict, synthesized: int,
+def publish(store: ArtifactStore, plan: Plan, cache: UtteranceCache, name: str, recipe: dict, run: SynthesisRun,
             flow_run_id: str | None) -> BuildResult:
-    """dialogues/NAME and speech/NAME from the plan's cached audio (`recipe`: what decided it)."""
-    results = cache.rows_for({u.key for u in plan.utterances})
+    """dialogues/NAME and speech/NAME from the plan's cached audio (`recipe`: what decided it); a
+    dialogue with a transient failure is left out of this version, its reason in the rejects."""
+    results = {**run.transient, **cache.rows_for({u.key for u in plan.utterances})}
     return publish_build(store, name, plan, results, config=recipe, config_hash=stable_hash(recipe),
-                         source=plan.source, synthesized=synthesized, flow_run_id=flow_run_id)
+                         source=plan.source, synthesized=run.synthesized, flow_run_id=flow_run_id)
 
 
 def summary_markdown(result: BuildResult) -> str:

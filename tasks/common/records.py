@@ -14,6 +14,7 @@ from typing import Any, Literal
 import fsspec
 import numpy as np
 
+from omniforge.errors import InputError
 from omniforge.hashing import stable_hash
 from omniforge.storage.audio import encode_audio
 
@@ -196,7 +197,7 @@ def media_dirs(source_file: str | None, root: str | None = None) -> list[str]:
     return dirs + [root or os.getcwd()]
 
 
-class MediaNotFound(OSError):
+class MediaNotFound(InputError, OSError):
     """A media file found in none of the places tried; the message lists them."""
 
 
@@ -224,13 +225,13 @@ def _speech(value: Any, where: str, dirs: Sequence[str]) -> bytes | None:
     try:
         if isinstance(value, str):
             return read_relative(value, dirs)
-        if isinstance(value, dict) and value.get("bytes"):
+        if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray)) and value["bytes"]:
             return bytes(value["bytes"])
         if isinstance(value, dict) and value.get("array") is not None:
             return encode_audio(np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
         if isinstance(value, dict) and isinstance(value.get("path"), str):
             return _speech(value["path"], where, dirs)
-    except (OSError, KeyError, ValueError, TypeError, ImportError, RuntimeError) as err:
+    except (OSError, KeyError, ValueError, TypeError, OverflowError, ImportError, RuntimeError) as err:
         # a bad path, URL protocol, byte string, array or rate; soundfile raises several types
         raise RecordError(where, "missing_audio", str(err)) from err
     raise RecordError(where, "missing_audio", f"unrecognized speech value {type(value).__name__}")

@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from omniforge.errors import InputError
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactRef, ArtifactStore, Manifest
 from omniforge.storage.audio import decode_audio
@@ -30,7 +31,7 @@ from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.records import Dialogue, RecordError, Reject, Turn, media_dirs, parse_record, read_jsonl
 
 
-class EvalSetError(ValueError):
+class EvalSetError(InputError, ValueError):
     """An eval set that cannot be used at all (no usable item); the message says why."""
 
 
@@ -50,7 +51,8 @@ def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None, r
         manifest = store.manifest(store.resolve(ArtifactRef.parse(source)))
         loaded = EvalSet(_from_speech_version(store, manifest), speech=manifest)
     if not loaded.items:
-        reasons = "; ".join(f"{r.record}: {r.field}: {r.reason}" for r in loaded.rejects[:3])
+        reasons = "; ".join(f"{r.record}: {r.field}: {r.reason}{': ' + r.detail if r.detail else ''}"
+                            for r in loaded.rejects[:3])
         raise EvalSetError(f"{source}: no usable item{' (' + reasons + ')' if reasons else ''}")
     loaded.items = loaded.items[:limit]
     return loaded

@@ -112,7 +112,7 @@ def stage_chain(store: ArtifactStore, config: PipelineConfig, start: Manifest, s
 
 def _payload(config: PipelineConfig, start: Manifest, speech: Manifest, units: Manifest,
              flow_run_id: str | None) -> dict:
-    return {"config": config.model_dump(mode="json"), "start": str(start.ref()), "speech": str(speech.ref()),
+    return {"config": config.model_dump(mode="json", context={"reveal_secrets": True}), "start": str(start.ref()), "speech": str(speech.ref()),
             "units": str(units.ref()), "flow_run_id": flow_run_id}
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from omniforge.config.units import S3TokenizerConfig, UnitsConfig
+from omniforge.errors import InputError
 from omniforge.model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFrontend, fit_kmeans
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
@@ -30,7 +31,7 @@ from omniforge.tasks.common.threads import torch_threads
 ROW_COLUMNS = [*UNIT_ROW_FIELDS, "audio"]
 
 
-class TokenizerUnavailable(RuntimeError):
+class TokenizerUnavailable(InputError, RuntimeError):
     """The configured tokenizer cannot run here; the message says what is missing."""
 
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from omniforge.config.units import UnitsConfig, VocalNetImportConfig
+from omniforge.errors import InputError
 from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactStore, Kind, Manifest
@@ -52,18 +53,22 @@ class ImportResult:
     published: bool
 
 
+class VocalNetIndexError(InputError, ValueError):
+    """The index as a whole cannot be read; the message names the setting and the file."""
+
+
 def read_index(config: VocalNetImportConfig) -> tuple[list, bytes]:
     """The index's items (the first `limit`) and its bytes (their hash identifies the import)."""
     if not config.index:
-        raise ValueError("units.vocalnet.index: set it to the set's JSON index (a list of items)")
+        raise VocalNetIndexError("units.vocalnet.index: set it to the set's JSON index (a list of items)")
     with fsspec.open(config.index, "rb") as handle:
         data = handle.read()
     try:
         items = json.loads(data)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"units.vocalnet.index: {config.index} is not JSON ({err})") from err
+    except (ValueError, RecursionError) as err:  # not JSON, or not UTF-8
+        raise VocalNetIndexError(f"units.vocalnet.index: {config.index} is not JSON ({err})") from err
     if not isinstance(items, list):
-        raise ValueError(f"units.vocalnet.index: {config.index} must hold a JSON list of items")
+        raise VocalNetIndexError(f"units.vocalnet.index: {config.index} must hold a JSON list of items")
     return items[: config.limit], data
 
 
@@ -80,7 +85,7 @@ def _paths(item: dict, key: str, count: int) -> list[str]:
 def _read(root: str, path: str, field: str) -> bytes:
     try:
         return read_relative(path, [root])
-    except OSError as err:
+    except (OSError, ValueError, ImportError) as err:  # missing, or a path fsspec cannot open
         raise RecordError(field, "missing_file", f"{path} under {root} ({err}); units.vocalnet.root must be the "
                                                  "folder the index's paths are relative to") from err
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import pytest
 
+from omniforge.config.build import TextConfig
 from omniforge.tasks.build.speech_text import Unspeakable, split_sentences, to_spoken
 
 
-def spoken(text: str, segment: int = 300, turn: int = 1500) -> str:
-    return to_spoken(text, segment, turn).text
+def spoken(text: str, segment: int = 300, turn: int = 1500, scripts=frozenset({"LATIN"})) -> str:
+    return to_spoken(text, TextConfig(max_segment_chars=segment, max_turn_chars=turn), scripts).text
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("It has 2,100,000 people.", "It has two million, one hundred thousand people."),
-        ("It costs $5.50 today.", "It costs five dollars, fifty cents today."),
-        ("Walk 5 km and drink 2 l.", "Walk five kilometers and drink two liters."),
+        ("It has 2,100,000 people.", "It has two million one hundred thousand people."),
+        ("It costs $5.50 today.", "It costs five dollars fifty cents today."),
         ("It is -5°C & 20% humid.", "It is minus five degrees Celsius and twenty percent humid."),
-        ("The 1st time was in 1999.", "The first time was in nineteen ninety-nine."),
+        ("The 1st time was in 1999.", "The first time was in nineteen ninety nine."),
+        ("5 km is about 3.1 mi; 3.5% of $1,200 is $42.", "five kilometers is about three point one miles; three "
+         "point five percent of one thousand two hundred dollars is forty two dollars."),
+        ("I paid $3 or $4 each.", "I paid three dollars or four dollars each."),
+        ("Steps:\n1. Preheat to 180°C.\n2. Bake for 25 min.\n3. Serve at 7:30 pm on Jan. 5.",
+         "Steps: Preheat to one hundred and eighty degrees Celsius. Bake for twenty five minutes. Serve at seven "
+         "thirty PM on january fifth."),
+        ("Tom & Jerry met Dr. Smith on 12/25/2023.", "Tom and Jerry met doctor Smith on december twenty fifth "
+         "twenty twenty three."),
         ("**Paris** is _lovely_ 🎉", "Paris is lovely."),
         ("See [the docs](https://x.org/a) (https://x.org).", "See the docs."),
         ("# Tips\n- Drink water\n- Sleep well", "Tips. Drink water. Sleep well."),
@@ -36,6 +44,8 @@ def test_spelled_out_and_stripped(text, expected):
         ("| a | b |\n|---|---|\n| 1 | 2 |", "table"),
         ("Solve $x^2 = 4$ for x.", "math"),
         ("🎉🎉 !!!", "empty"),
+        ("北京是中国的首都。", "unsupported_language"),
+        ("Привет, как дела?", "unsupported_language"),
     ],
 )
 def test_unspeakable_text_is_refused_with_a_reason(text, reason):
@@ -46,7 +56,7 @@ def test_unspeakable_text_is_refused_with_a_reason(text, reason):
 
 def test_long_turns_are_split_and_capped():
     sentence = "This sentence has exactly eight words in it."
-    result = to_spoken(" ".join([sentence] * 10), 100, 300)
+    result = to_spoken(" ".join([sentence] * 10), TextConfig(max_segment_chars=100, max_turn_chars=300))
     assert result.truncated and len(result.text) <= 300 and result.text.endswith(".")
     assert all(len(s) <= 100 for s in result.segments)
     assert " ".join(result.segments) == result.text
@@ -55,3 +65,15 @@ def test_long_turns_are_split_and_capped():
 def test_a_sentence_longer_than_a_segment_is_cut_at_commas_then_spaces():
     segments = split_sentences("one, two, three, four, five, six, seven, eight, nine, ten", 20)
     assert all(len(s) <= 20 for s in segments) and " ".join(segments).replace(" ,", ",").count(",") == 9
+
+
+def test_text_in_a_script_the_voices_speak_is_kept():
+    from omniforge.config.build import VoiceConfig
+    from omniforge.tasks.build.voices import Voice, speakable_scripts
+
+    chinese = speakable_scripts([Voice("assistant", VoiceConfig(backend="cosyvoice2", voice="p.wav")),
+                                 Voice("user", VoiceConfig(backend="espeak", voice="cmn"))])
+    assert chinese == {"CJK"}
+    assert spoken("北京是中国的首都。", scripts=chinese) == "北京是中国的首都。"
+    english = speakable_scripts([Voice("assistant", VoiceConfig()), Voice("user", VoiceConfig(backend="espeak", voice="en-gb+f3"))])
+    assert english == {"LATIN"}

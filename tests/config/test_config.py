@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from omniforge.cli import app
-from omniforge.config import ConfigError, load_pipeline_config
+from omniforge.config import ConfigError, dump_yaml, load_pipeline_config
 
 runner = CliRunner()
 
@@ -133,3 +133,17 @@ def test_local_paths_become_absolute_against_the_working_folder(tmp_path, monkey
     assert config.store.url == str(tmp_path / "data" / "store")
     assert config.train.log_dir == str(tmp_path / "logs")
     assert load_pipeline_config(demo, ["store.url=s3://bucket/x"]).store.url == "s3://bucket/x"
+
+
+def test_credentials_are_secrets_masked_everywhere_but_where_the_store_is_opened(monkeypatch):
+    config = load_pipeline_config(None, ["store.options.secret=s3cr3t", "store.options.endpoint_url=http://x",
+                                         "store.secrets_from_env.token=OMNIFORGE_TEST_TOKEN"])
+    assert config.store.options == {"endpoint_url": "http://x"} and set(config.store.secrets) == {"secret"}
+    assert "s3cr3t" not in dump_yaml(config) + repr(config) + config.model_dump_json()
+    assert config.model_dump(mode="json", context={"reveal_secrets": True})["store"]["secrets"] == {"secret": "s3cr3t"}
+    with pytest.raises(ConfigError, match=r"store.secrets_from_env.token reads \$OMNIFORGE_TEST_TOKEN"):
+        config.store.storage_options()
+    monkeypatch.setenv("OMNIFORGE_TEST_TOKEN", "t0ken")
+    assert config.store.storage_options() == {"endpoint_url": "http://x", "token": "t0ken", "secret": "s3cr3t"}
+    with pytest.raises(ConfigError, match="store.options.password looks like a credential"):
+        load_pipeline_config(None, ["store.options.password={a: 1}"])

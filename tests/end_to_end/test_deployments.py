@@ -3,6 +3,7 @@ training. And Ray work spread over a real two-node cluster on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -133,3 +134,35 @@ def test_synthesis_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
             ray.shutdown()
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_credentials_reach_neither_a_deployment_nor_a_manifest(prefect_api, s3_endpoint, tmp_path):
+    """Storage credentials given in the config are typed as secrets: the build uses them, `config show`
+    masks them, and neither the deployments' parameters nor any stored file holds them."""
+    import boto3
+
+    key, secret = "AKIDPROBE7F3Q", "probe-s3cr3t-91c2d7"
+    prefix = f"secrets-{os.getpid()}"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "client")}
+    overrides = [f"store.url=s3://omniforge-test/{prefix}", f"store.options.endpoint_url={s3_endpoint}",
+                 f"store.options.key={key}", f"store.options.secret={secret}", "build.source.demo.dialogues=2",
+                 "build.tts.users.size=2", "build.synthesis.workers=1", "ray.num_cpus=2",
+                 f"deploy.source_dir={os.getcwd()}"]
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    for command in (["build-dialogues"], ["deploy"], ["config", "show"]):
+        done = subprocess.run(OMNIFORGE + command + ["--config", "configs/demo.yaml"] + sets, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert secret not in done.stdout + done.stderr
+    assert "secret: '**********'" in done.stdout  # config show names it, masked
+    deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}).json()
+    assert {d["name"] for d in deployments} >= {"build-demo", "train-demo"}
+    for deployment in deployments:
+        parameters = json.dumps(deployment["parameters"])
+        assert secret not in parameters and key not in parameters and "endpoint_url" in parameters
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    objects = s3.list_objects_v2(Bucket="omniforge-test", Prefix=prefix)["Contents"]
+    assert any(o["Key"].endswith("manifest.json") for o in objects)
+    for obj in objects:
+        body = s3.get_object(Bucket="omniforge-test", Key=obj["Key"])["Body"].read()
+        assert secret.encode() not in body and key.encode() not in body, obj["Key"]

@@ -119,7 +119,7 @@ def test_questions_json_with_any_wav_encoding(tmp_path):
     (tmp_path / "missing.jsonl").write_text(json.dumps({"id": "x", "conversation": [
         {"from": "human", "speech": "wav/none.wav"}]}) + "\n")
     with pytest.raises(EvalSetError, match=r"missing\.jsonl: no usable item \(missing\.jsonl item 'x': "
-                                           r"conversation\[0\]\.speech: missing_audio\)"):
+                                           r"conversation\[0\]\.speech: missing_audio: wav/none.wav not found"):
         load_eval_set(str(tmp_path / "missing.jsonl"), None)
 
 

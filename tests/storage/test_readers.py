@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datasets
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -23,9 +24,11 @@ def test_hf_datasets_sees_an_audio_feature(published):
     ds = datasets.load_dataset("parquet", data_files=paths, split="train")
     assert ds.num_rows == 10
     assert isinstance(ds.features["audio"], datasets.Audio)
-    raw = ds.cast_column("audio", datasets.Audio(decode=False))  # decoding needs torchcodec, absent here
-    wave, rate = decode_audio(raw[4]["audio"]["bytes"])
-    assert rate == 16000 and len(wave) == 1600 and raw[4]["text"] == "row 4"
+    decoded = ds[4]["audio"]  # through torchcodec (and the system's FFmpeg), as HF users read audio
+    samples = decoded.get_all_samples()
+    wave, rate = decode_audio(ds.cast_column("audio", datasets.Audio(decode=False))[4]["audio"]["bytes"])
+    assert samples.sample_rate == rate == 16000 and samples.data.shape == (1, 1600) and ds[4]["text"] == "row 4"
+    assert np.allclose(samples.data[0].numpy(), wave, atol=1e-4)  # the same samples soundfile reads
 
 
 def test_duckdb_and_pandas_read_the_shards(published):
