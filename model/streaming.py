@@ -1,4 +1,6 @@
-"""Streaming speech-to-speech generation with KV caches on both LMs, batch size >= 1.
+"""Streaming speech-to-speech generation with KV caches on both LMs, batch size >= 1, answers
+joining and leaving the batch at step boundaries (`StreamingBatch`; `stream_generate` is its
+fixed-batch use).
 
 After every LLM step, each item's new text token is fused (gate fusion) and queued for the TTS
 LM; `ReadWrite.write_budget` says how many speech tokens to write then. The TTS LM never re-reads
@@ -9,7 +11,7 @@ fewer, masked out). Events come out as they happen: text tokens, chunks of speec
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,7 +39,7 @@ class GenerationSettings:
 @dataclass
 class StreamEvent:
     kind: Literal["text", "speech", "end"]
-    item: int
+    item: Hashable  # the prompt's index (stream_generate) or the key it was added with (StreamingBatch)
     tokens: list[int] = field(default_factory=list)  # text ids, or unit ids (0-based) for speech
 
 
@@ -71,7 +73,8 @@ class _Voice:
 
 
 class _CachedLM:
-    """A causal LM fed a few new positions per call, per item, with a growing KV cache."""
+    """A causal LM fed a few new positions per call, per item, with a growing KV cache. Rows can
+    join (another cache's, left-padded to the same history length, the padding masked out) and leave."""
 
     def __init__(self, lm: torch.nn.Module, batch: int, device: torch.device) -> None:
         self.lm = lm
@@ -89,48 +92,164 @@ class _CachedLM:
         self.past = out.cache
         return out
 
+    def select(self, keep: list[int]) -> None:
+        """Keep only these rows (the others' answers ended)."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+        if self.past is not None:
+            self.past.batch_select_indices(index)
+        self.mask, self.positions = self.mask[index], self.positions[index]
+
+    def absorb(self, other: "_CachedLM") -> None:
+        """Append `other`'s rows after ours."""
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        rows = (len(self.mask), len(other.mask))
+        self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(other.mask, length, 1)])
+        self.positions = torch.cat([self.positions, other.positions])
+        template = self.past if self.past is not None else other.past
+        if template is None:
+            return
+        parts = [self._layers(cache, template, n) for cache, n in ((self.past, rows[0]), (other.past, rows[1]))]
+        for layer, mine, theirs in zip(template.layers, *parts):
+            layer.keys = torch.cat([_left_pad(mine[0], length, 2), _left_pad(theirs[0], length, 2)])
+            layer.values = torch.cat([_left_pad(mine[1], length, 2), _left_pad(theirs[1], length, 2)])
+        self.past = template
+
+    @staticmethod
+    def _layers(cache, template, rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's (keys, values); an LM never fed yet has empty ones shaped like `template`'s."""
+        if cache is not None:
+            return [(layer.keys, layer.values) for layer in cache.layers]
+        return [(layer.keys.new_zeros(rows, layer.keys.shape[1], 0, layer.keys.shape[3]),
+                 layer.values.new_zeros(rows, layer.values.shape[1], 0, layer.values.shape[3])) for layer in template.layers]
+
+
+def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """Zeros before the existing history along `dim`, up to `length` positions."""
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+@dataclass
+class _Answer:
+    """One conversation's answer in a running batch: its LLM side and its voice."""
+
+    key: Hashable
+    logits: torch.Tensor   # the LLM's next-token logits
+    hidden: torch.Tensor   # and its last hidden state (gate fusion input)
+    reading: bool = True   # the LLM is still writing text
+    n_read: int = 0
+    voice: _Voice = field(default_factory=_Voice)
+
+    @property
+    def finished(self) -> bool:
+        return not self.reading and self.voice.done
+
+
+class StreamingBatch:
+    """Answers generated together: every LLM step and every TTS forward covers all running ones.
+    An answer joins at a step boundary (its prompt prefilled on its own, its caches then merged
+    into the batch's) and leaves as soon as its text and speech have both ended, so a server
+    answers many conversations at once, not one after another."""
+
+    def __init__(self, model: OmniModel, settings: GenerationSettings = GenerationSettings(),
+                 generator: torch.Generator | None = None) -> None:
+        self.model, self.settings, self.generator = model, settings, generator
+        self.device = next(model.parameters()).device
+        config, tts = model.config, model.speech_generator
+        self.units = slice(config.unit_offset, config.unit_offset + config.unit_vocab_size)
+        self.sep = tts.embed(torch.tensor([config.sep_token_id], device=self.device))[0]
+        self.answers: list[_Answer] = []
+        self.llm: _CachedLM | None = None
+        self.voice_lm: _CachedLM | None = None
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    @torch.no_grad()
+    def add(self, keys: list[Hashable], input_ids: list[torch.Tensor], speech: list[torch.Tensor]) -> None:
+        """Start answering these prompts (speech spliced at their placeholders)."""
+        model = self.model
+        embeds, mask, _ = model.splice(input_ids, speech, left_pad=True)
+        llm = _CachedLM(model.llm, len(keys), self.device)
+        out = llm.feed(embeds, mask, hidden=True)
+        voice_lm = _CachedLM(model.speech_generator.model, len(keys), self.device)
+        if self.llm is None:
+            self.llm, self.voice_lm = llm, voice_lm
+        else:
+            self.llm.absorb(llm)
+            self.voice_lm.absorb(voice_lm)
+        self.answers += [_Answer(key, out.logits[i, -1], out.hidden_states[-1][i, -1]) for i, key in enumerate(keys)]
+
+    @torch.no_grad()
+    def step(self) -> list[StreamEvent]:
+        """One step: each reading answer's next text token, the speech its budget allows, one LLM
+        forward; then the finished answers leave the batch."""
+        model, settings, tts, config = self.model, self.settings, self.model.speech_generator, self.model.config
+        events: list[StreamEvent] = []
+        reading = [i for i, a in enumerate(self.answers) if a.reading]
+        tokens = torch.zeros(len(self.answers), dtype=torch.long, device=self.device)
+        if reading:
+            picked = pick(torch.stack([self.answers[i].logits for i in reading]), settings.text, self.generator)
+            fused = tts.text_inputs(picked, torch.stack([self.answers[i].hidden for i in reading]))
+            for row, i in enumerate(reading):
+                answer, token = self.answers[i], int(picked[row])
+                tokens[i] = token
+                if token == config.eos_token_id or answer.n_read >= settings.max_text_tokens:
+                    answer.reading = False
+                    if not answer.voice.done:
+                        answer.voice.pending.append(self.sep)
+                        answer.voice.final, answer.voice.budget = True, math.inf
+                    continue
+                events.append(StreamEvent("text", answer.key, [token]))
+                answer.n_read += 1
+                if answer.voice.done:  # its speech hit max_speech_tokens; the text goes on alone
+                    continue
+                answer.voice.pending.append(fused[row])
+                answer.voice.budget += model.schedule.write_budget(answer.n_read)
+        keys = [a.key for a in self.answers]
+        events += [StreamEvent(e.kind, keys[e.item], e.tokens) for e in _write(
+            self.voice_lm, [a.voice for a in self.answers], tts, self.units, config.eos_token_id, settings, self.generator)]
+        still = torch.tensor([a.reading for a in self.answers], dtype=torch.long, device=self.device)
+        if still.any():
+            out = self.llm.feed(model.llm.get_input_embeddings()(tokens)[:, None], still[:, None], hidden=True)
+            for i in still.nonzero().flatten().tolist():
+                self.answers[i].logits, self.answers[i].hidden = out.logits[i, -1], out.hidden_states[-1][i, -1]
+        self._drop_finished()
+        return events
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, a in enumerate(self.answers) if not a.finished]
+        if len(keep) == len(self.answers):
+            return
+        self.answers = [self.answers[i] for i in keep]
+        if not keep:
+            self.llm = self.voice_lm = None
+            return
+        self.llm.select(keep)
+        self.voice_lm.select(keep)
+
+    def remove(self, key: Hashable) -> None:
+        """Stop an answer now (its listener left)."""
+        for answer in self.answers:
+            if answer.key == key:
+                answer.reading, answer.voice.done = False, True
+        self._drop_finished()
+
 
 @torch.no_grad()
 def stream_generate(model: OmniModel, input_ids: list[torch.Tensor], speech: list[torch.Tensor],
                     settings: GenerationSettings = GenerationSettings(),
                     generator: torch.Generator | None = None) -> Iterator[StreamEvent]:
-    """Answer a batch of prompts (speech spliced at placeholders) in text and speech at once."""
-    config, tts = model.config, model.speech_generator
-    schedule = model.schedule
-    batch, device = len(input_ids), next(model.parameters()).device
-    embeds, mask, _ = model.splice(input_ids, speech, left_pad=True)
-    llm = _CachedLM(model.llm, batch, device)
-    voice_lm = _CachedLM(tts.model, batch, device)
-    voices = [_Voice() for _ in range(batch)]
-    reading = torch.ones(batch, dtype=torch.bool, device=device)
-    n_read = [0] * batch
-    units = slice(config.unit_offset, config.unit_offset + config.unit_vocab_size)
-    sep = tts.embed(torch.tensor([config.sep_token_id], device=device))[0]
-
-    out = llm.feed(embeds, mask, hidden=True)
-    while True:
-        if reading.any():
-            tokens = pick(out.logits[:, -1], settings.text, generator)
-            fused = tts.text_inputs(tokens, out.hidden_states[-1][:, -1])
-            for i in reading.nonzero().flatten().tolist():
-                if int(tokens[i]) == config.eos_token_id or n_read[i] >= settings.max_text_tokens:
-                    reading[i] = False
-                    if not voices[i].done:
-                        voices[i].pending.append(sep)
-                        voices[i].final, voices[i].budget = True, math.inf
-                    continue
-                yield StreamEvent("text", i, [int(tokens[i])])
-                n_read[i] += 1
-                if voices[i].done:  # its speech hit max_speech_tokens; the text goes on alone
-                    continue
-                voices[i].pending.append(fused[i])
-                voices[i].budget += schedule.write_budget(n_read[i])
-        yield from _write(voice_lm, voices, tts, units, config.eos_token_id, settings, generator)
-        if not reading.any():
-            break
-        out = llm.feed(model.llm.get_input_embeddings()(tokens)[:, None], reading.long()[:, None], hidden=True)
-    while not all(v.done for v in voices):
-        yield from _write(voice_lm, voices, tts, units, config.eos_token_id, settings, generator)
+    """Answer a batch of prompts (speech spliced at placeholders) in text and speech at once;
+    events name their prompt by its index."""
+    batch = StreamingBatch(model, settings, generator)
+    batch.add(list(range(len(input_ids))), input_ids, speech)
+    while len(batch):
+        yield from batch.step()
 
 
 def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: int,

@@ -16,7 +16,6 @@ from omniforge.config.evaluate import EvaluateConfig
 from omniforge.config.train import TrainConfig
 from omniforge.config.units import UnitsConfig
 
-
 SECRET_WORDS = ("key", "secret", "token", "password", "credential")  # in an fsspec option's name: a secret
 MASK = "**********"
 

@@ -34,18 +34,30 @@ def config_for(tmp_path, *overrides, store="store"):
 
 
 def test_rows_match_input_turns_and_rejects_carry_reasons(tmp_path):
+    """A JSONL file as people hold them: good records, numbers and markdown to normalize, a Latin-1
+    line, broken JSON, an unknown role, unspeakable text. The good ones build, the rest are rejects."""
     source = tmp_path / "dialogues.jsonl"
     records = [
         {"id": "good", "conversations": [{"from": "human", "value": "How far is the moon?"},
                                          {"from": "gpt", "value": "About **384,400 km** away."},
-                                         {"from": "human", "value": "Thank you very much."},
-                                         {"from": "gpt", "value": "You are welcome."}]},
+                                         {"from": "human", "value": "What does the trip cost?"},
+                                         {"from": "gpt", "value": "It costs $1,200, about 3.5% of the budget, due on "
+                                                                  "Jan. 5, 2024."}]},
+        {"id": "list", "messages": [{"role": "user", "content": "What should I pack?"},
+                                    {"role": "assistant", "content": "Pack these:\n- 2 liters of water\n- 3 apples"}]},
         {"id": "code", "messages": [{"role": "user", "content": "Show me code."},
                                     {"role": "assistant", "content": "```python\nprint(1)\n```"}]},
+        {"id": "math", "messages": [{"role": "user", "content": "Solve it."},
+                                    {"role": "assistant", "content": "Solve $x^2 = 4$ for x."}]},
+        {"id": "chinese", "messages": [{"role": "user", "content": "首都是哪里？"}, {"role": "assistant", "content": "北京。"}]},
         {"id": "short", "messages": [{"role": "user", "content": "Please say hello to me."}, {"role": "assistant", "content": "Hi."}]},
         {"id": "alien", "messages": [{"role": "martian", "content": "Hello?"}]},
     ]
-    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    lines = [json.dumps(r, ensure_ascii=False).encode() for r in records]
+    lines.insert(2, json.dumps({"id": "latin1", "messages": [{"role": "user", "content": "Café?"}]},
+                               ensure_ascii=False).encode("latin-1"))
+    lines.insert(4, b'{"id": "broken", "messages": [')
+    source.write_bytes(b"\n".join(lines) + b"\n")
     config = config_for(tmp_path, "build.source.kind=jsonl", f"build.source.path={source}",
                         "build.validation.min_duration_s=0.55")
     summary = build_dialogues(config)
@@ -53,28 +65,32 @@ def test_rows_match_input_turns_and_rejects_carry_reasons(tmp_path):
     store = store_from_config(config.store)
     speech = store.manifest(summary["speech_version"])
     table = store.read_table(speech)
-    assert table.column("utterance_id").to_pylist() == ["good/0", "good/1", "good/2", "good/3"]
-    assert table.column("text").to_pylist() == ["How far is the moon?",
-                                                "About three hundred and eighty-four thousand, four hundred kilometers away.",
-                                                "Thank you very much.", "You are welcome."]
-    assert table.column("role").to_pylist() == ["user", "assistant"] * 2
+    assert table.column("utterance_id").to_pylist() == ["good/0", "good/1", "good/2", "good/3", "list/0", "list/1"]
+    assert table.column("text").to_pylist() == [
+        "How far is the moon?", "About three hundred eighty four thousand four hundred kilometers away.",
+        "What does the trip cost?", "It costs one thousand two hundred dollars, about three point five percent of "
+        "the budget, due on january fifth, twenty twenty four.",
+        "What should I pack?", "Pack these: two liters of water. three apples."]
+    assert table.column("role").to_pylist() == ["user", "assistant"] * 3
     speakers = table.column("speaker").to_pylist()
     assert speakers[1] == speakers[3] == "assistant" and speakers[0] == speakers[2] != "assistant"
     assert set(table.column("sampling_rate").to_pylist()) == {16000}
     assert set(table.column("native_sampling_rate").to_pylist()) == {22050}
 
     dialogues = store.manifest(summary["dialogues_version"])
-    rejects = {r["record"].split(" ")[0]: (r["field"], r["reason"]) for r in store.read_table(dialogues, "rejects").to_pylist()}
-    assert rejects == {"code": ("turns[1].text", "code"), "short": ("turns[1].audio", "too_short"),
-                       "alien": ("messages[0].role", "unknown_role")}
-    assert summary["rejects_by_reason"] == {"code": 1, "too_short": 1, "unknown_role": 1}
+    rejects = {r["record"]: (r["field"], r["reason"]) for r in store.read_table(dialogues, "rejects").to_pylist()}
+    assert rejects == {"line 3": ("<line>", "bad_encoding"), "line 5": ("<json>", "malformed_json"),
+                       "code": ("turns[1].text", "code"), "math": ("turns[1].text", "math"),
+                       "chinese": ("turns[0].text", "unsupported_language"), "short": ("turns[1].audio", "too_short"),
+                       "alien (line 9)": ("messages[0].role", "unknown_role")}
+    assert summary["rejects_by_reason"] == {"bad_encoding": 1, "malformed_json": 1, "code": 1, "math": 1,
+                                            "unsupported_language": 1, "too_short": 1, "unknown_role": 1}
     assert speech.parents[0].ref() == dialogues.ref() and speech.flow_run_id
 
     # the shards load with HF datasets, and the assistant's audio says its text
     hf = datasets.load_dataset("parquet", data_files=store.shard_uris(speech), split="train")
-    for column in ("audio", "audio_native"):  # decoding needs torchcodec, absent on this CPU torch
-        hf = hf.cast_column(column, datasets.Audio(decode=False))
-    wave, rate = decode_audio(hf[3]["audio"]["bytes"])
+    samples = hf[3]["audio"].get_all_samples()  # datasets decodes it (torchcodec)
+    wave, rate = samples.data[0].numpy(), samples.sample_rate
     assert rate == 16000 and abs(len(wave) / rate - hf[3]["duration"]) < 0.01
     assert word_error_rate(hf[3]["text"], Transcriber("tiny.en").transcribe(wave)) <= 0.25
 

@@ -16,7 +16,7 @@ from omniforge.model.read_write import ReadWrite, interleave
 from omniforge.model.reference_generation import generate_reference
 from omniforge.model.released_checkpoint import export_released_state, load_released, ours_to_released, released_to_ours
 from omniforge.model.speech_adapter import SpeechAdapter
-from omniforge.model.streaming import GenerationSettings, stream_generate
+from omniforge.model.streaming import GenerationSettings, StreamingBatch, stream_generate
 from tests.tiny_model import EOS, SPEECH_TOKEN, TEXT_VOCAB, UNITS, tiny_config, tiny_model
 
 
@@ -148,6 +148,35 @@ def test_cached_streaming_equals_uncached_recomputation():
     assert len(streamed[0][0]) < len(streamed[1][0])
     assert [e.kind for e in events].count("end") == 2
     assert all(len(e.tokens) <= model.config.stream_write for e in events if e.kind == "speech")
+
+
+def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone():
+    """A conversation joins the batch at a step boundary and another leaves mid-answer: each
+    remaining answer is token for token what it would be on its own."""
+    model = tiny_model(seed=3).double()
+    features, lengths = torch.randn(3, 16, 60, dtype=torch.float64), torch.tensor([60, 35, 48])
+    speech = model.speech_embeddings(features, lengths)
+    prompts = [torch.tensor([1, SPEECH_TOKEN, 7, 8]), torch.tensor([1, 9, SPEECH_TOKEN, 3, 11]),
+               torch.tensor([2, SPEECH_TOKEN])]
+    settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=24)
+    batch = StreamingBatch(model, settings)
+    batch.add(["a"], prompts[:1], speech[:1])
+    events = []
+    for _ in range(3):
+        events += batch.step()
+    batch.add(["b", "c"], prompts[1:], speech[1:])  # they join while "a" is mid-answer
+    events += batch.step()
+    batch.remove("c")  # its listener left
+    removed_at = len(events)
+    assert len(batch) == 2
+    while len(batch):
+        events += batch.step()
+    for key, item in (("a", 0), ("b", 1)):
+        text = [e.tokens[0] for e in events if e.kind == "text" and e.item == key]
+        units = [u for e in events if e.kind == "speech" and e.item == key for u in e.tokens]
+        assert (text, units) == generate_reference(model, prompts[item], [speech[item]], settings)
+    assert sorted(e.item for e in events if e.kind == "end") == ["a", "b"]
+    assert any(e.item == "c" for e in events[:removed_at]) and not any(e.item == "c" for e in events[removed_at:])
 
 
 def test_speech_starts_before_the_text_ends():

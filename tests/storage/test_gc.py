@@ -10,7 +10,7 @@ from tests.storage.test_store import publish_speech, speech_table, store  # noqa
 WEEK = timedelta(days=7)
 
 
-def orphan_writer(store, name: str) -> list[str]:
+def orphan_writer(store, name: str) -> list[str]:  # noqa: F811 - the fixture
     """Files of a writer that died before publishing."""
     writer = store.writer("speech", name)
     writer.write_table("data", speech_table(6))
@@ -47,15 +47,15 @@ def test_the_gc_command_lists_then_deletes(tmp_path):
 
     from tests.storage.test_store import make_store
 
-    store = make_store(str(tmp_path / "store"))
-    publish_speech(store, 4)
-    orphans = orphan_writer(store, "demo")
-    command = [sys.executable, "-m", "omniforge.cli", "artifacts", "gc", "--store", store.url, "--grace-hours", "0"]
+    local = make_store(str(tmp_path / "store"))
+    publish_speech(local, 4)
+    orphans = orphan_writer(local, "demo")
+    command = [sys.executable, "-m", "omniforge.cli", "artifacts", "gc", "--store", local.url, "--grace-hours", "0"]
     listed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and all(path in listed.stdout for path in orphans)
-    assert f"{len(orphans)} unreferenced files" in listed.stdout and store.fs.exists(store.path(orphans[0]))
+    assert f"{len(orphans)} unreferenced files" in listed.stdout and local.fs.exists(local.path(orphans[0]))
     kept = subprocess.run(command[:-1] + ["24"], capture_output=True, text=True, timeout=120)
     assert "0 unreferenced files" in kept.stdout  # younger than the grace period
     removed = subprocess.run(command + ["--delete"], capture_output=True, text=True, timeout=120)
     assert f"removed {len(orphans)} files" in removed.stdout
-    assert not any(store.fs.exists(store.path(p)) for p in orphans) and store.verify("speech/demo") == []
+    assert not any(local.fs.exists(local.path(p)) for p in orphans) and local.verify("speech/demo") == []
