@@ -37,6 +37,13 @@ def open_store(config: str | None, overrides: list[str] | None, store: str | Non
     return store_from_config(load(config, overrides, store).store)
 
 
+def preflight_store(config: PipelineConfig):
+    """The store, reached once (an unreachable one fails here in one line)."""
+    from omniforge.flows import preflight as checks
+
+    return checks.check_store(config)
+
+
 def preflight(config: PipelineConfig, *, source=None, eval_set: bool = False) -> None:
     """Fail in one line before any flow starts: the store, the input file, the eval set."""
     from omniforge.flows import preflight as checks
@@ -295,6 +302,28 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None,
 
     summary = flow(resolved)
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("serve")
+def serve(config: ConfigOpt = None, set_: SetOpt = None,
+          checkpoint: Annotated[Optional[str], typer.Option(help="checkpoint/NAME[@version]")] = None,
+          host: Annotated[Optional[str], typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="TCP port (default 8000).")] = None) -> None:
+    """Talk to a checkpoint: a WebSocket endpoint (/v1/realtime, OpenAI Realtime's events) and a page
+    at / that answers many conversations at once."""
+    overrides = list(set_ or []) + [f"serve.{name}={value}" for name, value in
+                                    (("checkpoint", checkpoint), ("host", host), ("port", port)) if value is not None]
+    resolved = load(config, overrides)
+    store = preflight_store(resolved)
+    import uvicorn
+
+    from omniforge.tasks.serve.app import create_app, open_answerer
+
+    settings = resolved.serve
+    app_ = create_app(open_answerer(store, resolved), settings)
+    typer.echo(f"serving {settings.checkpoint} on http://{settings.host}:{settings.port}/ (WebSocket /v1/realtime)")
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning",
+                ws_max_size=settings.max_frame_bytes * 2)
 
 
 @app.command("compare")

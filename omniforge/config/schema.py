@@ -13,6 +13,7 @@ from omniforge.config.build import BuildConfig
 from omniforge.config.corpus import CorpusConfig
 from omniforge.config.deploy import DeployConfig
 from omniforge.config.evaluate import EvaluateConfig
+from omniforge.config.serve import ServeConfig
 from omniforge.config.train import TrainConfig
 from omniforge.config.units import UnitsConfig
 
@@ -104,3 +105,4 @@ class PipelineConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Staged training.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Streaming evaluation.")
     deploy: DeployConfig = Field(default_factory=DeployConfig, description="Prefect deployments.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="`omniforge serve`: talk to a checkpoint.")

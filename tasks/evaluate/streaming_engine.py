@@ -67,6 +67,13 @@ class StreamingEngine:
         self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)
 
     @torch.no_grad()
+    def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The chat prompt of a conversation ending with the user's turn, and the encoded speech of
+        every user turn (spliced at the prompt's placeholders)."""
+        padded, lengths = self.features.batch([torch.from_numpy(w) for w in speech])
+        return self.chat.encode(history, generation_prompt=True).input_ids, self.model.speech_embeddings(padded, lengths)
+
+    @torch.no_grad()
     def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> AnswerTrace:
         """Answer the last user turn. history: (role, text) turns ending with the user's (whose text is
         unused); speech: the 16 kHz wave of every user turn, in order."""
@@ -78,9 +85,7 @@ class StreamingEngine:
         def mark(kind: str, size: int) -> None:
             events.append(TimedEvent(kind, time.perf_counter() - began, size))
 
-        padded, lengths = self.features.batch([torch.from_numpy(w) for w in speech])
-        prompt = self.chat.encode(history, generation_prompt=True).input_ids
-        spoken = self.model.speech_embeddings(padded, lengths)
+        prompt, spoken = self.prompt(history, speech)
 
         def unit_chunks() -> Iterator[list[int]]:
             for event in stream_generate(self.model, [prompt], spoken, self.settings, self.generator):

@@ -26,7 +26,6 @@ import json
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Protocol
@@ -64,6 +63,24 @@ class UnitDecoder(Protocol):
 
     def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
         """Audio chunks as the unit chunks arrive."""
+
+    def session(self) -> "AudioSession":
+        """The same, pushed: for a caller that gets units as events (a server's many answers)."""
+
+
+class AudioSession(Protocol):
+    def push(self, units: list[int]) -> list[np.ndarray]:
+        """Audio made exact by these units (maybe none yet)."""
+
+    def finish(self) -> list[np.ndarray]:
+        """The rest of the audio, once the units have ended."""
+
+
+def stream_through(session: AudioSession, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
+    """Pull-style streaming over a push session (the one way both decoders stream)."""
+    for chunk in chunks:
+        yield from session.push(chunk)
+    yield from session.finish()
 
 
 class UnitAudioDecoder:
@@ -104,20 +121,10 @@ class UnitAudioDecoder:
         return self._samples(torch.tensor(units), 0, self.grid.samples(len(units)), final=True)
 
     def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
-        """The first audio as soon as it is exact; then chunks that double in length up to
-        `max_chunk_samples`, as each one recomputes the vocoder's context on both sides."""
-        units: list[int] = []
-        emitted, wanted = 0, 1
-        for chunk in chunks:
-            units.extend(chunk)
-            ready = self._exact_until(len(units))
-            if ready - emitted >= wanted:
-                yield self._samples(torch.tensor(units), emitted, ready, final=False)
-                wanted = min(2 * (ready - emitted), self.max_chunk_samples) or 1
-                emitted = ready
-        total = self.grid.samples(len(units))
-        if total > emitted:
-            yield self._samples(torch.tensor(units), emitted, total, final=True)
+        return stream_through(self.session(), chunks)
+
+    def session(self) -> "_LearnedSession":
+        return _LearnedSession(self)
 
     def _exact_until(self, n_units: int) -> int:
         """First sample not yet exact when only `n_units` units are known."""
@@ -126,6 +133,34 @@ class UnitAudioDecoder:
         # a mel frame is exact if the frames within mel_context of it have known units
         exact_frames = frames_known - self.mel_context - self.vocoder_context - 1
         return max(0, min(exact_frames * grid.hop, grid.samples(n_units)))
+
+
+class _LearnedSession:
+    """The first audio as soon as it is exact; then chunks that double in length up to
+    `max_chunk_samples`, as each one recomputes the vocoder's context on both sides."""
+
+    def __init__(self, decoder: UnitAudioDecoder) -> None:
+        self.decoder = decoder
+        self.units: list[int] = []
+        self.emitted, self.wanted = 0, 1
+
+    def push(self, units: list[int]) -> list[np.ndarray]:
+        self.units.extend(units)
+        ready = self.decoder._exact_until(len(self.units))
+        if ready - self.emitted < self.wanted:
+            return []
+        audio = self.decoder._samples(torch.tensor(self.units), self.emitted, ready, final=False)
+        self.wanted = min(2 * (ready - self.emitted), self.decoder.max_chunk_samples) or 1
+        self.emitted = ready
+        return [audio]
+
+    def finish(self) -> list[np.ndarray]:
+        total = self.decoder.grid.samples(len(self.units))
+        if total <= self.emitted:
+            return []
+        audio = self.decoder._samples(torch.tensor(self.units), self.emitted, total, final=True)
+        self.emitted = total
+        return [audio]
 
 
 def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: UnitToMelSettings, grid: MelGrid,
@@ -269,16 +304,6 @@ class CosyVoice2UnitDecoder:
         """Units needed before the first chunk can be decoded."""
         return self.hop + self.model.flow.pre_lookahead_len
 
-    @contextmanager
-    def _session(self) -> Iterator[str]:
-        """CosyVoice keeps the vocoder's cross-fade cache per session id."""
-        session = str(uuid.uuid4())
-        self.model.hift_cache_dict[session] = None
-        try:
-            yield session
-        finally:
-            self.model.hift_cache_dict.pop(session, None)
-
     @torch.no_grad()
     def _token2wav(self, units: list[int], offset: int, session: str, finalize: bool) -> np.ndarray:
         speech = self.model.token2wav(token=torch.tensor([units], dtype=torch.int32),
@@ -288,20 +313,41 @@ class CosyVoice2UnitDecoder:
         return speech[0].float().cpu().numpy()
 
     def decode(self, units: list[int]) -> np.ndarray:
-        with self._session() as session:
-            return self._token2wav(list(units), 0, session, finalize=True)
+        """One-shot: the session's final decode over every unit."""
+        session = self.session()
+        session.units = list(units)
+        return np.concatenate(session.finish() or [np.zeros(0, np.float32)])
 
     def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
-        with self._session() as session:
-            units: list[int] = []
-            offset = 0
-            for chunk in chunks:
-                units.extend(chunk)
-                while len(units) - offset >= self.lookahead_units():
-                    yield self._token2wav(units[: offset + self.lookahead_units()], offset, session, finalize=False)
-                    offset += self.hop
-            if units:
-                yield self._token2wav(units, offset, session, finalize=True)
+        return stream_through(self.session(), chunks)
+
+    def session(self) -> "_CosyVoice2Session":
+        return _CosyVoice2Session(self)
+
+
+class _CosyVoice2Session:
+    """CosyVoice 2's own schedule: a chunk once `hop` new tokens plus the flow's look-ahead are known."""
+
+    def __init__(self, decoder: CosyVoice2UnitDecoder) -> None:
+        self.decoder = decoder
+        self.id = str(uuid.uuid4())
+        decoder.model.hift_cache_dict[self.id] = None  # the vocoder's cross-fade cache, per session
+        self.units: list[int] = []
+        self.offset = 0
+
+    def push(self, units: list[int]) -> list[np.ndarray]:
+        self.units.extend(units)
+        out, ahead = [], self.decoder.lookahead_units()
+        while len(self.units) - self.offset >= ahead:
+            out.append(self.decoder._token2wav(self.units[: self.offset + ahead], self.offset, self.id, finalize=False))
+            self.offset += self.decoder.hop
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        try:
+            return [self.decoder._token2wav(self.units, self.offset, self.id, finalize=True)] if self.units else []
+        finally:
+            self.decoder.model.hift_cache_dict.pop(self.id, None)
 
 
 def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:

@@ -1,0 +1,1 @@
+"""Serving: a checkpoint answers spoken conversations over WebSockets, many at once."""

@@ -1,0 +1,203 @@
+"""`omniforge serve`: the ASGI app. `/` is the talk page, `/v1/realtime` the WebSocket protocol
+(`tasks/serve/protocol.py`). Each connection is one multi-turn conversation: its history is kept as
+in training, each committed turn is answered by the shared model thread (`BatchedAnswerer`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from importlib import resources
+
+import numpy as np
+import torch
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, Response
+
+from omniforge.config import PipelineConfig
+from omniforge.config.serve import ServeConfig
+from omniforge.model.mel import INPUT_SAMPLE_RATE
+from omniforge.model.streaming import GenerationSettings
+from omniforge.storage import ArtifactRef, ArtifactStore
+from omniforge.tasks.evaluate.steps import checkpoint_units, speech_sampling
+from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
+from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer
+from omniforge.tasks.serve.protocol import (
+    ProtocolError,
+    decode_pcm16,
+    encode_pcm16,
+    error_event,
+    parse_client_event,
+    server_event,
+)
+from omniforge.tasks.train.checkpoints import load_checkpoint
+from omniforge.tasks.train.text_tokenizer import ChatFormat
+from omniforge.tasks.units.decoder import open_decoder
+from omniforge.tasks.units.steps import decoder_for
+
+PAGE_FILES = {"worklets.js": "text/javascript"}
+
+
+def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswerer:
+    """The checkpoint, its units -> audio decoder (trained first if its units have none yet) and
+    the model thread that answers every conversation."""
+    settings = config.serve
+    checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
+    decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, None)
+    model, tokenizer = load_checkpoint(store, checkpoint)
+    generation = GenerationSettings(max_text_tokens=settings.max_text_tokens, max_speech_tokens=settings.max_speech_tokens,
+                                    speech=speech_sampling(settings.speech_temperature))
+    engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
+                             open_decoder(store, decoder, settings.decoder), generation)
+    return BatchedAnswerer(engine, generation, settings.torch_threads, torch.Generator().manual_seed(0),
+                           settings.admit_window_ms / 1000)
+
+
+class Conversation:
+    """One connection: its history, the user's turn being received, the answer in flight."""
+
+    def __init__(self, settings: ServeConfig) -> None:
+        self.settings = settings
+        self.id = f"sess_{uuid.uuid4().hex[:12]}"
+        self.history: list[tuple[str, str]] = []
+        self.speech: list[np.ndarray] = []
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+        self.answering: str | None = None  # the response id in flight
+
+    def append(self, audio: np.ndarray) -> None:
+        if self.buffered + len(audio) > self.settings.max_turn_seconds * INPUT_SAMPLE_RATE:
+            self.clear()
+            raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of "
+                                                 "audio; the buffer was cleared")
+        self.buffer.append(audio)
+        self.buffered += len(audio)
+
+    def clear(self) -> None:
+        self.buffer, self.buffered = [], 0
+
+    def commit(self) -> str:
+        if self.answering is not None:
+            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        if not self.buffered:
+            raise ProtocolError("input_audio_buffer_commit_empty", "append audio before committing a turn")
+        self.speech.append(np.concatenate(self.buffer))
+        self.history.append(("user", ""))
+        self.clear()
+        self.answering = f"resp_{uuid.uuid4().hex[:12]}"
+        return self.answering
+
+
+def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
+    app = FastAPI(title="omniforge", docs_url=None, redoc_url=None)
+    output_rate = answerer.engine.decoder.sample_rate
+    app.state.active = 0
+
+    @app.get("/")
+    def page() -> HTMLResponse:
+        return HTMLResponse(resources.files("omniforge.tasks.serve").joinpath("page/index.html").read_text())
+
+    @app.get("/page/{name}")
+    def page_file(name: str) -> Response:
+        if name not in PAGE_FILES:
+            return Response(status_code=404)
+        body = resources.files("omniforge.tasks.serve").joinpath(f"page/{name}").read_text()
+        return Response(body, media_type=PAGE_FILES[name])
+
+    @app.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket) -> None:
+        await ws.accept()
+        if app.state.active >= settings.max_conversations:
+            await ws.send_text(error_event("server_busy", f"{settings.max_conversations} conversations are in "
+                                                          "progress; try again later"))
+            await ws.close(code=1013)
+            return
+        app.state.active += 1
+        conversation = Conversation(settings)
+        outbox: asyncio.Queue = asyncio.Queue()
+        sender = asyncio.create_task(_send(ws, outbox, conversation))
+        try:
+            await ws.send_text(server_event("session.created", session={
+                "id": conversation.id, "input_audio_format": {"type": "audio/pcm", "rate": INPUT_SAMPLE_RATE},
+                "output_audio_format": {"type": "audio/pcm", "rate": output_rate},
+                "max_turn_seconds": settings.max_turn_seconds}))
+            await _receive(ws, conversation, answerer, outbox, asyncio.get_running_loop())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            app.state.active -= 1
+            if conversation.answering is not None:
+                answerer.cancel(conversation.answering)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+
+    async def _receive(ws: WebSocket, conversation: Conversation, answerer: BatchedAnswerer, outbox: asyncio.Queue,
+                       loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            try:
+                if message.get("text") is None:
+                    raise ProtocolError("binary_frame", "frames are JSON text (audio goes base64 in "
+                                                        "input_audio_buffer.append)")
+                if len(message["text"]) > settings.max_frame_bytes:
+                    raise ProtocolError("frame_too_large", f"a frame may hold at most {settings.max_frame_bytes} bytes")
+                event = parse_client_event(message["text"])
+                kind = event["type"]
+                if kind == "input_audio_buffer.append":
+                    conversation.append(decode_pcm16(event.get("audio")))
+                elif kind == "input_audio_buffer.clear":
+                    conversation.clear()
+                    await ws.send_text(server_event("input_audio_buffer.cleared"))
+                elif kind == "response.cancel":
+                    if conversation.answering is not None:
+                        answerer.cancel(conversation.answering)
+                        outbox.put_nowait((conversation.answering, AnswerEvent("cancelled", 0.0)))
+                else:
+                    response = conversation.commit()
+                    await ws.send_text(server_event("input_audio_buffer.committed", item_id=f"item_{response[5:]}"))
+                    await ws.send_text(server_event("response.created", response={"id": response,
+                                                                                   "status": "in_progress"}))
+
+                    def listener(answer: AnswerEvent, response: str = response) -> None:
+                        loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
+
+                    answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.speech),
+                                                  listener))
+            except ProtocolError as err:
+                await ws.send_text(error_event(err.code, str(err)))
+
+    async def _send(ws: WebSocket, outbox: asyncio.Queue, conversation: Conversation) -> None:
+        """Answer events to the client, in order; a finished answer joins the history."""
+        while True:
+            response, answer = await outbox.get()
+            if response != conversation.answering:
+                continue  # a cancelled answer's late events
+            if answer.kind == "text":
+                await ws.send_text(server_event("response.text.delta", response_id=response, delta=answer.text,
+                                                seconds=round(answer.seconds, 4)))
+            elif answer.kind == "audio":
+                await ws.send_text(server_event("response.audio.delta", response_id=response,
+                                                delta=encode_pcm16(answer.audio), samples=len(answer.audio),
+                                                seconds=round(answer.seconds, 4)))
+            else:
+                await _finish(ws, conversation, response, answer)
+
+    async def _finish(ws: WebSocket, conversation: Conversation, response: str, answer: AnswerEvent) -> None:
+        status = {"done": "completed", "cancelled": "cancelled"}.get(answer.kind, "failed")
+        if status == "completed":
+            conversation.history.append(("assistant", answer.text))
+            await ws.send_text(server_event("response.text.done", response_id=response, text=answer.text))
+            await ws.send_text(server_event("response.audio.done", response_id=response))
+        else:  # the user turn stays unanswered in neither history nor speech
+            conversation.history.pop()
+            conversation.speech.pop()
+        conversation.answering = None
+        await ws.send_text(server_event("response.done", response={
+            "id": response, "status": status, "output_text": answer.text if status == "completed" else "",
+            "first_audio_seconds": None if answer.first_audio is None else round(answer.first_audio, 4),
+            **({"error": answer.text} if status == "failed" else {})}))
+
+    return app

@@ -1,0 +1,45 @@
+// Audio worklets of the talk page: 'capture' hands the microphone's samples to the page in blocks,
+// 'player' plays the answer's chunks back to back from a queue, so consecutive chunks leave no gap.
+
+class Capture extends AudioWorkletProcessor {
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (channel) this.port.postMessage(channel.slice(0));
+    return true;
+  }
+}
+
+class Player extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.queue = [];
+    this.offset = 0;
+    this.played = 0;
+    this.port.onmessage = (event) => this.queue.push(event.data);
+  }
+
+  process(inputs, outputs) {
+    const out = outputs[0][0];
+    let written = 0;
+    while (written < out.length && this.queue.length) {
+      const chunk = this.queue[0];
+      const n = Math.min(out.length - written, chunk.length - this.offset);
+      out.set(chunk.subarray(this.offset, this.offset + n), written);
+      written += n;
+      this.offset += n;
+      if (this.offset === chunk.length) {
+        this.queue.shift();
+        this.offset = 0;
+      }
+    }
+    out.fill(0, written);
+    if (written) {
+      this.played += written;
+      this.port.postMessage({played: this.played, queued: this.queue.length});
+    }
+    return true;
+  }
+}
+
+registerProcessor('capture', Capture);
+registerProcessor('player', Player);

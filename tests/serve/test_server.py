@@ -1,0 +1,163 @@
+"""`omniforge serve` over a plain WebSocket client: a two-turn conversation with its history, events
+in order, decodable audio; and faults: malformed frames, an oversized turn, a client leaving
+mid-answer, more clients than slots. The server keeps serving the others."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+DELTAS = {"response.text.delta", "response.audio.delta"}
+
+
+def pcm16(wave: np.ndarray) -> str:
+    return base64.b64encode((np.clip(wave, -1, 0.99997) * 32768).astype("<i2").tobytes()).decode()
+
+
+class Client:
+    def __init__(self, url: str) -> None:
+        self.ws = connect(url, max_size=None, open_timeout=30)
+        self.session = self.receive()
+
+    def send(self, **event) -> None:
+        self.ws.send(json.dumps(event))
+
+    def receive(self, timeout: float = 120) -> dict:
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def say(self, wave: np.ndarray, chunk: int = 3200, commit: bool = True) -> None:
+        for start in range(0, len(wave), chunk):
+            self.send(type="input_audio_buffer.append", audio=pcm16(wave[start:start + chunk]))
+        if commit:
+            self.send(type="input_audio_buffer.commit")
+
+    def answer(self) -> dict:
+        events = []
+        while not events or events[-1]["type"] != "response.done":
+            events.append(self.receive())
+        audio = [np.frombuffer(base64.b64decode(e["delta"]), "<i2") for e in events if e["type"] == "response.audio.delta"]
+        return {"events": events, "text": "".join(e["delta"] for e in events if e["type"] == "response.text.delta"),
+                "audio": np.concatenate(audio).astype(np.float32) / 32768 if audio else np.zeros(0, np.float32),
+                "done": events[-1]["response"]}
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
+    client = Client(served.url)
+    assert client.session["type"] == "session.created"
+    rate = client.session["session"]["output_audio_format"]["rate"]
+    assert client.session["session"]["input_audio_format"] == {"type": "audio/pcm", "rate": 16000}
+    engine = served.answerer.engine
+
+    def after(first_text: str, first_wave, second_wave):
+        return engine.answer([("user", ""), ("assistant", first_text), ("user", "")], [first_wave, second_wave])
+
+    # two questions whose second answer changes with the first exchange (so the test can tell)
+    first_question, second_question = next(
+        (a, b) for a in served.questions[:4] for b in served.questions[:4] if a is not b
+        and after(engine.answer([("user", "")], [a]).text, a, b).units != engine.answer([("user", "")], [b]).units)
+    client.say(first_question)
+    first = client.answer()
+    client.say(second_question)
+    second = client.answer()
+    client.close()
+    for answer in (first, second):
+        kinds = [e["type"] for e in answer["events"]]
+        assert kinds[:2] == ["input_audio_buffer.committed", "response.created"]
+        assert kinds[-3:] == ["response.text.done", "response.audio.done", "response.done"]
+        assert set(kinds[2:-3]) <= DELTAS and "response.audio.delta" in kinds
+        deltas = [e for e in answer["events"] if e["type"] in DELTAS]
+        assert all(a["seconds"] <= b["seconds"] for a, b in zip(deltas, deltas[1:]))  # in the order they were made
+        assert answer["done"]["status"] == "completed" and answer["done"]["output_text"] == answer["text"].strip()
+        samples = sum(e["samples"] for e in deltas if e["type"] == "response.audio.delta")
+        assert len(answer["audio"]) == samples > 0 and np.abs(answer["audio"]).max() > 0.001
+        assert 0 < answer["done"]["first_audio_seconds"] <= deltas[-1]["seconds"]
+        assert rate == served.answerer.engine.decoder.sample_rate
+    # the second answer is the one the model gives with the first exchange as its history
+    with_history = after(first["done"]["output_text"], first_question, second_question)
+    assert second["done"]["output_text"] == with_history.text
+    assert len(second["audio"]) == len(with_history.audio)
+    assert np.allclose(second["audio"], with_history.audio, atol=2 / 32768)  # the same speech, 16-bit
+    first_alone = engine.answer([("user", "")], [first_question])
+    assert first["done"]["output_text"] == first_alone.text and len(first["audio"]) == len(first_alone.audio)
+
+
+def test_malformed_frames_are_answered_with_errors_and_the_conversation_goes_on(served):
+    client = Client(served.url)
+    client.ws.send("{not json")
+    client.send(type="session.hack")
+    client.send(type="input_audio_buffer.append", audio="!!not base64!!")
+    client.send(type="input_audio_buffer.append", audio=base64.b64encode(b"\x01\x02\x03").decode())
+    client.ws.send(b"\x00\x01")
+    client.send(type="input_audio_buffer.commit")
+    codes = [client.receive()["error"]["code"] for _ in range(6)]
+    assert codes == ["invalid_json", "unknown_event", "invalid_audio", "invalid_audio", "binary_frame",
+                     "input_audio_buffer_commit_empty"]
+    client.say(served.questions[2])
+    assert client.answer()["done"]["status"] == "completed"
+    client.close()
+
+
+def test_an_oversized_turn_is_refused_and_the_next_one_answered(served):
+    client = Client(served.url)
+    limit = client.session["session"]["max_turn_seconds"]
+    too_long = np.zeros(int((limit + 1) * 16000), dtype=np.float32)
+    for start in range(0, len(too_long), 16000):
+        client.send(type="input_audio_buffer.append", audio=pcm16(too_long[start:start + 16000]))
+    error = client.receive()
+    assert error["type"] == "error" and error["error"]["code"] == "turn_too_long"
+    client.say(served.questions[0])
+    assert client.answer()["done"]["status"] == "completed"
+    client.close()
+
+
+def test_a_client_leaving_mid_answer_frees_its_slot_and_the_others_are_answered(served):
+    staying, leaving = Client(served.url), Client(served.url)
+    leaving.say(served.questions[0], commit=False)
+    staying.say(served.questions[0], commit=False)
+    leaving.send(type="input_audio_buffer.commit")  # the two turns end together
+    staying.send(type="input_audio_buffer.commit")
+    while leaving.receive()["type"] not in DELTAS:  # its answer is under way
+        pass
+    leaving.close()
+    answer = staying.answer()
+    assert answer["done"]["status"] == "completed" and len(answer["audio"])
+    staying.close()
+    assert served.answerer.largest_batch >= 2, (served.answerer.steps, answer["text"])  # one batch
+    _wait(lambda: served.app.state.active == 0 and not served.answerer.running)
+
+
+def test_more_clients_than_slots_are_told_busy(served):
+    clients = [Client(served.url) for _ in range(3)]
+    extra = connect(served.url, open_timeout=30)
+    busy = json.loads(extra.recv(timeout=30))
+    assert busy["type"] == "error" and busy["error"]["code"] == "server_busy"
+    with pytest.raises(ConnectionClosed):
+        extra.recv(timeout=30)
+    clients[0].say(served.questions[0])  # the others are still served
+    assert clients[0].answer()["done"]["status"] == "completed"
+    clients.pop().close()
+    _wait(lambda: served.app.state.active == 2)
+    clients.append(Client(served.url))  # a freed slot takes a new conversation
+    assert clients[-1].session["type"] == "session.created"
+    for client in clients:
+        client.close()
+
+
+def _wait(condition, timeout: float = 30) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        done.wait(0.1)
+    raise AssertionError("timed out")
