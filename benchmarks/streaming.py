@@ -66,31 +66,15 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=10, help="spoken questions to answer")
     args = parser.parse_args()
 
-    from omniforge.config import load_pipeline_config
-    from omniforge.config.build import DemoSourceConfig, TTSConfig
-    from omniforge.model.mel import INPUT_SAMPLE_RATE
+    from benchmarks.demo_model import demo_chain
     from omniforge.model.streaming import GenerationSettings
-    from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
-    from omniforge.tasks.build.sources import demo_dialogues
-    from omniforge.tasks.build.tts import EngineSet
-    from omniforge.tasks.common.audio_ops import resample
     from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
-    from omniforge.tasks.train.model_factory import build_model
-    from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
     from omniforge.tasks.units.decoder import EXACT_TORCH, speaking_decoder
 
-    config = load_pipeline_config("configs/demo.yaml")
+    chain = demo_chain(args.questions + 1)
+    config, model, chat, unit_to_mel, waves = chain.config, chain.model, chain.chat, chain.unit_to_mel, chain.questions
     torch.set_num_threads(config.evaluate.torch_threads)
-    dialogues = demo_dialogues(DemoSourceConfig(dialogues=90), seed=0)
-    texts = [turn["value"] for d in dialogues for turn in d["conversations"]]
-    chat = ChatFormat(train_bpe(texts, config.train.model.tokenizer.vocab_size), config.train.model.tokenizer.system_prompt)
-    model = build_model(config.train.model, chat, config.units.kmeans.k).eval()
     d = config.units.decoder
-    unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
-                                              layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
-    piper = EngineSet(TTSConfig()).get("piper")
-    questions = [d["conversations"][0]["value"] for d in dialogues[: args.questions + 1]]
-    waves = [resample(*piper.synthesize(q, TTSConfig().assistant), INPUT_SAMPLE_RATE) for q in questions]
     fusion = [m for name, m in model.speech_generator.named_children() if name != "model"]
     # the encoder runs layer by layer (model/speech_encoder.py), so its children are timed
     timer = ComputeTimer([*model.speech_encoder.modules(), model.speech_projector, model.llm,

@@ -5,17 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # espeak-ng adds ~100 extra user voices; FFmpeg lets Hugging Face datasets (torchcodec) decode our
-# speech shards' audio. Neither is needed to build, train or evaluate, so a machine where we cannot
-# install them only gets a warning.
+# speech shards' audio; chromium runs the serving page's browser test headless. None is needed to
+# build, train, evaluate or serve, so a machine where we cannot install them only gets a warning.
 missing=""
 command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
   if [ "$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $missing >/dev/null
   else
-    echo "warning: not installed:$missing (user voices: Piper only; datasets cannot decode audio)" >&2
+    echo "warning: not installed:$missing (espeak-ng: user voices; ffmpeg: datasets audio decoding;" \
+         "chromium: the page's browser test)" >&2
   fi
 fi
 

@@ -145,6 +145,9 @@ class BatchedAnswerer:
         events = self.batch.step()
         self.steps += 1
         tokenizer = self.engine.chat.tokenizer
+        # speech of answers that have not sounded yet first: their first audio is the latency people hear
+        events.sort(key=lambda e: e.kind == "text" or self.running.get(e.item) is None
+                    or self.running[e.item].first_audio is not None)
         for event in events:
             running = self.running.get(event.item)
             if running is None:

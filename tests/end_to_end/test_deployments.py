@@ -149,8 +149,8 @@ def test_credentials_reach_neither_a_deployment_nor_a_manifest(prefect_api, s3_e
                  "build.tts.users.size=2", "build.synthesis.workers=1", "ray.num_cpus=2",
                  f"deploy.source_dir={os.getcwd()}"]
     sets = [arg for o in overrides for arg in ("--set", o)]
-    for command in (["build-dialogues"], ["deploy"], ["config", "show"]):
-        done = subprocess.run(OMNIFORGE + command + ["--config", "configs/demo.yaml"] + sets, env=env,
+    for command in (["build-dialogues", "--config"], ["deploy", "--config"], ["config", "show"]):
+        done = subprocess.run(OMNIFORGE + command + ["configs/demo.yaml"] + sets, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert secret not in done.stdout + done.stderr

@@ -1,0 +1,43 @@
+"""The demo's model, as the latency benchmarks use it: the demo config's sizes (pretrained tiny.en
+encoder, the demo LLM and TTS LM freshly initialised: speed depends on sizes, not on training), its
+units -> mel network, and spoken questions in Piper's voice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class DemoChain:
+    config: object
+    model: object
+    chat: object
+    unit_to_mel: object
+    questions: list[np.ndarray]  # 16 kHz waves
+
+
+def demo_chain(questions: int) -> DemoChain:
+    from omniforge.config import load_pipeline_config
+    from omniforge.config.build import DemoSourceConfig, TTSConfig
+    from omniforge.model.mel import INPUT_SAMPLE_RATE
+    from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
+    from omniforge.tasks.build.sources import demo_dialogues
+    from omniforge.tasks.build.tts import EngineSet
+    from omniforge.tasks.common.audio_ops import resample
+    from omniforge.tasks.train.model_factory import build_model
+    from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
+
+    config = load_pipeline_config("configs/demo.yaml")
+    dialogues = demo_dialogues(DemoSourceConfig(dialogues=90), seed=0)
+    texts = [turn["value"] for d in dialogues for turn in d["conversations"]]
+    chat = ChatFormat(train_bpe(texts, config.train.model.tokenizer.vocab_size), config.train.model.tokenizer.system_prompt)
+    model = build_model(config.train.model, chat, config.units.kmeans.k).eval()
+    d = config.units.decoder
+    unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
+                                              layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
+    piper = EngineSet(TTSConfig()).get("piper")
+    said = [d["conversations"][0]["value"] for d in dialogues[:questions]]
+    waves = [resample(*piper.synthesize(q, TTSConfig().assistant), INPUT_SAMPLE_RATE) for q in said]
+    return DemoChain(config, model, chat, unit_to_mel, waves)

@@ -1,0 +1,120 @@
+"""`omniforge serve` under load: loopback WebSocket clients send the demo's spoken questions and
+measure, per answer, the first-audio latency (commit sent -> first audio delta received) and the
+audio they get back. One conversation at a time, then 8 at once (each asking its questions in turn).
+
+Rows: aggregate audio throughput with 8 conversations vs 1 (target 3x: batching should serve many
+for the price of few) and first-audio p50 with 1 vs 8 (target 0.5: at most twice as slow).
+
+The model has the demo's sizes (freshly initialised, `benchmarks/demo_model.py`) and the demo's
+decoder runtime (`serve.decoder`); answers are capped at 12 text tokens and 60 units (2.4 s).
+
+    python benchmarks/serving.py                # ~2 minutes on 2 cores
+    python benchmarks/serving.py --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from omniforge.offline_env import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
+
+import numpy as np  # noqa: E402
+
+from benchmarks.common import report, result_row  # noqa: E402
+
+
+def converse(url: str, questions: list[np.ndarray], results: list[tuple[float, float]]) -> None:
+    """One conversation: each question in turn; appends (first-audio latency, audio seconds)."""
+    from websockets.sync.client import connect
+
+    with connect(url, max_size=None, open_timeout=60) as ws:
+        session = json.loads(ws.recv(timeout=60))["session"]
+        rate = session["output_audio_format"]["rate"]
+        for wave in questions:
+            pcm = base64.b64encode((np.clip(wave, -1, 0.99997) * 32768).astype("<i2").tobytes()).decode()
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm}))
+            sent = time.perf_counter()
+            ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            first, samples = None, 0
+            while True:
+                event = json.loads(ws.recv(timeout=300))
+                if event["type"] == "response.audio.delta":
+                    first = first or time.perf_counter() - sent
+                    samples += event["samples"]
+                elif event["type"] == "response.done":
+                    break
+                elif event["type"] == "error":
+                    raise RuntimeError(event["error"]["message"])
+            results.append((first, samples / rate))
+
+
+def run(url: str, conversations: int, questions: list[np.ndarray], rounds: int) -> tuple[float, float, int]:
+    """(audio seconds per wall second, first-audio p50, answers) with `conversations` clients at once."""
+    results: list[tuple[float, float]] = []
+    threads = [threading.Thread(target=converse, args=(url, [questions[(i + r) % len(questions)] for r in range(rounds)],
+                                                      results)) for i in range(conversations)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    return sum(a for _, a in results) / wall, float(np.median([f for f, _ in results])), len(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2, help="questions each conversation asks")
+    parser.add_argument("--conversations", type=int, default=8, help="conversations at once in the loaded case")
+    args = parser.parse_args()
+
+    import torch
+    import uvicorn
+
+    from benchmarks.demo_model import demo_chain
+    from omniforge.model.streaming import GenerationSettings
+    from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
+    from omniforge.tasks.serve.app import create_app
+    from omniforge.tasks.serve.engine import BatchedAnswerer
+    from omniforge.tasks.units.decoder import speaking_decoder
+    from tests.conftest import free_port
+
+    chain = demo_chain(8)
+    settings = chain.config.serve.model_copy(update={"max_conversations": args.conversations})
+    generation = GenerationSettings(max_text_tokens=12, max_speech_tokens=60)
+    decoder = speaking_decoder(chain.unit_to_mel, chain.config.units.decoder.vocoder, settings.decoder)
+    engine = StreamingEngine(chain.model, chain.chat, decoder, generation)
+    answerer = BatchedAnswerer(engine, generation, settings.torch_threads, torch.Generator().manual_seed(0),
+                               settings.admit_window_ms / 1000)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(answerer, settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"ws://127.0.0.1:{port}/v1/realtime"
+    run(url, 1, chain.questions, 1)  # warm-up
+    one = run(url, 1, chain.questions, args.rounds * 2)
+    many = run(url, args.conversations, chain.questions, args.rounds)
+    server.should_exit = True
+    for label, (throughput, latency, answers) in (("1 conversation", one), (f"{args.conversations} at once", many)):
+        print(f"{label}: {answers} answers, {throughput:.2f} audio s per s, first audio p50 {latency * 1000:.0f} ms")
+    print(f"largest batch the model thread ran: {answerer.largest_batch}")
+    report("serving", [
+        result_row(f"audio throughput, {args.conversations} conversations vs 1", many[0], one[0], "audio s per s", 3.0),
+        result_row(f"first-audio latency p50, 1 conversation vs {args.conversations}", many[1], one[1], "s", 0.5,
+                   higher_is_better=False),
+    ])
+
+
+if __name__ == "__main__":
+    main()
