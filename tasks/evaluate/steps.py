@@ -37,13 +37,13 @@ def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) ->
 
 def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | None, progress=None) -> Manifest:
     settings = config.evaluate
+    eval_set = load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root)  # checked first
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
     decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, flow_run_id)
     key = eval_key(config, checkpoint, decoder)
     found = store.find_version(Kind.eval, settings.name, key)
     if found is not None:
         return found
-    eval_set = load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root)
     model, tokenizer = load_checkpoint(store, checkpoint)
     engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
                              open_decoder(store, decoder, settings.decoder),
