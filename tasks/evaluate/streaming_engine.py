@@ -70,8 +70,17 @@ class StreamingEngine:
     def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The chat prompt of a conversation ending with the user's turn, and the encoded speech of
         every user turn (spliced at the prompt's placeholders)."""
-        padded, lengths = self.features.batch([torch.from_numpy(w) for w in speech])
-        return self.chat.encode(history, generation_prompt=True).input_ids, self.model.speech_embeddings(padded, lengths)
+        [prompt], spoken = self.prompts([(history, speech)])
+        return prompt, spoken
+
+    @torch.no_grad()
+    def prompts(self, conversations: list[tuple[list[tuple[str, str]], list[np.ndarray]]]
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """`prompt` for several conversations, their speech encoded in one batch (in order)."""
+        waves = [torch.from_numpy(w) for _, speech in conversations for w in speech]
+        padded, lengths = self.features.batch(waves)
+        prompts = [self.chat.encode(history, generation_prompt=True).input_ids for history, _ in conversations]
+        return prompts, self.model.speech_embeddings(padded, lengths)
 
     @torch.no_grad()
     def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> AnswerTrace:

@@ -97,6 +97,13 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
     def page() -> HTMLResponse:
         return HTMLResponse(resources.files("omniforge.tasks.serve").joinpath("page/index.html").read_text())
 
+    @app.get("/status")
+    def status() -> dict:
+        """What the server is doing: for health checks and load tests."""
+        return {"checkpoint": settings.checkpoint, "conversations": app.state.active,
+                "max_conversations": settings.max_conversations, "answering": len(answerer.running),
+                "largest_batch": answerer.largest_batch, "steps": answerer.steps}
+
     @app.get("/page/{name}")
     def page_file(name: str) -> Response:
         if name not in PAGE_FILES:

@@ -93,14 +93,13 @@ class BatchedAnswerer:
     def _loop(self) -> None:
         torch.set_num_threads(self.torch_threads)
         while not self._stop:
-            self._admit(block=not self.running)
-            self._drop_cancelled()
-            if not self.running:
-                continue
             try:
-                self._step()
+                self._admit(block=not self.running)
+                self._drop_cancelled()
+                if self.running:
+                    self._step()
             except Exception as err:  # noqa: BLE001 - a bug fails the answers in flight, not the server
-                log.exception("the batch step failed")
+                log.exception("the model thread's step failed")
                 for running in list(self.running.values()):
                     running.emit("error", text=f"{type(err).__name__}: {err}")
                 self.running.clear()
@@ -124,11 +123,8 @@ class BatchedAnswerer:
             requests = [r for r in requests if r.key not in self.cancelled]
         if not requests:
             return
-        prompts, speech = [], []
+        prompts, speech = self.engine.prompts([(r.history, r.speech) for r in requests])
         for request in requests:
-            prompt, spoken = self.engine.prompt(request.history, request.speech)
-            prompts.append(prompt)
-            speech.extend(spoken)
             self.running[request.key] = _Running(request, self.engine.decoder.session())
         self.batch.add([r.key for r in requests], prompts, speech)
 

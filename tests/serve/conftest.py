@@ -1,14 +1,16 @@
-"""A tiny trained checkpoint served for real: uvicorn on loopback in a thread, the model thread behind it."""
+"""A tiny trained checkpoint served for real: `omniforge serve` in its own process on loopback.
+The tests compare its answers with the same checkpoint answering here, offline."""
 
 from __future__ import annotations
 
-import threading
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
+import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from omniforge.storage import store_from_config
 from tests.conftest import free_port
@@ -18,42 +20,60 @@ from tests.conftest import free_port
 class Served:
     url: str                # ws://127.0.0.1:PORT/v1/realtime
     http: str               # http://127.0.0.1:PORT
-    app: object
-    answerer: object
+    engine: object          # the same checkpoint and decoder, answering in this process
     questions: list[np.ndarray]  # user turns of the dataset (16 kHz)
 
+    def status(self) -> dict:
+        return httpx.get(f"{self.http}/status", timeout=10).json()
 
-def serve_config(data_store: str, log_dir: str, *extra: str):
-    from tests.training_data import tiny_training
 
-    return tiny_training(data_store, log_dir, extra=(
-        "train.name=served", "serve.checkpoint=checkpoint/served", "serve.max_conversations=3",
-        "serve.max_turn_seconds=6", "serve.max_text_tokens=8", "serve.max_speech_tokens=40", *extra))
+SERVE = ["train.name=served", "serve.checkpoint=checkpoint/served", "serve.max_conversations=3",
+         "serve.max_turn_seconds=6", "serve.max_text_tokens=8", "serve.max_speech_tokens=40"]
 
 
 @pytest.fixture(scope="session")
 def served(data_store, tmp_path_factory) -> Served:
+    from omniforge.model.streaming import GenerationSettings
     from omniforge.storage.audio import decode_audio
-    from omniforge.tasks.serve.app import create_app, open_answerer
+    from omniforge.tasks.evaluate.steps import checkpoint_units
+    from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
     from omniforge.tasks.train import steps as train_steps
+    from omniforge.tasks.train.checkpoints import load_checkpoint
+    from omniforge.tasks.train.text_tokenizer import ChatFormat
+    from omniforge.tasks.units.decoder import open_decoder
+    from omniforge.tasks.units.steps import decoder_for
+    from tests.training_data import tiny_training
 
-    config = serve_config(data_store, str(tmp_path_factory.mktemp("tb")))
+    config = tiny_training(data_store, str(tmp_path_factory.mktemp("tb")), extra=tuple(SERVE))
     store = store_from_config(config.store)
     speech, units = train_steps.resolve_inputs(store, config)
     start = train_steps.initial_checkpoint(store, config, speech, units, None)
     train_steps.run_stages_here(config, start, speech, units)
-    answerer = open_answerer(store, config)
-    app = create_app(answerer, config.serve)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
+    checkpoint = store.manifest("checkpoint/served")
+    decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, None)
+    model, tokenizer = load_checkpoint(store, checkpoint)
+    engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
+                             open_decoder(store, decoder, config.serve.decoder),
+                             GenerationSettings(max_text_tokens=8, max_speech_tokens=40))
     rows = store.read_table(speech, columns=["role", "audio"]).to_pylist()
     questions = [decode_audio(r["audio"]["bytes"])[0] for r in rows if r["role"] == "user"]
-    yield Served(f"ws://127.0.0.1:{port}/v1/realtime", f"http://127.0.0.1:{port}", app, answerer, questions)
-    server.should_exit = True
-    thread.join(timeout=10)
-    answerer.close()
+
+    port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
+    overrides = [f"store.url={data_store}", "units.kmeans.k=32", "units.decoder.steps=5", *SERVE]
+    server = subprocess.Popen([sys.executable, "-m", "omniforge.cli", "serve", "--config", "configs/demo.yaml",
+                               "--port", str(port)]
+                              + [arg for o in overrides for arg in ("--set", o)],
+                              stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    http = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            httpx.get(f"{http}/status", timeout=2).raise_for_status()
+            break
+        except httpx.HTTPError:
+            assert server.poll() is None, log.read_text()
+            assert time.time() < deadline, "the server did not start"
+            time.sleep(0.3)
+    yield Served(f"ws://127.0.0.1:{port}/v1/realtime", http, engine, questions)
+    server.terminate()
+    server.wait(timeout=30)

@@ -57,7 +57,7 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
     assert client.session["type"] == "session.created"
     rate = client.session["session"]["output_audio_format"]["rate"]
     assert client.session["session"]["input_audio_format"] == {"type": "audio/pcm", "rate": 16000}
-    engine = served.answerer.engine
+    engine = served.engine
 
     def after(first_text: str, first_wave, second_wave):
         return engine.answer([("user", ""), ("assistant", first_text), ("user", "")], [first_wave, second_wave])
@@ -82,7 +82,7 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
         samples = sum(e["samples"] for e in deltas if e["type"] == "response.audio.delta")
         assert len(answer["audio"]) == samples > 0 and np.abs(answer["audio"]).max() > 0.001
         assert 0 < answer["done"]["first_audio_seconds"] <= deltas[-1]["seconds"]
-        assert rate == served.answerer.engine.decoder.sample_rate
+        assert rate == served.engine.decoder.sample_rate
     # the second answer is the one the model gives with the first exchange as its history
     with_history = after(first["done"]["output_text"], first_question, second_question)
     assert second["done"]["output_text"] == with_history.text
@@ -133,8 +133,8 @@ def test_a_client_leaving_mid_answer_frees_its_slot_and_the_others_are_answered(
     answer = staying.answer()
     assert answer["done"]["status"] == "completed" and len(answer["audio"])
     staying.close()
-    assert served.answerer.largest_batch >= 2, (served.answerer.steps, answer["text"])  # one batch
-    _wait(lambda: served.app.state.active == 0 and not served.answerer.running)
+    assert served.status()["largest_batch"] >= 2  # the two answers ran as one batch
+    _wait(lambda: served.status()["conversations"] == 0 and served.status()["answering"] == 0)
 
 
 def test_more_clients_than_slots_are_told_busy(served):
@@ -147,7 +147,7 @@ def test_more_clients_than_slots_are_told_busy(served):
     clients[0].say(served.questions[0])  # the others are still served
     assert clients[0].answer()["done"]["status"] == "completed"
     clients.pop().close()
-    _wait(lambda: served.app.state.active == 2)
+    _wait(lambda: served.status()["conversations"] == 2)
     clients.append(Client(served.url))  # a freed slot takes a new conversation
     assert clients[-1].session["type"] == "session.created"
     for client in clients:
