@@ -71,8 +71,9 @@ class BatchedAnswerer:
         self.lock = threading.Lock()
         self.batch = StreamingBatch(engine.model, settings, generator)
         self.running: dict[str, _Running] = {}
-        self.steps = 0  # batch steps taken (for tests and stats)
+        self.steps = 0  # batch steps taken (for /status and load tests)
         self.largest_batch = 0
+        self._stop = False
         self.thread = threading.Thread(target=self._loop, name="omniforge-answerer", daemon=True)
         self.thread.start()
 
@@ -85,10 +86,8 @@ class BatchedAnswerer:
         self.inbox.put(None)  # wake the thread if it waits
 
     def close(self) -> None:
-        self.inbox.put(None)
         self._stop = True
-
-    _stop = False
+        self.inbox.put(None)
 
     def _loop(self) -> None:
         torch.set_num_threads(self.torch_threads)
