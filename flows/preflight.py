@@ -18,12 +18,13 @@ def check_store(config: PipelineConfig) -> ArtifactStore:
     return store
 
 
-def check_source(source: SourceConfig | CorpusSourceConfig) -> None:
-    """A JSONL source must exist (an HF dataset may be a hub name, so only its loader can tell)."""
+def check_source(setting: str, source: SourceConfig | CorpusSourceConfig) -> None:
+    """A JSONL source must exist (an HF dataset may be a hub name, so only its loader can tell);
+    `setting` names the section in the message (build.source, corpus.source)."""
     if source.kind == "jsonl":
         fs, path = fsspec.core.url_to_fs(source.path)
         if not fs.exists(path):
-            raise FileNotFoundError(2, "the source file (build.source.path) does not exist", source.path)
+            raise FileNotFoundError(2, f"the source file ({setting}.path) does not exist", source.path)
 
 
 def check_eval_set(config: PipelineConfig, store: ArtifactStore) -> None:

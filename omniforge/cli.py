@@ -37,22 +37,17 @@ def open_store(config: str | None, overrides: list[str] | None, store: str | Non
     return store_from_config(load(config, overrides, store).store)
 
 
-def preflight_store(config: PipelineConfig):
-    """The store, reached once (an unreachable one fails here in one line)."""
-    from omniforge.flows import preflight as checks
-
-    return checks.check_store(config)
-
-
-def preflight(config: PipelineConfig, *, source=None, eval_set: bool = False) -> None:
-    """Fail in one line before any flow starts: the store, the input file, the eval set."""
+def preflight(config: PipelineConfig, *, source: tuple[str, object] | None = None, eval_set: bool = False):
+    """Fail in one line before any work starts: the store (returned, reached once), the input file
+    (`source`: its setting's name and the source section), the eval set."""
     from omniforge.flows import preflight as checks
 
     store = checks.check_store(config)
     if source is not None:
-        checks.check_source(source)
+        checks.check_source(*source)
     if eval_set:
         checks.check_eval_set(config, store)
+    return store
 
 
 def _version(value: bool) -> None:
@@ -176,7 +171,7 @@ def artifacts_gc(kind: Annotated[Optional[str], typer.Option(help="Only this kin
 def build_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Build (or extend) a spoken-dialogue dataset: text -> speech-ready text -> TTS on Ray -> store."""
     resolved = load(config, set_)
-    preflight(resolved, source=resolved.build.source)
+    preflight(resolved, source=("build.source", resolved.build.source))
     from omniforge.flows.build_dialogues import build_dialogues as flow
 
     summary = flow(resolved)
@@ -189,7 +184,7 @@ def build_corpus(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     assistant's voice; tokenize it with `tokenize-units --set units.speech=speech/NAME units.name=NAME
     units.tokenizer=...` and pretrain the TTS LM on it with `pretrain-tts`."""
     resolved = load(config, set_)
-    preflight(resolved, source=resolved.corpus.source)
+    preflight(resolved, source=("corpus.source", resolved.corpus.source))
     from omniforge.flows.build_corpus import build_corpus as flow
 
     summary = flow(resolved)
@@ -251,7 +246,7 @@ def units_roundtrip(config: ConfigOpt = None, set_: SetOpt = None,
 def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """The whole job: build dialogues -> tokenize units -> train -> evaluate, as one pipeline run."""
     resolved = load(config, set_)
-    preflight(resolved, source=resolved.build.source, eval_set=resolved.evaluate.build is None)
+    preflight(resolved, source=("build.source", resolved.build.source), eval_set=resolved.evaluate.build is None)
     from omniforge.flows.pipeline import pipeline
 
     summary = pipeline(resolved)
@@ -314,7 +309,7 @@ def serve(config: ConfigOpt = None, set_: SetOpt = None,
     overrides = list(set_ or []) + [f"serve.{name}={value}" for name, value in
                                     (("checkpoint", checkpoint), ("host", host), ("port", port)) if value is not None]
     resolved = load(config, overrides)
-    store = preflight_store(resolved)
+    store = preflight(resolved)
     import uvicorn
 
     from omniforge.tasks.serve.app import create_app, open_answerer
