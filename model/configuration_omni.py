@@ -34,6 +34,7 @@ class OmniConfig(PretrainedConfig):
         text_vocab_size: int | None = None,
         stream_read: int = 3,
         stream_write: int = 10,
+        gate_init_bias: float | None = None,
         speech_token_id: int | None = None,
         eos_token_id: int | None = None,
         **kwargs: Any,
@@ -48,6 +49,7 @@ class OmniConfig(PretrainedConfig):
         self.text_vocab_size = text_vocab_size or self.llm_config.vocab_size
         self.stream_read = stream_read
         self.stream_write = stream_write
+        self.gate_init_bias = gate_init_bias  # only how a fresh gate starts (see GateFusion)
         self.speech_token_id = speech_token_id
         super().__init__(eos_token_id=eos_token_id, **kwargs)
 

@@ -26,7 +26,7 @@ class SpeechGenerator(GateFusion):
     """The TTS LM (`model`, a causal LM over text ids + units + <sep>) with its gate fusion."""
 
     def __init__(self, config: OmniConfig, lm: nn.Module | None = None) -> None:
-        super().__init__(config.llm_config.hidden_size, config.tts_config.hidden_size)
+        super().__init__(config.llm_config.hidden_size, config.tts_config.hidden_size, config.gate_init_bias)
         self.config = config
         self.model = lm if lm is not None else AutoModelForCausalLM.from_config(config.tts_config)
         # the parent PreTrainedModel gathers tied weights from its children: pass the TTS LM's up
@@ -44,12 +44,13 @@ class SpeechGenerator(GateFusion):
     def unit_ids(self, units: torch.Tensor) -> torch.Tensor:
         return units + self.config.unit_offset
 
-    def sequence(self, text_inputs: torch.Tensor, units: torch.Tensor, schedule: ReadWrite
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequence(self, text_inputs: torch.Tensor, units: torch.Tensor, schedule: ReadWrite,
+                 read_units: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One item's interleaved input embeddings and, aligned with them, the target each position
-        predicts (a speech token or EOS; IGNORE_INDEX where the next slot is text or <sep>)."""
+        predicts (a speech token or EOS; IGNORE_INDEX where the next slot is text or <sep>). The speech
+        positions read `read_units` (a noised copy of `units`) when given, and always predict `units`."""
         slots = interleave(len(text_inputs), len(units), schedule)
-        speech_embeds = self.embed(self.unit_ids(units))
+        speech_embeds = self.embed(self.unit_ids(units if read_units is None else read_units))
         sep = self.embed(torch.tensor([self.config.sep_token_id], device=units.device))[0]
         inputs, targets = [], []
         for position, (slot, index) in enumerate(slots[:-1]):
@@ -163,14 +164,17 @@ class OmniModel(PreTrainedModel):
                         output_hidden_states=output_hidden_states)
 
     def tts_loss(self, text_ids: list[torch.Tensor], units: list[torch.Tensor],
-                 llm_hidden: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 llm_hidden: list[torch.Tensor] | None = None,
+                 read_units: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Text(-states) -> speech units on read-write interleaved sequences. Without `llm_hidden`
-        this is stage-1 TTS pretraining; with it, stage-2 speech-to-speech (gate fusion)."""
+        this is stage-1 TTS pretraining; with it, stage-2 speech-to-speech (gate fusion).
+        `read_units`: what the speech positions read instead of `units` (noised for robustness)."""
         generator = self.speech_generator
         rows, targets = [], []
         for i, ids in enumerate(text_ids):
             hidden = None if llm_hidden is None else llm_hidden[i]
-            inputs, target = generator.sequence(generator.text_inputs(ids, hidden), units[i], self.schedule)
+            inputs, target = generator.sequence(generator.text_inputs(ids, hidden), units[i], self.schedule,
+                                                None if read_units is None else read_units[i])
             rows.append(inputs)
             targets.append(target)
         embeds, mask = pad_sequences(rows)

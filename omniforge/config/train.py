@@ -54,6 +54,10 @@ class ModelConfig(Section):
     speech_encoder_ds_rate: int = Field(5, ge=1, description="Adapter downsampling k (encoder frames per vector).")
     stream_read: int = Field(3, ge=1, description="R: text tokens read before each write.")
     stream_write: int = Field(10, ge=1, description="W: speech tokens written per read.")
+    gate_init_bias: float | None = Field(-4.0, description="A fresh gate fusion starts at sigmoid(this) (its "
+                                         "weights zero): -4 starts it closed, so stage 2 starts from what stage 1 "
+                                         "taught the TTS LM (S2S accuracy 0.36 -> 0.57 on one demo checkpoint); None: torch's "
+                                         "default (gate near 0.5).")
     seed: int = Field(0, description="Seed of the fresh parts' initialisation.")
 
 
@@ -87,11 +91,16 @@ class StageConfig(Section):
 
 
 class AugmentConfig(Section):
-    """On-the-fly changes to the user's speech (more voices than the dataset has)."""
+    """On-the-fly changes to training inputs: the user's speech (more voices than the dataset has)
+    and the speech tokens the TTS LM reads."""
 
     speed: tuple[float, float] = Field((1.0, 1.0), description="Range of speed factors (resampling: tempo and "
                                        "pitch together); (1, 1) turns it off.")
     noise_snr_db: float | None = Field(None, description="Add white noise at this SNR (None: off).")
+    unit_noise: float = Field(0.25, ge=0, lt=1, description="tts and s2s: this fraction of the speech tokens the "
+                              "TTS LM reads (never its targets) replaced by random units. It then follows the text "
+                              "instead of continuing the unit history of a sentence it memorized, which it reads "
+                              "when speaking (0: off).")
 
 
 class TrainConfig(Section):

@@ -166,10 +166,11 @@ class BatchMaker:
     """Reads the user turns' audio for a batch and turns dialogues into a StageBatch."""
 
     def __init__(self, store: ArtifactStore, index: DialogueIndex, chat: ChatFormat, n_mels: int,
-                 augment: AugmentConfig, seed: int, with_speech: bool = True) -> None:
+                 augment: AugmentConfig, seed: int, with_speech: bool = True, unit_vocab_size: int | None = None) -> None:
         self.store, self.index, self.chat = store, index, chat
         self.mel = WhisperLogMel(n_mels)
         self.augment, self.seed, self.with_speech = augment, seed, with_speech
+        self.unit_vocab_size = unit_vocab_size  # None: the batches' units are not read by a TTS LM (no noise)
         self._shards: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._texts: dict[int, tuple] = {}  # dialogue number -> its token tensors (they never change)
 
@@ -232,4 +233,15 @@ class BatchMaker:
         features = lengths = None
         if waves:
             features, lengths = self.mel.batch([torch.from_numpy(w) for w in waves])
-        return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units)
+        return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units, self._noised(units, rng))
+
+    def _noised(self, units: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor] | None:
+        """The units as the TTS LM reads them: `augment.unit_noise` of them replaced by random units."""
+        if self.unit_vocab_size is None or self.augment.unit_noise == 0:
+            return None
+        noised = []
+        for turn in units:
+            replace = torch.from_numpy(rng.random(len(turn)) < self.augment.unit_noise)
+            random_units = torch.from_numpy(rng.integers(self.unit_vocab_size, size=len(turn)))
+            noised.append(torch.where(replace, random_units, turn))
+        return noised

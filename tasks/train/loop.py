@@ -150,7 +150,8 @@ class StageRun:
             self.log(f"left out: {index.skipped}")
         maker = BatchMaker(self.store, index, ChatFormat(tokenizer, train.model.tokenizer.system_prompt),
                            model.config.encoder_config.num_mel_bins, train.augment, train.seed,
-                           with_speech=self.stage != "tts")
+                           with_speech=self.stage != "tts",
+                           unit_vocab_size=None if self.stage == "s2t" else model.config.unit_vocab_size)
         objective = workers.prepare(StageObjective(model, self.stage), train.strategy)
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)

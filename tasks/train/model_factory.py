@@ -54,7 +54,7 @@ def build_model(config: ModelConfig, chat: ChatFormat, unit_vocab_size: int) -> 
         load_speech_encoder(config.encoder), causal_lm(config.llm, vocab, chat), causal_lm(config.tts, vocab, chat),
         unit_vocab_size, chat.speech_token_id, chat.eos_token_id, adapter_hidden_size=config.adapter_hidden_size,
         speech_encoder_ds_rate=config.speech_encoder_ds_rate, stream_read=config.stream_read,
-        stream_write=config.stream_write)
+        stream_write=config.stream_write, gate_init_bias=config.gate_init_bias)
     if config.tts.cosyvoice2_llm:
         load_cosyvoice2_llm(model, config.tts.cosyvoice2_llm)
     return model

@@ -65,6 +65,10 @@ def test_gate_fusion_equation_on_known_tensors():
     g = torch.sigmoid(torch.tensor([[0.0, 100.0]]))
     assert torch.allclose(fusion(h, e), g * r + (1 - g) * e)
     assert torch.allclose(fusion(h, e), torch.tensor([[6.0, 0.0]]), atol=1e-4)
+    # a gate started closed passes the token embedding through, whatever the LLM state
+    closed = GateFusion(llm_hidden=2, tts_hidden=2, gate_init_bias=-20.0)
+    assert torch.allclose(closed(torch.randn(5, 2) * 100, e.expand(5, 2)), e.expand(5, 2), atol=1e-4)
+    assert closed(h, e).requires_grad  # and it still learns to open
 
 
 def letters(slots):
@@ -98,6 +102,13 @@ def test_tts_targets_follow_the_interleaving():
     assert targets.tolist() == expected
     assert torch.equal(inputs[3], generator.embed(torch.tensor(off + 1))) and torch.equal(inputs[0], text[0])
     assert torch.equal(inputs[8], generator.embed(torch.tensor(model.config.sep_token_id)))
+    # noised units are read at the speech positions; the targets are still the true units
+    read = torch.tensor([1, 9, 3, 4, 5, 2])
+    noised_inputs, noised_targets = generator.sequence(text, units, ReadWrite(3, 4), read_units=read)
+    assert torch.equal(noised_targets, targets)
+    differs = [i for i in range(len(inputs)) if not torch.equal(inputs[i], noised_inputs[i])]
+    assert differs == [4, 10]  # s1 and s5 are read as 9 and 2
+    assert torch.equal(noised_inputs[4], generator.embed(torch.tensor(off + 9)))
 
 
 def test_loss_supervises_only_labelled_assistant_tokens():

@@ -146,6 +146,16 @@ def test_batches_are_deterministic_bucketed_and_resumable(data_store, tmp_path):
     assert batch.features.shape[:2] == (users, 80) and len(batch.units) == len(batch.text_ids)
     assert all(len(u) > 0 for u in batch.units)
     assert torch.equal(maker.make(first[0][1], 0).features, batch.features)
+    assert batch.read_units is None  # no TTS LM reads these units: nothing is noised
+    # the TTS LM reads noised units (the targets stay), the same ones for the same batch number
+    noised = BatchMaker(store, index, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt), 80,
+                        config.train.augment.model_copy(update={"unit_noise": 0.3}), seed=0, unit_vocab_size=64)
+    again = noised.make(first[0][1], 0)
+    assert all(torch.equal(a, b) for a, b in zip(again.units, batch.units))
+    units, read = torch.cat(again.units), torch.cat(again.read_units)
+    assert units.shape == read.shape and 0.15 < (units != read).float().mean() < 0.45
+    assert read.max() < 64 and torch.equal(read, torch.cat(noised.make(first[0][1], 0).read_units))
+    assert not torch.equal(read, torch.cat(noised.make(first[0][1], 1).read_units[:len(again.units)]))
 
 
 def test_trainable_prefixes_are_checked():
