@@ -53,10 +53,6 @@ class Client:
 
 
 def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
-    client = Client(served.url)
-    assert client.session["type"] == "session.created"
-    rate = client.session["session"]["output_audio_format"]["rate"]
-    assert client.session["session"]["input_audio_format"] == {"type": "audio/pcm", "rate": 16000}
     engine = served.engine
 
     def after(first_text: str, first_wave, second_wave):
@@ -66,6 +62,10 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
     first_question, second_question = next(
         (a, b) for a in served.questions[:4] for b in served.questions[:4] if a is not b
         and after(engine.answer([("user", "")], [a]).text, a, b).units != engine.answer([("user", "")], [b]).units)
+    client = Client(served.url)
+    assert client.session["type"] == "session.created"
+    rate = client.session["session"]["output_audio_format"]["rate"]
+    assert client.session["session"]["input_audio_format"] == {"type": "audio/pcm", "rate": 16000}
     client.say(first_question)
     first = client.answer()
     client.say(second_question)
