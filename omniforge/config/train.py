@@ -56,8 +56,8 @@ class ModelConfig(Section):
     stream_write: int = Field(10, ge=1, description="W: speech tokens written per read.")
     gate_init_bias: float | None = Field(-4.0, description="A fresh gate fusion starts at sigmoid(this) (its "
                                          "weights zero): -4 starts it closed, so stage 2 starts from what stage 1 "
-                                         "taught the TTS LM (S2S accuracy 0.36 -> 0.57 on one demo checkpoint); None: torch's "
-                                         "default (gate near 0.5).")
+                                         "taught the TTS LM (S2S accuracy 0.36 -> 0.57 on one demo checkpoint); "
+                                         "None: torch's default (gate near 0.5).")
     seed: int = Field(0, description="Seed of the fresh parts' initialisation.")
 
 

@@ -166,7 +166,8 @@ class BatchMaker:
     """Reads the user turns' audio for a batch and turns dialogues into a StageBatch."""
 
     def __init__(self, store: ArtifactStore, index: DialogueIndex, chat: ChatFormat, n_mels: int,
-                 augment: AugmentConfig, seed: int, with_speech: bool = True, unit_vocab_size: int | None = None) -> None:
+                 augment: AugmentConfig, seed: int, with_speech: bool = True,
+                 unit_vocab_size: int | None = None) -> None:
         self.store, self.index, self.chat = store, index, chat
         self.mel = WhisperLogMel(n_mels)
         self.augment, self.seed, self.with_speech = augment, seed, with_speech
