@@ -58,7 +58,8 @@ def mutated_records(draw):
                 record[key] = draw(record_like)
         elif turns and isinstance(turns[0], dict):
             index = draw(st.integers(0, len(turns) - 1))
-            if action == "turn_value" and turns[index]:
+            # only the first turn is known to be a dict (a replaced value may be a list of anything)
+            if action == "turn_value" and isinstance(turns[index], dict) and turns[index]:
                 turns[index][draw(st.sampled_from(sorted(turns[index])))] = draw(record_like)
             elif action == "turn_drop":
                 turns.pop(index)
