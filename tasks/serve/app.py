@@ -38,18 +38,23 @@ from omniforge.tasks.units.steps import decoder_for
 PAGE_FILES = {"worklets.js": "text/javascript"}
 
 
-def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswerer:
-    """The checkpoint, its units -> audio decoder (trained first if its units have none yet) and
-    the model thread that answers every conversation."""
+def open_engine(store: ArtifactStore, config: PipelineConfig) -> StreamingEngine:
+    """The served checkpoint with its units -> audio decoder (trained first if its units have none
+    yet), answering as `serve` says: one conversation at a time, in the caller's thread."""
     settings = config.serve
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
     decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, None)
     model, tokenizer = load_checkpoint(store, checkpoint)
     generation = GenerationSettings(max_text_tokens=settings.max_text_tokens, max_speech_tokens=settings.max_speech_tokens,
                                     speech=speech_sampling(settings.speech_temperature))
-    engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
-                             open_decoder(store, decoder, settings.decoder), generation)
-    return BatchedAnswerer(engine, generation, settings.torch_threads, torch.Generator().manual_seed(0),
+    return StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
+                           open_decoder(store, decoder, settings.decoder), generation)
+
+
+def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswerer:
+    """`open_engine` behind the model thread that answers every conversation in one batch."""
+    engine, settings = open_engine(store, config), config.serve
+    return BatchedAnswerer(engine, engine.settings, settings.torch_threads, torch.Generator().manual_seed(0),
                            settings.admit_window_ms / 1000)
 
 

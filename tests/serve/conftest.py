@@ -37,15 +37,9 @@ SERVE = ["train.name=served", "serve.checkpoint=checkpoint/served", "serve.max_c
 
 @pytest.fixture(scope="session")
 def served(data_store, tmp_path_factory) -> Served:
-    from omniforge.model.streaming import GenerationSettings
     from omniforge.storage.audio import decode_audio
-    from omniforge.tasks.evaluate.steps import checkpoint_units
-    from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
+    from omniforge.tasks.serve.app import open_engine
     from omniforge.tasks.train import steps as train_steps
-    from omniforge.tasks.train.checkpoints import load_checkpoint
-    from omniforge.tasks.train.text_tokenizer import ChatFormat
-    from omniforge.tasks.units.decoder import open_decoder
-    from omniforge.tasks.units.steps import decoder_for
     from tests.training_data import tiny_training
 
     config = tiny_training(data_store, str(tmp_path_factory.mktemp("tb")), extra=tuple(SERVE))
@@ -53,12 +47,7 @@ def served(data_store, tmp_path_factory) -> Served:
     speech, units = train_steps.resolve_inputs(store, config)
     start = train_steps.initial_checkpoint(store, config, speech, units, None)
     train_steps.run_stages_here(config, start, speech, units)
-    checkpoint = store.manifest("checkpoint/served")
-    decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, None)
-    model, tokenizer = load_checkpoint(store, checkpoint)
-    engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
-                             open_decoder(store, decoder, config.serve.decoder),
-                             GenerationSettings(max_text_tokens=8, max_speech_tokens=40))
+    engine = open_engine(store, config)  # what the server runs, answering here
     rows = store.read_table(speech, columns=["role", "audio"]).to_pylist()
     questions = [decode_audio(r["audio"]["bytes"])[0] for r in rows if r["role"] == "user"]
 
