@@ -1,6 +1,6 @@
 """The demo's model, as the latency benchmarks use it: the demo config's sizes (pretrained tiny.en
 encoder, the demo LLM and TTS LM freshly initialised: speed depends on sizes, not on training), its
-units -> mel network, and spoken questions in Piper's voice."""
+units -> mel network and frame vocoder, and spoken questions in Piper's voice."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class DemoChain:
     model: object
     chat: object
     unit_to_mel: object
+    frame_vocoder: object  # the demo config's `units.decoder.frame` sizes
     questions: list[np.ndarray]  # 16 kHz waves
 
 
@@ -28,6 +29,7 @@ def demo_chain(questions: int) -> DemoChain:
     from omniforge.tasks.common.audio_ops import resample
     from omniforge.tasks.train.model_factory import build_model
     from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
+    from omniforge.tasks.units.frame_vocoder import new_frame_vocoder
 
     config = load_pipeline_config("configs/demo.yaml")
     dialogues = demo_dialogues(DemoSourceConfig(dialogues=90), seed=0)
@@ -35,9 +37,11 @@ def demo_chain(questions: int) -> DemoChain:
     chat = ChatFormat(train_bpe(texts, config.train.model.tokenizer.vocab_size), config.train.model.tokenizer.system_prompt)
     model = build_model(config.train.model, chat, config.units.kmeans.k).eval()
     d = config.units.decoder
+    grid = MelGrid(unit_rate=config.units.frame_rate)
     unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
-                                              layers=d.layers, kernel=d.kernel), MelGrid(unit_rate=config.units.frame_rate))
+                                              layers=d.layers, kernel=d.kernel), grid)
+    frame_vocoder = new_frame_vocoder(d.frame, grid).eval().requires_grad_(False)
     piper = EngineSet(TTSConfig()).get("piper")
     said = [d["conversations"][0]["value"] for d in dialogues[:questions]]
     waves = [resample(*piper.synthesize(q, TTSConfig().assistant), INPUT_SAMPLE_RATE) for q in said]
-    return DemoChain(config, model, chat, unit_to_mel, waves)
+    return DemoChain(config, model, chat, unit_to_mel, frame_vocoder, waves)

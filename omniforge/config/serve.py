@@ -25,6 +25,9 @@ class ServeConfig(Section):
     max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
     speech_temperature: float | None = Field(None, gt=0, description="Sample the TTS LM's units at this "
                                              "temperature; None: greedy (as `evaluate.speech_temperature`).")
-    torch_threads: int = Field(1, ge=1, description="Torch threads of the LMs.")
+    torch_threads: int = Field(1, ge=1, description="Torch threads of the LMs' steps (one token per answer: too "
+                               "little work to share between cores).")
+    prompt_threads: int = Field(2, ge=1, description="Torch threads that encode new turns' speech and prefill their "
+                                "prompts (whole utterances: they gain from every core).")
     decoder: DecoderRuntimeConfig = Field(default_factory=DecoderRuntimeConfig,
                                           description="How the units -> audio decoder runs.")

@@ -77,10 +77,18 @@ class StreamingEngine:
     def prompts(self, conversations: list[tuple[list[tuple[str, str]], list[np.ndarray]]]
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """`prompt` for several conversations, their speech encoded in one batch (in order)."""
-        waves = [torch.from_numpy(w) for _, speech in conversations for w in speech]
-        padded, lengths = self.features.batch(waves)
-        prompts = [self.chat.encode(history, generation_prompt=True).input_ids for history, _ in conversations]
-        return prompts, self.model.speech_embeddings(padded, lengths)
+        return ([self.text_prompt(history) for history, _ in conversations],
+                self.encode_speech([w for _, speech in conversations for w in speech]))
+
+    def text_prompt(self, history: list[tuple[str, str]]) -> torch.Tensor:
+        """The chat prompt's token ids, with a placeholder where each user turn's speech goes."""
+        return self.chat.encode(history, generation_prompt=True).input_ids
+
+    @torch.no_grad()
+    def encode_speech(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
+        """16 kHz waves -> their adapter outputs, in one batch."""
+        padded, lengths = self.features.batch([torch.from_numpy(w) for w in waves])
+        return self.model.speech_embeddings(padded, lengths)
 
     @torch.no_grad()
     def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> AnswerTrace:

@@ -55,7 +55,7 @@ def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswer
     """`open_engine` behind the model thread that answers every conversation in one batch."""
     engine, settings = open_engine(store, config), config.serve
     return BatchedAnswerer(engine, engine.settings, settings.torch_threads, torch.Generator().manual_seed(0),
-                           settings.admit_window_ms / 1000)
+                           settings.admit_window_ms / 1000, settings.prompt_threads)
 
 
 class Conversation:
@@ -66,6 +66,7 @@ class Conversation:
         self.id = f"sess_{uuid.uuid4().hex[:12]}"
         self.history: list[tuple[str, str]] = []
         self.speech: list[np.ndarray] = []
+        self.encoded: dict[int, torch.Tensor] = {}  # its user turns through the speech encoder (the model thread fills it)
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
         self.answering: str | None = None  # the response id in flight
@@ -107,7 +108,8 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
         """What the server is doing: for health checks and load tests."""
         return {"checkpoint": settings.checkpoint, "conversations": app.state.active,
                 "max_conversations": settings.max_conversations, "answering": len(answerer.running),
-                "largest_batch": answerer.largest_batch, "steps": answerer.steps}
+                "largest_batch": answerer.largest_batch, "steps": answerer.steps,
+                "encoded_turns": answerer.encoded_turns}
 
     @app.get("/page/{name}")
     def page_file(name: str) -> Response:
@@ -177,7 +179,7 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                         loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
 
                     answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.speech),
-                                                  listener))
+                                                  listener, conversation.encoded))
             except ProtocolError as err:
                 await ws.send_text(error_event(err.code, str(err)))
 

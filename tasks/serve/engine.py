@@ -1,14 +1,16 @@
 """Many conversations, one batch: a thread runs the model for every answer in progress.
 
 A committed user turn becomes a request; at the next step boundary its prompt is encoded and
-prefilled and it joins the running `StreamingBatch`. Each step's text tokens and unit chunks go
-to their answer's listener, the units through that answer's own decoder session (so audio leaves
-as soon as it is exact). An answer leaves the batch when its text and speech have ended, or at
-once when its listener goes away.
+prefilled and it joins the running `StreamingBatch`. Each step's text tokens go to their answer's
+listener; its unit chunks go to the audio thread, which decodes them through that answer's own
+decoder session (so audio leaves as soon as it is exact) on the other core while the model thread
+takes the next step. An answer leaves the batch when its text and speech have ended, or at once
+when its listener goes away.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from omniforge.model.streaming import GenerationSettings, StreamingBatch
+from omniforge.tasks.common import threads
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
 from omniforge.tasks.units.decoder import AudioSession
 
@@ -41,6 +44,9 @@ class AnswerRequest:
     history: list[tuple[str, str]]  # (role, text), ending with the user's turn
     speech: list[np.ndarray]        # every user turn's 16 kHz wave, in order
     listener: Callable[[AnswerEvent], None]  # called from the model thread
+    # the conversation's user turns encoded so far, by turn: shared by its requests (the model thread
+    # fills it), so each turn goes through the speech encoder once, not once per later answer
+    encoded: dict[int, torch.Tensor] = field(default_factory=dict)
     committed: float = field(default_factory=time.perf_counter)
 
 
@@ -51,20 +57,65 @@ class _Running:
     text_ids: list[int] = field(default_factory=list)
     text: str = ""
     first_audio: float | None = None
+    cancelled: bool = False  # its listener went away: the audio thread skips its work
+    lock: threading.Lock = field(default_factory=threading.Lock)  # two threads emit: its events keep their time order
 
     def emit(self, kind: str, **payload) -> None:
-        seconds = time.perf_counter() - self.request.committed
-        if kind == "audio" and self.first_audio is None:
-            self.first_audio = seconds
-        self.request.listener(AnswerEvent(kind, seconds, **payload))
+        with self.lock:
+            seconds = time.perf_counter() - self.request.committed
+            if kind == "audio" and self.first_audio is None:
+                self.first_audio = seconds
+            self.request.listener(AnswerEvent(kind, seconds, **payload))
+
+
+class _AudioThread:
+    """Units -> audio for every answer, on its own thread: the decoder runs on one core while the
+    model thread writes the next tokens on the other. An answer's work is done in order; answers
+    that have not sounded yet go first, as their first audio is the latency people hear."""
+
+    def __init__(self) -> None:
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.order = itertools.count()
+        self.thread = threading.Thread(target=self._loop, name="omniforge-audio", daemon=True)
+        self.thread.start()
+
+    def put(self, running: _Running, work: str, units: list[int] | None = None) -> None:
+        """work: "units" (decode these), "end" (the speech ended) or "done" (the answer ended)."""
+        self.queue.put((running.first_audio is not None, next(self.order), running, work, units))
+
+    def close(self) -> None:
+        self.queue.put((False, -1, None, "", None))
+
+    def _loop(self) -> None:
+        while True:
+            _, _, running, work, units = self.queue.get()
+            if running is None:
+                return
+            if running.cancelled:
+                continue
+            try:
+                if work == "units":
+                    audio = running.session.push(units)
+                elif work == "end":
+                    audio = running.session.finish()
+                else:
+                    running.emit("done", text=running.text.strip(), first_audio=running.first_audio)
+                    continue
+                for chunk in audio:
+                    running.emit("audio", audio=chunk)
+            except Exception as err:  # noqa: BLE001 - a bug fails this answer, not the server
+                log.exception("the audio thread failed an answer")
+                running.cancelled = True
+                running.emit("error", text=f"{type(err).__name__}: {err}")
 
 
 class BatchedAnswerer:
     """The model thread. `submit` and `cancel` may be called from any thread."""
 
     def __init__(self, engine: StreamingEngine, settings: GenerationSettings, torch_threads: int = 1,
-                 generator: torch.Generator | None = None, admit_window_s: float = 0.0) -> None:
+                 generator: torch.Generator | None = None, admit_window_s: float = 0.0, prompt_threads: int = 1) -> None:
         self.engine, self.settings, self.torch_threads, self.generator = engine, settings, torch_threads, generator
+        self.prompt_threads = prompt_threads
         self.admit_window_s = admit_window_s
         self.inbox: queue.Queue[AnswerRequest | None] = queue.Queue()
         self.cancelled: set[str] = set()
@@ -72,8 +123,10 @@ class BatchedAnswerer:
         self.batch = StreamingBatch(engine.model, settings, generator)
         self.running: dict[str, _Running] = {}
         self.steps = 0  # batch steps taken (for /status and load tests)
+        self.encoded_turns = 0  # user turns run through the speech encoder
         self.largest_batch = 0
         self._stop = False
+        self.audio = _AudioThread()
         self.thread = threading.Thread(target=self._loop, name="omniforge-answerer", daemon=True)
         self.thread.start()
 
@@ -88,6 +141,7 @@ class BatchedAnswerer:
     def close(self) -> None:
         self._stop = True
         self.inbox.put(None)
+        self.audio.close()
 
     def _loop(self) -> None:
         torch.set_num_threads(self.torch_threads)
@@ -100,6 +154,7 @@ class BatchedAnswerer:
             except Exception as err:  # noqa: BLE001 - a bug fails the answers in flight, not the server
                 log.exception("the model thread's step failed")
                 for running in list(self.running.values()):
+                    running.cancelled = True
                     running.emit("error", text=f"{type(err).__name__}: {err}")
                 self.running.clear()
                 self.batch = StreamingBatch(self.engine.model, self.settings, self.generator)
@@ -122,10 +177,23 @@ class BatchedAnswerer:
             requests = [r for r in requests if r.key not in self.cancelled]
         if not requests:
             return
-        prompts, speech = self.engine.prompts([(r.history, r.speech) for r in requests])
-        for request in requests:
-            self.running[request.key] = _Running(request, self.engine.decoder.session())
-        self.batch.add([r.key for r in requests], prompts, speech)
+        with threads.torch_threads(self.prompt_threads):
+            speech = self._encoded_speech(requests)
+            for request in requests:
+                self.running[request.key] = _Running(request, self.engine.decoder.session())
+            self.batch.add([r.key for r in requests], [self.engine.text_prompt(r.history) for r in requests], speech)
+
+    def _encoded_speech(self, requests: list[AnswerRequest]) -> list[torch.Tensor]:
+        """Every user turn of these requests, in order; the turns not encoded before go through the
+        encoder in one batch."""
+        missing = {(id(r.encoded), turn): (r.encoded, wave) for r in requests for turn, wave in enumerate(r.speech)
+                   if turn not in r.encoded}
+        if missing:
+            fresh = self.engine.encode_speech([wave for _, wave in missing.values()])
+            self.encoded_turns += len(fresh)
+            for ((_, turn), (encoded, _)), embeddings in zip(missing.items(), fresh):
+                encoded[turn] = embeddings
+        return [r.encoded[turn] for r in requests for turn in range(len(r.speech))]
 
     def _drop_cancelled(self) -> None:
         with self.lock:
@@ -133,16 +201,13 @@ class BatchedAnswerer:
         for key in cancelled:
             if key in self.running:
                 self.batch.remove(key)
-                del self.running[key]
+                self.running.pop(key).cancelled = True
 
     def _step(self) -> None:
         self.largest_batch = max(self.largest_batch, len(self.batch))
         events = self.batch.step()
         self.steps += 1
         tokenizer = self.engine.chat.tokenizer
-        # speech of answers that have not sounded yet first: their first audio is the latency people hear
-        events.sort(key=lambda e: e.kind == "text" or self.running.get(e.item) is None
-                    or self.running[e.item].first_audio is not None)
         for event in events:
             running = self.running.get(event.item)
             if running is None:
@@ -154,12 +219,9 @@ class BatchedAnswerer:
                     running.emit("text", text=text[len(running.text):])
                     running.text = text
             elif event.kind == "speech":
-                for audio in running.session.push(event.tokens):
-                    running.emit("audio", audio=audio)
+                self.audio.put(running, "units", event.tokens)
             elif event.kind == "end":
-                for audio in running.session.finish():
-                    running.emit("audio", audio=audio)
+                self.audio.put(running, "end")
         still = {answer.key for answer in self.batch.answers}
         for key in [k for k in self.running if k not in still]:
-            running = self.running.pop(key)
-            running.emit("done", text=running.text.strip(), first_audio=running.first_audio)
+            self.audio.put(self.running.pop(key), "done")

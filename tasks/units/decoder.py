@@ -38,15 +38,18 @@ from torch.nn import functional as F
 
 from omniforge.config.units import CosyVoice2DecoderConfig, DecoderRuntimeConfig, UnitsConfig
 from omniforge.hashing import sha256_bytes, stable_hash
+from omniforge.model.frame_vocoder import FrameVocoder, FrameVocoderSettings
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
 from omniforge.tasks.common.threads import torch_threads
+from omniforge.tasks.units.frame_vocoder import SpokenUnits, train_frame_vocoder, vocoder_examples
 
 MODEL_DIR_SETTING = "units.decoder.cosyvoice2.model_dir"
 VOCODER_CONTEXT_FRAMES = 13  # HiFi-GAN V1 (universal): one mel frame reaches 12.5 frames each way
+LOSS_TAIL = 50  # steps averaged for a training's reported final loss
 
 
 class UnitDecoder(Protocol):
@@ -196,9 +199,14 @@ def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: 
     return model.eval(), losses
 
 
-def save_decoder(model: UnitToMel) -> dict[str, bytes]:
-    return {"unit_to_mel.safetensors": save_safetensors(dict(model.state_dict())),
-            "decoder.json": json.dumps(model.describe(), indent=2).encode()}
+def save_decoder(model: UnitToMel, vocoder: FrameVocoder | None = None) -> dict[str, bytes]:
+    """The units -> mel network, and the frame vocoder where the decoder has one."""
+    files = {"unit_to_mel.safetensors": save_safetensors(dict(model.state_dict()))}
+    description = model.describe()
+    if vocoder is not None:
+        files["frame_vocoder.safetensors"] = save_safetensors(dict(vocoder.state_dict()))
+        description["frame_vocoder"] = vocoder.describe()["frame_vocoder"]
+    return {**files, "decoder.json": json.dumps(description, indent=2).encode()}
 
 
 EXACT_TORCH = DecoderRuntimeConfig(runtime="torch", max_chunk_seconds=0.0)
@@ -206,18 +214,28 @@ EXACT_TORCH = DecoderRuntimeConfig(runtime="torch", max_chunk_seconds=0.0)
 
 def load_decoder(files: dict[str, bytes], vocoder: str = "universal",
                  runtime: DecoderRuntimeConfig = EXACT_TORCH) -> UnitAudioDecoder:
+    """A saved decoder: its units -> mel network with its own frame vocoder, or else the named HiFi-GAN."""
     description = json.loads(files["decoder.json"])
-    model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), MelGrid(**description["grid"]))
+    grid = MelGrid(**description["grid"])
+    model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), grid)
     model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
+    if "frame_vocoder" in description:
+        frame = FrameVocoder(FrameVocoderSettings(**description["frame_vocoder"]), grid)
+        frame.load_state_dict(load_safetensors(files["frame_vocoder.safetensors"]))
+        return speaking_decoder(model, frame.eval().requires_grad_(False), runtime)
     return speaking_decoder(model, vocoder, runtime)
 
 
-def speaking_decoder(unit_to_mel: UnitToMel, vocoder: str, runtime: DecoderRuntimeConfig) -> UnitAudioDecoder:
-    """The learned units -> mel network with the named HiFi-GAN, run as `runtime` says."""
-    generator = load_hifigan(vocoder)
-    if runtime.runtime == "onnxruntime":
-        generator = OnnxVocoder(hifigan_onnx(vocoder), runtime.threads)
-    context = VOCODER_CONTEXT_FRAMES if runtime.vocoder_context_frames is None else runtime.vocoder_context_frames
+def speaking_decoder(unit_to_mel: UnitToMel, vocoder: str | FrameVocoder,
+                     runtime: DecoderRuntimeConfig) -> UnitAudioDecoder:
+    """The learned units -> mel network with a frame vocoder or the named HiFi-GAN, run as `runtime` says."""
+    if isinstance(vocoder, FrameVocoder):
+        generator, context = vocoder, vocoder.settings.receptive_field()
+    elif runtime.runtime == "onnxruntime":
+        generator, context = OnnxVocoder(hifigan_onnx(vocoder), runtime.threads), VOCODER_CONTEXT_FRAMES
+    else:
+        generator, context = load_hifigan(vocoder), VOCODER_CONTEXT_FRAMES
+    context = context if runtime.vocoder_context_frames is None else runtime.vocoder_context_frames
     return UnitAudioDecoder(unit_to_mel, generator, context, runtime.threads, runtime.max_chunk_seconds)
 
 
@@ -362,15 +380,18 @@ def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:
     return rows
 
 
-def training_pairs(rows: list[dict], grid: MelGrid) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def training_speech(rows: list[dict], grid: MelGrid) -> list[SpokenUnits]:
+    """Each row's units with its real mel and audio at the vocoder's rate, cut to the units' frames."""
     mel = HifiMel(grid)
-    pairs = []
+    examples = []
     for row in rows:
         wave, rate = decode_audio(row["audio_native"]["bytes"])
-        target = mel(torch.from_numpy(resample(wave, rate, grid.sample_rate)))
+        wave = torch.from_numpy(resample(wave, rate, grid.sample_rate)).float()
+        target = mel(wave)
         frames = min(target.shape[1], grid.frames_for_samples(grid.samples(len(row["units"]))))
-        pairs.append((torch.tensor(row["units"]), target[:, :frames]))
-    return pairs
+        wave = F.pad(wave[: frames * grid.hop], (0, max(0, frames * grid.hop - len(wave))))
+        examples.append(SpokenUnits(torch.tensor(row["units"]), target[:, :frames], wave))
+    return examples
 
 
 def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
@@ -381,7 +402,9 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     d = config.decoder
     if d.backend == "cosyvoice2":
         return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
-    settings = {"decoder": d.model_dump(mode="json", exclude={"cosyvoice2"}), "tokenizer": str(tokenizer)}
+    # the frame vocoder's settings count only where it is used: a HiFi-GAN decoder keeps its version
+    unused = {"cosyvoice2"} | ({"frame"} if d.vocoder != "frame" else set())
+    settings = {"decoder": d.model_dump(mode="json", exclude=unused), "tokenizer": str(tokenizer)}
     settings_hash = stable_hash(settings)
     existing = store.find_version(Kind.decoder, tokenizer.name, settings_hash)
     if existing is not None:
@@ -389,14 +412,19 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     vocab = store.manifest(tokenizer).stats["vocab_size"]
     grid = MelGrid(unit_rate=config.frame_rate)
     net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
-    model, losses = train_unit_to_mel(training_pairs(paired_rows(store, units), grid), net, grid, d.steps,
-                                      d.batch_size, d.crop_frames, d.lr, d.seed)
+    speech = training_speech(paired_rows(store, units), grid)
+    model, losses = train_unit_to_mel([(s.units, s.mel) for s in speech], net, grid, d.steps, d.batch_size,
+                                      d.crop_frames, d.lr, d.seed)
     writer = store.writer(Kind.decoder, tokenizer.name, parents=[units, store.manifest(tokenizer)], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
-    for name, data in save_decoder(model).items():
-        writer.add_file(name, data)
-    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-50:])), 4),
+    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-LOSS_TAIL:])), 4),
                         steps=len(losses), vocoder=d.vocoder)
+    vocoder = None
+    if d.vocoder == "frame":
+        vocoder, vocoder_losses = train_frame_vocoder(vocoder_examples(speech, model), d.frame, grid)
+        writer.stats.update(frame_vocoder_final_loss=round(float(np.mean(vocoder_losses[-LOSS_TAIL:])), 4))
+    for name, data in save_decoder(model, vocoder).items():
+        writer.add_file(name, data)
     return writer.publish()
 
 

@@ -62,6 +62,7 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
     first_question, second_question = next(
         (a, b) for a in served.questions[:4] for b in served.questions[:4] if a is not b
         and after(engine.answer([("user", "")], [a]).text, a, b).units != engine.answer([("user", "")], [b]).units)
+    encoded_before = served.status()["encoded_turns"]
     client = Client(served.url)
     assert client.session["type"] == "session.created"
     rate = client.session["session"]["output_audio_format"]["rate"]
@@ -71,6 +72,7 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
     client.say(second_question)
     second = client.answer()
     client.close()
+    assert served.status()["encoded_turns"] - encoded_before == 2  # the first turn was not encoded again
     for answer in (first, second):
         kinds = [e["type"] for e in answer["events"]]
         assert kinds[:2] == ["input_audio_buffer.committed", "response.created"]

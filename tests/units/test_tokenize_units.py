@@ -12,10 +12,11 @@ from omniforge.config.build import TTSConfig
 from omniforge.config.units import S3TokenizerConfig
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.flows.tokenize_units import tokenize_units
+from omniforge.model.frame_vocoder import FrameVocoder
 from omniforge.model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFrontend, fit_kmeans
 from omniforge.storage import store_from_config
 from omniforge.tasks.build.tts import EngineSet
-from omniforge.tasks.units.decoder import decoder_version
+from omniforge.tasks.units.decoder import decoder_version, open_decoder
 from omniforge.tasks.units.tokenizers import S3UnitTokenizer, TokenizerUnavailable, speech_rows
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -53,11 +54,11 @@ def test_s3_tokenizer_without_weights_says_so():
         S3UnitTokenizer(S3TokenizerConfig(model_dir=None))
 
 
-def config_for(tmp_path, dialogues: int):
+def config_for(tmp_path, dialogues: int, *overrides: str):
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={tmp_path / 'store'}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
         "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
-        "units.decoder.steps=5"])
+        "units.decoder.steps=5", *overrides])
 
 
 def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
@@ -94,3 +95,24 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
 
     with pytest.raises(ValueError, match="units.decoder.backend: cosyvoice2 decodes CosyVoice 2's S3 units"):
         decoder_version(store, v2, load_pipeline_config("configs/demo.yaml", ["units.decoder.backend=cosyvoice2"]).units)
+
+
+def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_path):
+    build_dialogues(config_for(tmp_path, 4))
+    tokenize_units(config_for(tmp_path, 4))
+    store = store_from_config(config_for(tmp_path, 4).store)
+    units = store.manifest("units/demo@1")
+    hifigan = store.manifest("decoder/demo@1")
+    # the frame vocoder's settings do not touch a HiFi-GAN decoder: it is reused as it is
+    assert decoder_version(store, units, config_for(tmp_path, 4, "units.decoder.frame.steps=9").units).ref() == hifigan.ref()
+    frame_units = config_for(tmp_path, 4, "units.decoder.vocoder=frame", "units.decoder.frame.steps=3",
+                             "units.decoder.frame.dim=16", "units.decoder.frame.hidden=32",
+                             "units.decoder.frame.layers=1", "units.decoder.frame.crop_frames=16").units
+    frame = decoder_version(store, units, frame_units)
+    assert frame.ref() != hifigan.ref() and "frame_vocoder.safetensors" in frame.files
+    assert frame.stats["vocoder"] == "frame" and np.isfinite(frame.stats["frame_vocoder_final_loss"])
+    assert decoder_version(store, units, frame_units).ref() == frame.ref()  # trained once
+    spoken = open_decoder(store, frame)
+    assert isinstance(spoken.vocoder, FrameVocoder)
+    row = store.read_table(units).to_pylist()[0]
+    assert len(spoken.decode(row["units"])) == len(row["units"]) * 22050 // 25
