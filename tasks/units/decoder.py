@@ -45,7 +45,7 @@ from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
 from omniforge.tasks.common.threads import torch_threads
-from omniforge.tasks.units.frame_vocoder import SpokenUnits, train_frame_vocoder, vocoder_examples
+from omniforge.tasks.units.frame_vocoder import SpokenUnits, VocoderExample, train_frame_vocoder, vocoder_examples
 
 MODEL_DIR_SETTING = "units.decoder.cosyvoice2.model_dir"
 VOCODER_CONTEXT_FRAMES = 13  # HiFi-GAN V1 (universal): one mel frame reaches 12.5 frames each way
@@ -380,18 +380,33 @@ def paired_rows(store: ArtifactStore, units: Manifest) -> list[dict]:
     return rows
 
 
+def _mel_and_wave(audio: bytes, mel: HifiMel, units: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """An utterance's real mel and its audio at the vocoder's rate, as many frames as `units` units
+    cover (all of them when None)."""
+    grid = mel.grid
+    wave, rate = decode_audio(audio)
+    wave = torch.from_numpy(resample(wave, rate, grid.sample_rate)).float()
+    target = mel(wave)
+    frames = target.shape[1] - 1 if units is None else min(target.shape[1], grid.frames_for_samples(grid.samples(units)))
+    return target[:, :frames], F.pad(wave[: frames * grid.hop], (0, max(0, frames * grid.hop - len(wave))))
+
+
 def training_speech(rows: list[dict], grid: MelGrid) -> list[SpokenUnits]:
     """Each row's units with its real mel and audio at the vocoder's rate, cut to the units' frames."""
     mel = HifiMel(grid)
-    examples = []
-    for row in rows:
-        wave, rate = decode_audio(row["audio_native"]["bytes"])
-        wave = torch.from_numpy(resample(wave, rate, grid.sample_rate)).float()
-        target = mel(wave)
-        frames = min(target.shape[1], grid.frames_for_samples(grid.samples(len(row["units"]))))
-        wave = F.pad(wave[: frames * grid.hop], (0, max(0, frames * grid.hop - len(wave))))
-        examples.append(SpokenUnits(torch.tensor(row["units"]), target[:, :frames], wave))
-    return examples
+    return [SpokenUnits(torch.tensor(row["units"]), *_mel_and_wave(row["audio_native"]["bytes"], mel, len(row["units"])))
+            for row in rows]
+
+
+def other_voices(store: ArtifactStore, units: Manifest, grid: MelGrid) -> list[VocoderExample]:
+    """The turns of `units`' speech version that it has no units for (the users' voices): real mels
+    and their audio, more for a vocoder to learn from."""
+    tokenized = set(store.read_table(units, columns=["utterance_id"]).column("utterance_id").to_pylist())
+    mel = HifiMel(grid)
+    return [VocoderExample(*_mel_and_wave(row["audio_native"]["bytes"], mel))
+            for batch in store.iter_batches(store.manifest(units.parent_of(Kind.speech)),
+                                            columns=["utterance_id", "audio_native"])
+            for row in batch.to_pylist() if row["utterance_id"] not in tokenized]
 
 
 def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
@@ -421,8 +436,10 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
                         steps=len(losses), vocoder=d.vocoder)
     vocoder = None
     if d.vocoder == "frame":
-        vocoder, vocoder_losses = train_frame_vocoder(vocoder_examples(speech, model), d.frame, grid)
-        writer.stats.update(frame_vocoder_final_loss=round(float(np.mean(vocoder_losses[-LOSS_TAIL:])), 4))
+        examples = vocoder_examples(speech, model) + (other_voices(store, units, grid) if d.frame.every_voice else [])
+        vocoder, vocoder_losses = train_frame_vocoder(examples, d.frame, grid)
+        writer.stats.update(frame_vocoder_final_loss=round(float(np.mean(vocoder_losses[-LOSS_TAIL:])), 4),
+                            frame_vocoder_examples=len(examples))
     for name, data in save_decoder(model, vocoder).items():
         writer.add_file(name, data)
     return writer.publish()

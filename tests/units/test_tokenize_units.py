@@ -107,10 +107,14 @@ def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_pat
     assert decoder_version(store, units, config_for(tmp_path, 4, "units.decoder.frame.steps=9").units).ref() == hifigan.ref()
     frame_units = config_for(tmp_path, 4, "units.decoder.vocoder=frame", "units.decoder.frame.steps=3",
                              "units.decoder.frame.dim=16", "units.decoder.frame.hidden=32",
-                             "units.decoder.frame.layers=1", "units.decoder.frame.crop_frames=16").units
+                             "units.decoder.frame.layers=1", "units.decoder.frame.crop_frames=16",
+                             "units.decoder.frame.every_voice=true").units
     frame = decoder_version(store, units, frame_units)
     assert frame.ref() != hifigan.ref() and "frame_vocoder.safetensors" in frame.files
     assert frame.stats["vocoder"] == "frame" and np.isfinite(frame.stats["frame_vocoder_final_loss"])
+    # each assistant turn from its real mel and from its units' mel, each user turn from its real mel
+    turns = store.manifest("speech/demo@1").stats
+    assert frame.stats["frame_vocoder_examples"] == 2 * turns["assistant_turns"] + turns["user_turns"]
     assert decoder_version(store, units, frame_units).ref() == frame.ref()  # trained once
     spoken = open_decoder(store, frame)
     assert isinstance(spoken.vocoder, FrameVocoder)
