@@ -27,6 +27,7 @@ class FrameVocoderSettings:
     layer_scale: float = 0.1   # residual branches start small, so the stack starts near its input
     max_log_magnitude: float = 4.6  # exp(4.6) ~ 100: a bound on any STFT bin, as Vocos clips
 
+    @property
     def receptive_field(self) -> int:
         """Frames each side that influence one output frame (input conv, blocks, and the inverse
         STFT's window overlap)."""

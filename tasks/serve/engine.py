@@ -43,7 +43,7 @@ class AnswerRequest:
     key: str
     history: list[tuple[str, str]]  # (role, text), ending with the user's turn
     speech: list[np.ndarray]        # every user turn's 16 kHz wave, in order
-    listener: Callable[[AnswerEvent], None]  # called from the model thread
+    listener: Callable[[AnswerEvent], None]  # called from the model thread and the audio thread, one at a time
     # the conversation's user turns encoded so far, by turn: shared by its requests (the model thread
     # fills it), so each turn goes through the speech encoder once, not once per later answer
     encoded: dict[int, torch.Tensor] = field(default_factory=dict)

