@@ -70,15 +70,7 @@ class StreamingEngine:
     def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The chat prompt of a conversation ending with the user's turn, and the encoded speech of
         every user turn (spliced at the prompt's placeholders)."""
-        [prompt], spoken = self.prompts([(history, speech)])
-        return prompt, spoken
-
-    @torch.no_grad()
-    def prompts(self, conversations: list[tuple[list[tuple[str, str]], list[np.ndarray]]]
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """`prompt` for several conversations, their speech encoded in one batch (in order)."""
-        return ([self.text_prompt(history) for history, _ in conversations],
-                self.encode_speech([w for _, speech in conversations for w in speech]))
+        return self.text_prompt(history), self.encode_speech(speech)
 
     def text_prompt(self, history: list[tuple[str, str]]) -> torch.Tensor:
         """The chat prompt's token ids, with a placeholder where each user turn's speech goes."""
