@@ -1,4 +1,4 @@
-"""`pipeline`: build dialogues -> (TTS corpus -> its units) -> tokenize units -> (TTS pretraining) ->
+"""`pipeline`: build dialogues -> (TTS corpus -> its units -> TTS pretraining) -> tokenize units ->
 train stages -> evaluate, one Prefect flow with a subflow per stage. Each stage is handed the exact
 versions the previous one made, and every artifact records this pipeline run."""
 
@@ -9,7 +9,6 @@ from prefect.artifacts import create_markdown_artifact
 
 from omniforge.config import PipelineConfig
 from omniforge.flows.artifact_keys import artifact_key
-from omniforge.flows.build_corpus import build_corpus
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.flows.evaluate import evaluate
 from omniforge.flows.pretrain_tts import pretrain_tts
@@ -32,19 +31,15 @@ def pipeline(config: PipelineConfig) -> dict:
     built = build_dialogues(config)
     summary = {"speech": built["speech_version"]}
     if config.corpus.enabled:  # first, so the units tokenizer and its decoder are fitted on the larger corpus
-        corpus = build_corpus(_with(config, "corpus", dialogues=built["speech_version"]))
-        corpus_units = tokenize_units(_with(config, "units", speech=corpus["speech_version"], name=config.corpus.name,
-                                            tokenizer=config.units.tokenizer_name))
-        summary.update(corpus=corpus["speech_version"], corpus_units=corpus_units["units_version"])
+        pretrained = pretrain_tts(config)
+        config = _with(config, "train", tts_from=pretrained["checkpoint"])
+        summary.update(corpus=pretrained["corpus"], corpus_units=pretrained["corpus_units"],
+                       pretrained_tts=pretrained["checkpoint"])
     config = _with(config, "units", speech=built["speech_version"])
     units = tokenize_units(config)
     if config.evaluate.build is not None:
         held_out = build_dialogues(config.model_copy(update={"build": config.evaluate.build}))
         config = _with(config, "evaluate", eval_set=held_out["speech_version"])
-    if config.corpus.enabled:
-        pretrained = pretrain_tts(config, summary["corpus"], summary["corpus_units"])
-        config = _with(config, "train", tts_from=pretrained["checkpoint"])
-        summary["pretrained_tts"] = pretrained["checkpoint"]
     config = _with(config, "train", speech=built["speech_version"], units=units["units_version"])
     trained = train(config)
     config = _with(config, "evaluate", checkpoint=trained["checkpoint"])

@@ -32,6 +32,9 @@ class SamplingSettings:
 class GenerationSettings:
     max_text_tokens: int = 256
     max_speech_tokens: int = 2048
+    # the length guard: at most this many speech tokens per text token read so far (None: off), so a TTS
+    # LM that never says end-of-speech stops near the text's length instead of at max_speech_tokens
+    max_units_per_text_token: float | None = None
     text: SamplingSettings = SamplingSettings()
     speech: SamplingSettings = SamplingSettings()
 
@@ -68,6 +71,7 @@ class _Voice:
     final: bool = False        # <sep> queued: write until EOS
     done: bool = False
     written: int = 0
+    text_read: int = 0         # text positions queued so far (the length guard's measure)
     chunk: list[int] = field(default_factory=list)
     logits: torch.Tensor | None = None  # at the last fed position
 
@@ -143,6 +147,8 @@ class _Answer:
     reading: bool = True   # the LLM is still writing text
     n_read: int = 0
     voice: _Voice = field(default_factory=_Voice)
+    forced: list[int] | None = None  # the text to say (teacher-forced) instead of the LLM's own
+    llm_states: bool = True          # the TTS LM reads gate-fused LLM states; False: its text embeddings alone
 
     @property
     def finished(self) -> bool:
@@ -170,8 +176,11 @@ class StreamingBatch:
         return len(self.answers)
 
     @torch.no_grad()
-    def add(self, keys: list[Hashable], input_ids: list[torch.Tensor], speech: list[torch.Tensor]) -> None:
-        """Start answering these prompts (speech spliced at their placeholders)."""
+    def add(self, keys: list[Hashable], input_ids: list[torch.Tensor], speech: list[torch.Tensor],
+            forced: list[list[int]] | None = None, llm_states: bool = True) -> None:
+        """Start answering these prompts (speech spliced at their placeholders). `forced`: per prompt,
+        the text tokens to say instead of the LLM's (the LLM reads them, so its states are those it has
+        on that text); `llm_states` False: the TTS LM reads the text's embeddings alone (stage-1 TTS)."""
         model = self.model
         embeds, mask, _ = model.splice(input_ids, speech, left_pad=True)
         llm = _CachedLM(model.llm, len(keys), self.device)
@@ -182,7 +191,9 @@ class StreamingBatch:
         else:
             self.llm.absorb(llm)
             self.voice_lm.absorb(voice_lm)
-        self.answers += [_Answer(key, out.logits[i, -1], out.hidden_states[-1][i, -1]) for i, key in enumerate(keys)]
+        self.answers += [_Answer(key, out.logits[i, -1], out.hidden_states[-1][i, -1],
+                                 forced=None if forced is None else list(forced[i]), llm_states=llm_states)
+                         for i, key in enumerate(keys)]
 
     @torch.no_grad()
     def step(self) -> list[StreamEvent]:
@@ -194,7 +205,13 @@ class StreamingBatch:
         tokens = torch.zeros(len(self.answers), dtype=torch.long, device=self.device)
         if reading:
             picked = pick(torch.stack([self.answers[i].logits for i in reading]), settings.text, self.generator)
+            for row, i in enumerate(reading):
+                forced = self.answers[i].forced
+                if forced is not None:
+                    n = self.answers[i].n_read
+                    picked[row] = forced[n] if n < len(forced) else config.eos_token_id
             fused = tts.text_inputs(picked, torch.stack([self.answers[i].hidden for i in reading]))
+            plain = tts.embed(picked)
             for row, i in enumerate(reading):
                 answer, token = self.answers[i], int(picked[row])
                 tokens[i] = token
@@ -208,7 +225,8 @@ class StreamingBatch:
                 answer.n_read += 1
                 if answer.voice.done:  # its speech hit max_speech_tokens; the text goes on alone
                     continue
-                answer.voice.pending.append(fused[row])
+                answer.voice.pending.append(fused[row] if answer.llm_states else plain[row])
+                answer.voice.text_read += 1
                 answer.voice.budget += model.schedule.write_budget(answer.n_read)
         keys = [a.key for a in self.answers]
         events += [StreamEvent(e.kind, keys[e.item], e.tokens) for e in _write(
@@ -243,11 +261,12 @@ class StreamingBatch:
 @torch.no_grad()
 def stream_generate(model: OmniModel, input_ids: list[torch.Tensor], speech: list[torch.Tensor],
                     settings: GenerationSettings = GenerationSettings(),
-                    generator: torch.Generator | None = None) -> Iterator[StreamEvent]:
-    """Answer a batch of prompts (speech spliced at placeholders) in text and speech at once;
-    events name their prompt by its index."""
+                    generator: torch.Generator | None = None, forced: list[list[int]] | None = None,
+                    llm_states: bool = True) -> Iterator[StreamEvent]:
+    """Answer a batch of prompts (speech spliced at placeholders) in text and speech at once, or say
+    the `forced` texts (see `StreamingBatch.add`); events name their prompt by its index."""
     batch = StreamingBatch(model, settings, generator)
-    batch.add(list(range(len(input_ids))), input_ids, speech)
+    batch.add(list(range(len(input_ids))), input_ids, speech, forced, llm_states)
     while len(batch):
         yield from batch.step()
 
@@ -261,6 +280,16 @@ def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: in
         progressed = False
         for i, voice in enumerate(voices):
             if voice.done or voice.budget <= 0 or voice.logits is None or voice.pending:
+                continue
+            if voice.written >= _speech_limit(voice, settings):
+                if voice.final:  # the text is all read and the speech is as long as it may be: end it
+                    voice.done, voice.logits = True, None
+                    progressed = True
+                    yield from _flush(i, voice)
+                    yield StreamEvent("end", i)
+                else:  # wait for more text
+                    voice.budget = 0
+                    yield from _flush(i, voice)
                 continue
             logits = voice.logits.clone()
             allowed = torch.full_like(logits, -math.inf)
@@ -283,6 +312,13 @@ def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: in
                 yield from _flush(i, voice)
         if not fed and not progressed:
             return
+
+
+def _speech_limit(voice: _Voice, settings: GenerationSettings) -> float:
+    """How many speech tokens this voice may have written by now (the length guard)."""
+    if settings.max_units_per_text_token is None:
+        return math.inf
+    return settings.max_units_per_text_token * max(voice.text_read, 1)
 
 
 def _flush(item: int, voice: _Voice) -> Iterator[StreamEvent]:

@@ -299,6 +299,39 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None,
     typer.echo(json.dumps(summary, indent=2))
 
 
+@app.command("speak")
+def speak(config: ConfigOpt = None, set_: SetOpt = None,
+          text: Annotated[Optional[list[str]], typer.Option("--text", "-t",
+                                                            help="A sentence to say (repeatable).")] = None,
+          file: Annotated[Optional[str], typer.Option(help="Sentences: one per line (.txt), or JSONL with text and "
+                                                      "key-word answers (.jsonl).")] = None,
+          checkpoint: Annotated[Optional[str], typer.Option(help="checkpoint/NAME[@version]")] = None,
+          out: Annotated[str, typer.Option(help="Folder for the wavs and spoken.jsonl.")] = "omniforge-data/speak",
+          text_only: Annotated[bool, typer.Option("--text-only", help="Speak from the text embeddings alone (what "
+                                                  "stage-1 TTS taught), not from the LLM's states.")] = False,
+          asr: Annotated[bool, typer.Option("--asr/--no-asr", help="Hear each wav back (evaluate.asr_model): ASR-WER "
+                                            "and key words.")] = True) -> None:
+    """Say the given text through a checkpoint's own TTS LM and decoder, streamed, into wav files."""
+    from omniforge.tasks.evaluate.speak import Sentence, read_sentences
+    from omniforge.tasks.evaluate.steps import speak_to_files
+
+    resolved = load(config, list(set_ or []) + ([f"evaluate.checkpoint={checkpoint}"] if checkpoint else []))
+    store = preflight(resolved)
+    sentences = [Sentence(f"text-{i + 1}", t.strip()) for i, t in enumerate(text or []) if t.strip()]
+    sentences += read_sentences(file) if file else []
+    if not sentences:
+        fail("give --text SENTENCE or --file SENTENCES")
+
+    def show(result) -> None:
+        heard = "" if result.transcript is None else f" heard {result.transcript!r} (WER {result.asr_wer})"
+        typer.echo(f"{result.id}: {result.audio_seconds:.2f} s, {result.units} units"
+                   f"{' (length guard)' if result.length_guard else ''}{heard}")
+
+    metrics = speak_to_files(store, resolved, sentences, out, llm_states=not text_only, asr=asr, on_spoken=show)
+    typer.echo(json.dumps(metrics, indent=2))
+    typer.echo(f"wavs and spoken.jsonl in {out}")
+
+
 @app.command("serve")
 def serve(config: ConfigOpt = None, set_: SetOpt = None,
           checkpoint: Annotated[Optional[str], typer.Option(help="checkpoint/NAME[@version]")] = None,

@@ -90,7 +90,11 @@ def validate_config(model: type[S], data: dict[str, Any], source: str) -> S:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+BASE_KEY = "base"  # a config file that starts from another: `base: demo.yaml`, then only what differs
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's settings; one with `base: OTHER.yaml` is that file's, with its own laid over them."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file not found: {file}")
@@ -100,7 +104,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {file} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"config file {file} must hold a mapping at its top level")
-    return data
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {file}: {BASE_KEY} must name a config file (relative to this one)")
+    return merge(read_yaml(file.parent / base), data)
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it, section by section (a value that is not a mapping replaces)."""
+    merged = dict(base)
+    for key, value in changes.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge(merged[key], value) if both_sections else value
+    return merged
 
 
 def load_config(model: type[S], path: str | Path | None, overrides: list[str] | None = None) -> S:

@@ -14,15 +14,17 @@ from omniforge.config.train import StageConfig
 class CorpusSourceConfig(Section):
     """Where the corpus's text comes from: one utterance per sentence (or per record)."""
 
-    kind: Literal["demo", "jsonl", "hf", "none"] = Field(
-        "demo", description="demo: varied sentences over the demo's facts; jsonl: a text field per line; "
-        "hf: a dataset's text column; none: only the dialogues' assistant turns.")
+    kind: Literal["english", "demo", "jsonl", "hf", "none"] = Field(
+        "english", description="english: everyday English sentences (a word-trigram chain shipped offline, "
+        "tasks/build/english_text.py); demo: varied sentences over the demo's facts; jsonl: a text field per "
+        "line; hf: a dataset's text column; none: only the dialogues' assistant turns.")
     path: str | None = Field(None, description="JSONL path/URL (jsonl), or dataset directory / hub name (hf).")
     text_field: str = Field("text", description="The JSONL key or dataset column that holds the text.")
     hf_split: str = Field("train", description="Split of the HF dataset.")
     hf_config: str | None = Field(None, description="Config (subset) name of the HF dataset.")
-    sentences: int = Field(600, ge=1, description="demo: sentences to generate (a larger number keeps the "
-                           "smaller one's sentences, so a grown corpus is built incrementally).")
+    sentences: int = Field(3000, ge=1, description="english, demo: sentences to generate (a larger number keeps "
+                           "the smaller one's sentences, so a grown corpus is built incrementally).")
+    words: tuple[int, int] = Field((5, 14), description="english: shortest and longest sentence, in words.")
     limit: int | None = Field(None, ge=1, description="Keep at most this many texts (the first ones).")
     seed: int = Field(0, description="Seed of the demo generator.")
 

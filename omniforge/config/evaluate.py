@@ -9,7 +9,22 @@ from omniforge.config.build import BuildConfig
 from omniforge.config.units import DecoderRuntimeConfig
 
 
-class EvaluateConfig(Section):
+class GenerationLimits(Section):
+    """How a checkpoint answers when it speaks (evaluate, serve, speak): lengths and sampling."""
+
+    max_text_tokens: int = Field(128, ge=1, description="Longest text answer.")
+    max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
+    max_units_per_text_token: float | None = Field(12.0, gt=0, description="The length guard: at most this many "
+                                                   "speech units per text token read, so a TTS LM that never says "
+                                                   "end-of-speech stops near its text's length instead of talking to "
+                                                   "max_speech_tokens (the demo corpus: 3.8 per token on average, "
+                                                   "5.6 at the 99th percentile, 8.3 at most); None: off.")
+    speech_temperature: float | None = Field(None, gt=0, description="Sample the TTS LM's units at this "
+                                             "temperature (the paper: 1.0, as greedy repeats itself); None: "
+                                             "greedy, which the demo's small TTS LM speaks better with.")
+
+
+class EvaluateConfig(GenerationLimits):
     """The `evaluate` flow."""
 
     name: str = Field("demo", description="Name of the eval artifact (eval/NAME).")
@@ -19,17 +34,18 @@ class EvaluateConfig(Section):
     eval_set_root: str | None = Field(None, description="Folder a questions file's relative wav paths are also "
                                       "looked up in, after the file's own folder (default: the working directory, "
                                       "as LLaMA-Omni 2's scripts run from their repository's root).")
+    sentences: str | None = Field(None, description="Also say the plain sentences of this file (one per line, or "
+                                  "JSONL with text and key-word answers) through the TTS LM and score them by ASR "
+                                  "(sentence_asr_wer, sentence_key_word_heard): what it says of text it never "
+                                  "trained on (e.g. benchmarks/data/unseen_sentences.jsonl).")
+    sentences_llm_states: bool = Field(True, description="The sentences are read by the LLM and spoken from the "
+                                       "gate-fused states, as answers are; False: from the text embeddings alone.")
     max_items: int | None = Field(None, ge=1, description="Evaluate at most this many items (in order).")
     asr_model: str | None = Field("tiny.en", description="faster-whisper model for S2S accuracy and ASR-WER: a "
                                   "CTranslate2 directory, or 'tiny.en' (shipped offline); None skips them.")
     mos: bool = Field(True, description="Estimate MOS with DNSMOS (speechmos).")
     mos_answers: int | None = Field(None, ge=1, description="DNSMOS on the first N speech answers only "
                                     "(about 3 s each on a CPU core); None: all.")
-    max_text_tokens: int = Field(128, ge=1, description="Longest text answer.")
-    max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
-    speech_temperature: float | None = Field(None, gt=0, description="Sample the TTS LM's units at this "
-                                             "temperature (the paper: 1.0, as greedy repeats itself); None: "
-                                             "greedy, which the demo's small TTS LM speaks better with.")
     seed: int = Field(0, description="Seed of the sampling (a re-run hears the same answers).")
     torch_threads: int = Field(1, ge=1, description="Torch threads (tiny models stream fastest on one).")
     decoder: DecoderRuntimeConfig = Field(default_factory=DecoderRuntimeConfig,

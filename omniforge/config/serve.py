@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from omniforge.config.base import Section
+from omniforge.config.evaluate import GenerationLimits
 from omniforge.config.units import DecoderRuntimeConfig
 
 
-class ServeConfig(Section):
+class ServeConfig(GenerationLimits):
     """The server: where it listens, what it answers with, and its limits."""
 
     checkpoint: str = Field("checkpoint/demo", description="Checkpoint to serve: checkpoint/NAME[@version].")
@@ -21,10 +21,6 @@ class ServeConfig(Section):
     max_frame_bytes: int = Field(1_000_000, ge=1024, description="Largest WebSocket message.")
     admit_window_ms: float = Field(20.0, ge=0, description="When a turn arrives at an idle server, wait this "
                                    "long for others to prefill with it (one batch from the first step).")
-    max_text_tokens: int = Field(128, ge=1, description="Longest text answer.")
-    max_speech_tokens: int = Field(1500, ge=1, description="Longest speech answer (units).")
-    speech_temperature: float | None = Field(None, gt=0, description="Sample the TTS LM's units at this "
-                                             "temperature; None: greedy (as `evaluate.speech_temperature`).")
     torch_threads: int = Field(1, ge=1, description="Torch threads of the LMs' steps (one token per answer: too "
                                "little work to share between cores).")
     prompt_threads: int = Field(2, ge=1, description="Torch threads that encode new turns' speech and prefill their "

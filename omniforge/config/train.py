@@ -85,6 +85,8 @@ class StageConfig(Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     lora: LoraConfig | None = Field(None, description="s2t only: train LoRA adapters on the LLM instead of all of "
                                     "it (checkpoints hold the merged weights).")
+    checkpoint_every: int | None = Field(None, ge=1, description="Save a checkpoint version every N steps of this "
+                                         "stage (and at its end); None: train.checkpoint_every.")
     trainable: list[str] | None = Field(None, min_length=1, description="Module prefixes that train, all others "
                                         "frozen (checked and logged at the start); None: the paper's choice "
                                         "(s2t: speech_projector, llm; tts: speech_generator.model; s2s: speech_generator).")

@@ -16,6 +16,7 @@ from omniforge.config.build import DemoSourceConfig, SourceConfig
 from omniforge.config.corpus import CorpusSourceConfig
 from omniforge.hashing import stable_hash
 from omniforge.tasks.build.demo_facts import ANSWERS, CORPUS_TEMPLATES, COUNTRIES, FOLLOW_UPS, QUESTIONS
+from omniforge.tasks.build.english_text import english_sentences
 from omniforge.tasks.common.records import (Dialogue, RecordError, Reject, SourceBatch, Turn, media_dirs, parse_record,
                                             read_jsonl)
 
@@ -98,9 +99,10 @@ def demo_sentences(count: int, seed: int) -> list[str]:
 def load_corpus_source(config: CorpusSourceConfig) -> SourceBatch:
     """The TTS corpus's text as one-turn records spoken by the assistant; a record without text in
     `text_field` is a reject naming it."""
-    if config.kind == "demo":
-        records = [(f"sentence {i}", {config.text_field: s}) for i, s in enumerate(demo_sentences(config.sentences,
-                                                                                                 config.seed))]
+    if config.kind in ("english", "demo"):
+        sentences = (english_sentences(config.sentences, config.seed, *config.words) if config.kind == "english"
+                     else demo_sentences(config.sentences, config.seed))
+        records = [(f"sentence {i}", {config.text_field: s}) for i, s in enumerate(sentences)]
     elif config.kind == "jsonl":
         records = list(read_jsonl(config.path))
     elif config.kind == "hf":

@@ -109,7 +109,8 @@ def evaluate_items(engine: StreamingEngine, items: list[Dialogue], scorer: Score
     return results
 
 
-def _mean(values: list) -> float | None:
+def mean_known(values: list) -> float | None:
+    """The mean of the values that are known (not None), rounded; None when none is."""
     known = [float(v) for v in values if v is not None]
     return round(float(np.mean(known)), 4) if known else None
 
@@ -120,16 +121,16 @@ def summarize(results: list[TurnResult], skipped: dict[str, str]) -> dict:
     audio = sum(r.audio_seconds for r in results)
     metrics = {
         "answers": len(results),
-        "s2t_accuracy": _mean([r.s2t_correct for r in results]),
-        "s2s_accuracy": _mean([r.s2s_correct for r in results]),
-        "asr_wer": _mean([r.asr_wer for r in results]),
-        "dnsmos": _mean([r.dnsmos for r in results]),
+        "s2t_accuracy": mean_known([r.s2t_correct for r in results]),
+        "s2s_accuracy": mean_known([r.s2s_correct for r in results]),
+        "asr_wer": mean_known([r.asr_wer for r in results]),
+        "dnsmos": mean_known([r.dnsmos for r in results]),
         "dnsmos_answers": sum(r.dnsmos is not None for r in results),
         "latency_p50": round(float(np.percentile(latencies, 50)), 4) if latencies else None,
         "latency_p90": round(float(np.percentile(latencies, 90)), 4) if latencies else None,
         "latency_max": round(float(max(latencies)), 4) if latencies else None,
         "real_time_factor": round(sum(r.compute_seconds for r in results) / audio, 4) if audio else None,
-        "audio_before_text_end": _mean([r.latency < r.text_end for r in results
+        "audio_before_text_end": mean_known([r.latency < r.text_end for r in results
                                         if r.latency is not None and r.text_end is not None]),
     }
     reasons = {}

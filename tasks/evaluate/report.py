@@ -23,6 +23,8 @@ METRIC_NAMES = {
     "dnsmos": "DNSMOS (overall)", "dnsmos_answers": "answers scored by DNSMOS", "latency_p50": "latency p50 (s)", "latency_p90": "latency p90 (s)",
     "latency_max": "latency max (s)", "real_time_factor": "real-time factor",
     "audio_before_text_end": "share of answers whose audio starts before their text ends", "answers": "answers",
+    "sentences": "plain sentences said (evaluate.sentences)", "sentence_asr_wer": "sentences: ASR-WER",
+    "sentence_key_word_heard": "sentences: key word heard", "sentence_length_guard": "sentences: ended by the length guard",
 }
 
 
@@ -57,7 +59,9 @@ def timeline(trace: AnswerTrace) -> bytes:
 def metric_rows(metrics: dict, not_computed: dict) -> list[tuple[str, str]]:
     rows = []
     for key, label in METRIC_NAMES.items():
-        value = metrics.get(key)
+        if key not in metrics:  # a part of the evaluation that was not asked for (no sentence set)
+            continue
+        value = metrics[key]
         rows.append((label, f"not computed: {not_computed[key]}" if value is None else f"{value:.4g}"))
     return rows
 

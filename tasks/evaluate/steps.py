@@ -4,17 +4,25 @@ started from, to compare the two."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import torch
 
 from omniforge.config import PipelineConfig
+from omniforge.config.evaluate import GenerationLimits
+from omniforge.config.units import DecoderRuntimeConfig
 from omniforge.hashing import stable_hash
 from omniforge.model.streaming import GenerationSettings, SamplingSettings
 from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
+from omniforge.storage.audio import encode_audio
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.evaluate.eval_sets import load_eval_set
 from omniforge.tasks.evaluate.metrics import Scorer, evaluate_items, summarize
 from omniforge.tasks.evaluate.report import compare, publish_eval
-from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
+from omniforge.tasks.evaluate.speak import Sentence, SpokenSentence, read_sentences, sentence_metrics, speak_sentences
+from omniforge.tasks.evaluate.streaming_engine import AnswerTrace, StreamingEngine
 from omniforge.tasks.train.checkpoints import load_checkpoint
 from omniforge.tasks.train.text_tokenizer import ChatFormat
 from omniforge.tasks.units.decoder import open_decoder
@@ -26,8 +34,13 @@ def checkpoint_units(store: ArtifactStore, checkpoint: Manifest) -> Manifest:
     return store.manifest(checkpoint.parent_of(Kind.units))
 
 
-def speech_sampling(temperature: float | None) -> SamplingSettings:
-    return SamplingSettings() if temperature is None else SamplingSettings(do_sample=True, temperature=temperature)
+def generation_settings(limits: GenerationLimits) -> GenerationSettings:
+    """The streaming generator's settings from a config section (evaluate, serve)."""
+    temperature = limits.speech_temperature
+    return GenerationSettings(max_text_tokens=limits.max_text_tokens, max_speech_tokens=limits.max_speech_tokens,
+                              max_units_per_text_token=limits.max_units_per_text_token,
+                              speech=SamplingSettings() if temperature is None else
+                              SamplingSettings(do_sample=True, temperature=temperature))
 
 
 def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) -> str:
@@ -35,22 +48,32 @@ def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) ->
                         "checkpoint": str(checkpoint.ref()), "decoder": str(decoder.ref())})
 
 
+def speaking_decoder(store: ArtifactStore, config: PipelineConfig, checkpoint: Manifest) -> Manifest:
+    """The trained units -> audio decoder of the checkpoint's units (an error names the command that
+    trains it when there is none: speaking never trains one)."""
+    return decoder_for(store, checkpoint_units(store, checkpoint), config, None, train=False)
+
+
+def open_engine(store: ArtifactStore, config: PipelineConfig, checkpoint: Manifest, decoder: Manifest,
+                limits: GenerationLimits, runtime: DecoderRuntimeConfig, seed: int = 0) -> StreamingEngine:
+    """The checkpoint and its decoder as a streaming engine answering within `limits`."""
+    model, tokenizer = load_checkpoint(store, checkpoint)
+    return StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
+                           open_decoder(store, decoder, runtime), generation_settings(limits),
+                           torch.Generator().manual_seed(seed))
+
+
 def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | None, progress=None) -> Manifest:
     settings = config.evaluate
     eval_set = load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root)  # checked first
+    sentences = read_sentences(settings.sentences) if settings.sentences else []
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
-    decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, flow_run_id)
+    decoder = speaking_decoder(store, config, checkpoint)
     key = eval_key(config, checkpoint, decoder)
     found = store.find_version(Kind.eval, settings.name, key)
     if found is not None:
         return found
-    model, tokenizer = load_checkpoint(store, checkpoint)
-    engine = StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
-                             open_decoder(store, decoder, settings.decoder),
-                             GenerationSettings(max_text_tokens=settings.max_text_tokens,
-                                                max_speech_tokens=settings.max_speech_tokens,
-                                                speech=speech_sampling(settings.speech_temperature)),
-                             torch.Generator().manual_seed(settings.seed))
+    engine = open_engine(store, config, checkpoint, decoder, settings, settings.decoder, settings.seed)
     scorer = Scorer(settings.asr_model, settings.mos, settings.mos_answers)
     kept = []
 
@@ -62,11 +85,43 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
 
     with torch_threads(settings.torch_threads):  # streaming one answer at a time wants few threads
         results = evaluate_items(engine, eval_set.items, scorer, on_answer)
+        spoken = speak_sentences(engine, sentences, scorer, settings.sentences_llm_states)
     summary = summarize(results, scorer.skipped)
+    if sentences:
+        summary["metrics"].update(sentence_metrics(spoken))
+        summary["sentences"] = [r.row() for r in spoken]
     summary["rejected_items"] = [r.as_row() for r in eval_set.rejects]
     parents = [checkpoint, decoder] + ([eval_set.speech] if eval_set.speech is not None else [])
     return publish_eval(store, settings.name, summary, results, kept, parents, settings.model_dump(mode="json"),
                         key, flow_run_id)
+
+
+def speak_to_files(store: ArtifactStore, config: PipelineConfig, sentences: list[Sentence], out_dir: str,
+                   llm_states: bool = True, asr: bool = True, on_spoken=None) -> dict:
+    """`omniforge speak`: `evaluate.checkpoint` says each sentence with its own decoder and
+    `evaluate`'s generation limits; OUT/<id>.wav for each, OUT/spoken.jsonl with what was heard.
+    Returns the metrics."""
+    settings = config.evaluate
+    checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
+    engine = open_engine(store, config, checkpoint, speaking_decoder(store, config, checkpoint), settings,
+                         settings.decoder, settings.seed)
+    scorer = Scorer(settings.asr_model if asr else None, mos=False)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(result: SpokenSentence, trace: AnswerTrace) -> None:
+        (out / f"{_file_name(result.id)}.wav").write_bytes(encode_audio(trace.audio, trace.sample_rate, "WAV"))
+        if on_spoken is not None:
+            on_spoken(result)
+
+    with torch_threads(settings.torch_threads):
+        results = speak_sentences(engine, sentences, scorer, llm_states, save)
+    (out / "spoken.jsonl").write_text("".join(json.dumps(r.row()) + "\n" for r in results), encoding="utf-8")
+    return {"checkpoint": str(checkpoint.ref()), "llm_states": llm_states, **sentence_metrics(results)}
+
+
+def _file_name(sentence_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", sentence_id)[:80] or "sentence"
 
 
 def compare_with_previous(store: ArtifactStore, config: PipelineConfig, eval_ref: str) -> str | None:

@@ -87,6 +87,20 @@ class StreamingEngine:
         """Answer the last user turn. history: (role, text) turns ending with the user's (whose text is
         unused); speech: the 16 kHz wave of every user turn, in order."""
         began = time.perf_counter()
+        prompt, spoken = self.prompt(history, speech)
+        return self._trace(began, prompt, spoken)
+
+    @torch.no_grad()
+    def say(self, text: str, llm_states: bool = True) -> AnswerTrace:
+        """Say `text` as an answer: the LLM reads it (teacher-forced) after a prompt with no user turn,
+        and the TTS LM speaks it from the gate-fused states, exactly as it speaks its own answers; with
+        `llm_states` False, from the text's embeddings alone (what stage-1 TTS training taught it)."""
+        began = time.perf_counter()
+        return self._trace(began, self.text_prompt([]), [], forced=self.chat.text_ids(text), llm_states=llm_states)
+
+    def _trace(self, began: float, prompt: torch.Tensor, spoken: list[torch.Tensor],
+               forced: list[int] | None = None, llm_states: bool = True) -> AnswerTrace:
+        """Stream one answer through the decoder, timestamping every event since `began`."""
         events: list[TimedEvent] = []
         text_ids: list[int] = []
         units: list[int] = []
@@ -94,10 +108,9 @@ class StreamingEngine:
         def mark(kind: str, size: int) -> None:
             events.append(TimedEvent(kind, time.perf_counter() - began, size))
 
-        prompt, spoken = self.prompt(history, speech)
-
         def unit_chunks() -> Iterator[list[int]]:
-            for event in stream_generate(self.model, [prompt], spoken, self.settings, self.generator):
+            for event in stream_generate(self.model, [prompt], spoken, self.settings, self.generator,
+                                         forced=None if forced is None else [forced], llm_states=llm_states):
                 if event.kind == "text":
                     text_ids.extend(event.tokens)
                     mark("text", len(event.tokens))

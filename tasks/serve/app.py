@@ -17,9 +17,8 @@ from fastapi.responses import HTMLResponse, Response
 from omniforge.config import PipelineConfig
 from omniforge.config.serve import ServeConfig
 from omniforge.model.mel import INPUT_SAMPLE_RATE
-from omniforge.model.streaming import GenerationSettings
 from omniforge.storage import ArtifactRef, ArtifactStore
-from omniforge.tasks.evaluate.steps import checkpoint_units, speech_sampling
+from omniforge.tasks.evaluate.steps import open_engine, speaking_decoder
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
 from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer
 from omniforge.tasks.serve.protocol import (
@@ -30,30 +29,23 @@ from omniforge.tasks.serve.protocol import (
     parse_client_event,
     server_event,
 )
-from omniforge.tasks.train.checkpoints import load_checkpoint
-from omniforge.tasks.train.text_tokenizer import ChatFormat
-from omniforge.tasks.units.decoder import open_decoder
-from omniforge.tasks.units.steps import decoder_for
 
 PAGE_FILES = {"worklets.js": "text/javascript"}
 
 
-def open_engine(store: ArtifactStore, config: PipelineConfig) -> StreamingEngine:
-    """The served checkpoint with its units -> audio decoder (trained first if its units have none
-    yet), answering as `serve` says: one conversation at a time, in the caller's thread."""
+def open_served_engine(store: ArtifactStore, config: PipelineConfig) -> StreamingEngine:
+    """The served checkpoint with its units -> audio decoder (an error names the command that trains
+    one if its units have none), answering as `serve` says: one conversation at a time, in the
+    caller's thread."""
     settings = config.serve
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
-    decoder = decoder_for(store, checkpoint_units(store, checkpoint), config, None)
-    model, tokenizer = load_checkpoint(store, checkpoint)
-    generation = GenerationSettings(max_text_tokens=settings.max_text_tokens, max_speech_tokens=settings.max_speech_tokens,
-                                    speech=speech_sampling(settings.speech_temperature))
-    return StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
-                           open_decoder(store, decoder, settings.decoder), generation)
+    return open_engine(store, config, checkpoint, speaking_decoder(store, config, checkpoint), settings,
+                       settings.decoder)
 
 
 def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswerer:
-    """`open_engine` behind the model thread that answers every conversation in one batch."""
-    engine, settings = open_engine(store, config), config.serve
+    """`open_served_engine` behind the model thread that answers every conversation in one batch."""
+    engine, settings = open_served_engine(store, config), config.serve
     return BatchedAnswerer(engine, engine.settings, settings.torch_threads, torch.Generator().manual_seed(0),
                            settings.admit_window_ms / 1000, settings.prompt_threads)
 

@@ -33,6 +33,7 @@ class CheckpointState:
     stage_key: str
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0            # wall-clock time the stage has trained so far (resumes add to it)
 
 
 def save_checkpoint(store: ArtifactStore, name: str, model: OmniModel, tokenizer: PreTrainedTokenizerBase,

@@ -167,9 +167,11 @@ class StageRun:
                                           workers.world, start=first * workers.world), first, workers.rank, workers.world)
         writer = self._tensorboard()
         final = None
+        clock = time.perf_counter()
         while state.step < settings.steps:
             metrics = self.train_step(objective, optimizer, scheduler, parameters, batches)
             state.step += 1
+            state.seconds, clock = state.seconds + time.perf_counter() - clock, time.perf_counter()
             state.metrics = metrics
             if state.step % train.log_every == 0 or state.step == settings.steps:
                 state.history.append({"step": state.step, **metrics})
@@ -179,7 +181,7 @@ class StageRun:
                 if writer is not None:
                     for name, value in metrics.items():
                         writer.add_scalar(f"{self.stage}/{name}", value, state.step)
-            if state.step % train.checkpoint_every == 0 or state.step == settings.steps:
+            if state.step % (settings.checkpoint_every or train.checkpoint_every) == 0 or state.step == settings.steps:
                 final = self._save(model, tokenizer, state, optimizer, scheduler)
         if writer is not None:
             writer.close()

@@ -38,6 +38,7 @@ from safetensors.torch import save as save_safetensors
 from torch.nn import functional as F
 
 from omniforge.config.units import CosyVoice2DecoderConfig, DecoderRuntimeConfig, UnitsConfig
+from omniforge.errors import InputError
 from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.frame_vocoder import FrameVocoder, FrameVocoderSettings
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
@@ -410,10 +411,16 @@ def other_voices(store: ArtifactStore, units: Manifest, grid: MelGrid) -> list[V
             for row in batch.to_pylist() if row["utterance_id"] not in tokenized]
 
 
-def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None) -> Manifest:
+class MissingDecoder(InputError):
+    """A command that speaks found no trained decoder for its units (it never trains one itself)."""
+
+
+def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, flow_run_id: str | None = None,
+                    train: bool = True) -> Manifest:
     """The decoder for `units`' tokenizer with these settings, named after the tokenizer (every
     units version of that tokenizer shares it): reused if one exists, else trained on `units`
-    (learned) or described (cosyvoice2, whose weights stay in the user's directory)."""
+    (learned) or described (cosyvoice2, whose weights stay in the user's directory). `train` False
+    (evaluate, serve, speak): a missing learned decoder is an error naming the command that trains it."""
     tokenizer = units.parent_of(Kind.tokenizer)
     d = config.decoder
     if d.backend == "cosyvoice2":
@@ -425,6 +432,10 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     existing = store.find_version(Kind.decoder, tokenizer.name, settings_hash)
     if existing is not None:
         return existing
+    if not train:
+        raise MissingDecoder(f"no units -> audio decoder for {tokenizer} with these units.decoder settings; train it "
+                             f"with `omniforge tokenize-units -c CONFIG --set units.speech={units.parent_of(Kind.speech)} "
+                             f"units.name={units.name} units.tokenizer={tokenizer.name}` (same units.decoder settings)")
     vocab = store.manifest(tokenizer).stats["vocab_size"]
     grid = MelGrid(unit_rate=config.frame_rate)
     net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)

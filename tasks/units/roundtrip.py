@@ -31,8 +31,9 @@ def encoded_rows(store: ArtifactStore, units: Manifest, speech: Manifest, limit:
 
 
 def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit: int, asr_model: str = "tiny.en",
-              speech: Manifest | None = None) -> dict:
-    """Scores `speech`'s assistant turns (default: the units' own) against their resynthesis."""
+              speech: Manifest | None = None, mos: bool = True) -> dict:
+    """Scores `speech`'s assistant turns (default: the units' own) against their resynthesis (DNSMOS
+    too, unless `mos` is False: it costs seconds per utterance)."""
     from omniforge.tasks.common.asr import Transcriber, word_error_rate
 
     asr = Transcriber(asr_model)
@@ -43,13 +44,14 @@ def roundtrip(store: ArtifactStore, units: Manifest, decoder: UnitDecoder, limit
         rebuilt = resample(decoder.decode(row["units"]), decoder.sample_rate, INPUT_SAMPLE_RATE)
         scores["original_wer"].append(word_error_rate(row["text"], asr.transcribe(original)))
         scores["resynthesis_wer"].append(word_error_rate(row["text"], asr.transcribe(rebuilt)))
-        scores["original_dnsmos"].append(dnsmos(original))
-        scores["resynthesis_dnsmos"].append(dnsmos(rebuilt))
+        if mos:
+            scores["original_dnsmos"].append(dnsmos(original))
+            scores["resynthesis_dnsmos"].append(dnsmos(rebuilt))
     report = {"utterances": len(rows), "asr_model": asr_model,
               "speech": str(speech.ref()) if speech is not None else str(units.parent_of(Kind.speech))}
     for name, values in scores.items():
         known = [v for v in values if v is not None]
         report[name] = round(float(np.mean(known)), 4) if known else None
-    if report["original_dnsmos"] is None:
+    if mos and report["original_dnsmos"] is None:
         report["dnsmos_note"] = MOS_UNAVAILABLE
     return report

@@ -97,9 +97,11 @@ def tokenizer_for(store: ArtifactStore, speech: Manifest, config: PipelineConfig
     return tokenizer_version(store, speech, config.units, flow_run_id)
 
 
-def decoder_for(store: ArtifactStore, units: Manifest, config: PipelineConfig, flow_run_id: str | None) -> Manifest:
-    """The units -> audio decoder of `units`' tokenizer: reused, or trained now (learned backend)."""
-    return decoder_version(store, units, config.units, flow_run_id)
+def decoder_for(store: ArtifactStore, units: Manifest, config: PipelineConfig, flow_run_id: str | None,
+                train: bool = True) -> Manifest:
+    """The units -> audio decoder of `units`' tokenizer: reused, or trained now (learned backend);
+    `train` False: a missing one is an error naming the command that trains it."""
+    return decoder_version(store, units, config.units, flow_run_id, train)
 
 
 def import_units(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | None) -> ImportResult:

@@ -63,6 +63,23 @@ def test_bad_files_and_override_syntax(tmp_path):
         load_pipeline_config("configs/demo.yaml", ["build.name.x=1"])
 
 
+def test_a_config_can_start_from_another_and_change_only_what_differs(tmp_path):
+    (tmp_path / "parent.yaml").write_text("build: {name: parent, synthesis: {workers: 2, batch_size: 4}}\n"
+                                          "units: {kmeans: {k: 64}}\n")
+    (tmp_path / "child").mkdir()
+    child = tmp_path / "child" / "child.yaml"
+    child.write_text("base: ../parent.yaml\nbuild: {synthesis: {workers: 3}}\nunits: {kmeans: {k: 128}}\n")
+    config = load_pipeline_config(str(child), ["build.synthesis.batch_size=6"])
+    assert (config.build.name, config.build.synthesis.workers, config.build.synthesis.batch_size) == ("parent", 3, 6)
+    assert config.units.kmeans.k == 128
+    child.write_text("base: [parent.yaml]\n")
+    with pytest.raises(ConfigError, match="base must name a config file"):
+        load_pipeline_config(str(child))
+    child.write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_pipeline_config(str(child))
+
+
 def test_every_field_is_documented():
     from pydantic import BaseModel
 

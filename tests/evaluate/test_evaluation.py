@@ -169,14 +169,16 @@ def test_the_html_report_plays_each_kept_answer():
 
 
 def test_sampled_speech_is_reproducible_with_its_seed():
-    from omniforge.tasks.evaluate.steps import speech_sampling
+    from omniforge.config.evaluate import GenerationLimits
+    from omniforge.tasks.evaluate.steps import generation_settings
 
     engine, _ = _engine(max_text_tokens=12)
     wave = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)
-    engine.settings = GenerationSettings(max_text_tokens=12, max_speech_tokens=60, speech=speech_sampling(1.0))
+    engine.settings = generation_settings(GenerationLimits(max_text_tokens=12, max_speech_tokens=60,
+                                                           speech_temperature=1.0))
     heard = []
     for seed in (5, 5, 6):
         engine.generator = torch.Generator().manual_seed(seed)
         heard.append(engine.answer([("user", "")], [wave]).units)
     assert heard[0] == heard[1] and heard[0] != heard[2]
-    assert not speech_sampling(None).do_sample
+    assert not generation_settings(GenerationLimits()).speech.do_sample

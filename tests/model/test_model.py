@@ -271,3 +271,49 @@ def test_own_mel_filters_equal_the_slaney_filters_whisper_uses(n_fft, n_mels, fm
     theirs = mel_filter_bank(1 + n_fft // 2, n_mels, 0.0, fmax, rate, norm="slaney", mel_scale="slaney")
     assert ours.shape == theirs.shape
     assert abs(ours - theirs).max() < 1e-12
+
+
+def _never_ends(model: OmniModel) -> OmniModel:
+    """The TTS LM's end-of-speech logit forced to -inf: a model that would talk until a cap stops it."""
+    def no_eos(module, inputs, output):
+        output.logits[..., EOS] = -float("inf")
+        return output
+
+    model.speech_generator.model.register_forward_hook(no_eos)
+    return model
+
+
+def test_length_guard_stops_a_tts_lm_that_never_says_end_of_speech():
+    model = _never_ends(tiny_model(seed=2))
+    text = [7, 8, 9, 10, 11, 12]  # said as forced text, as `omniforge speak` says a sentence
+
+    def units(settings: GenerationSettings) -> tuple[int, list[str]]:
+        events = list(stream_generate(model, [torch.tensor([1])], [], settings, forced=[text], llm_states=False))
+        return sum(len(e.tokens) for e in events if e.kind == "speech"), [e.kind for e in events]
+
+    unguarded, _ = units(GenerationSettings(max_text_tokens=20, max_speech_tokens=400))
+    assert unguarded == 400  # only the hard cap ended it
+    guarded, kinds = units(GenerationSettings(max_text_tokens=20, max_speech_tokens=400, max_units_per_text_token=5))
+    assert guarded == 5 * len(text) and kinds[-1] == "end"
+    # the guard holds while the text streams in too: the speech never runs ahead of 5 units per token read
+    written, read = 0, 0
+    for event in stream_generate(model, [torch.tensor([1])], [], GenerationSettings(
+            max_text_tokens=20, max_speech_tokens=400, max_units_per_text_token=2), forced=[text], llm_states=False):
+        read += event.kind == "text"
+        written += len(event.tokens) if event.kind == "speech" else 0
+        assert written <= 2 * max(read, 1)
+
+
+def test_forced_text_is_read_as_the_llm_would_have_written_it():
+    """Saying a given text (teacher-forced) with LLM states is answering, with the LLM's choices
+    replaced: if the forced text is the LLM's own greedy answer, the speech is the same."""
+    model = tiny_model(seed=3).double()
+    speech = model.speech_embeddings(torch.randn(1, 16, 40, dtype=torch.float64), torch.tensor([40]))
+    prompt = [torch.tensor([1, SPEECH_TOKEN, 7])]
+    settings = GenerationSettings(max_text_tokens=8, max_speech_tokens=30)
+    _, [(text, units)] = answers(model, prompt, speech, settings)
+    forced = list(stream_generate(model, prompt, speech, settings, forced=[text]))
+    assert [e.tokens[0] for e in forced if e.kind == "text"] == text
+    assert [u for e in forced if e.kind == "speech" for u in e.tokens] == units
+    plain = list(stream_generate(model, prompt, speech, settings, forced=[text], llm_states=False))
+    assert [u for e in plain if e.kind == "speech" for u in e.tokens] != units  # no LLM states: other speech

@@ -38,7 +38,7 @@ SERVE = ["train.name=served", "serve.checkpoint=checkpoint/served", "serve.max_c
 @pytest.fixture(scope="session")
 def served(data_store, tmp_path_factory) -> Served:
     from omniforge.storage.audio import decode_audio
-    from omniforge.tasks.serve.app import open_engine
+    from omniforge.tasks.serve.app import open_served_engine
     from omniforge.tasks.train import steps as train_steps
     from tests.training_data import tiny_training
 
@@ -47,7 +47,7 @@ def served(data_store, tmp_path_factory) -> Served:
     speech, units = train_steps.resolve_inputs(store, config)
     start = train_steps.initial_checkpoint(store, config, speech, units, None)
     train_steps.run_stages_here(config, start, speech, units)
-    engine = open_engine(store, config)  # what the server runs, answering here
+    engine = open_served_engine(store, config)  # what the server runs, answering here
     rows = store.read_table(speech, columns=["role", "audio"]).to_pylist()
     questions = [decode_audio(r["audio"]["bytes"])[0] for r in rows if r["role"] == "user"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from omniforge.flows.build_corpus import build_corpus
+from omniforge.flows.pretrain_tts import corpus_units as corpus_units_config
 from omniforge.flows.pretrain_tts import pretrain_tts
 from omniforge.flows.tokenize_units import tokenize_units
 from omniforge.storage import Kind, store_from_config
@@ -20,8 +21,8 @@ PRETRAIN = ("corpus.pretrain.steps=2", "corpus.pretrain.batch_size=2", "corpus.p
 def corpus_units(data_store: str, name: str, tokenizer: str) -> tuple[str, str]:
     config = corpus_config(data_store, sentences=2, extra=(f"corpus.name={name}",))
     speech = build_corpus(config)["speech_version"]
-    units = tokenize_units(config.model_copy(update={"units": config.units.model_copy(update={
-        "speech": speech, "name": name, "tokenizer": tokenizer})}))["units_version"]
+    units = tokenize_units(corpus_units_config(config.model_copy(update={"units": config.units.model_copy(
+        update={"tokenizer": tokenizer})}), speech))["units_version"]
     return speech, units
 
 

@@ -1,0 +1,35 @@
+"""The offline text tokenizer is fitted on the TTS corpus, not on the dialogues: every piece of a
+word the corpus never had is a piece the TTS LM has read many times in training."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from pathlib import Path
+
+from omniforge.config import load_pipeline_config
+from omniforge.tasks.build.english_text import english_sentences
+from omniforge.tasks.train.text_tokenizer import load_tokenizer
+
+UNSEEN = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "unseen_sentences.jsonl"
+MIN_COUNT = 3  # times a piece must occur in the tokenized corpus to count as trained
+
+
+def test_unseen_words_split_into_pieces_the_corpus_trained():
+    config = load_pipeline_config("configs/demo.yaml")
+    source = config.corpus.source
+    corpus = english_sentences(source.sentences, source.seed, *source.words)
+    tokenizer = load_tokenizer(config.train.model, corpus)
+    known = {w.lower() for s in corpus for w in re.findall(r"[A-Za-z']+", s)}
+    sentences = [json.loads(line)["text"] for line in UNSEEN.read_text().splitlines()]
+    assert not set(sentences) & set(corpus)
+    new_words = sorted({w for s in sentences for w in re.findall(r"[A-Za-z']+", s) if w.lower() not in known})
+    assert len(new_words) >= 10, new_words  # the set really has words the corpus never said
+    counts = collections.Counter(t for s in corpus for t in tokenizer.encode(s, add_special_tokens=False))
+    for word in new_words:
+        for spelled in (f" {word}", word):  # inside a sentence, and at its start
+            pieces = tokenizer.encode(spelled, add_special_tokens=False)
+            assert tokenizer.decode(pieces) == spelled  # nothing lost to an unknown token
+            rare = [tokenizer.convert_ids_to_tokens(p) for p in pieces if counts[p] < MIN_COUNT]
+            assert not rare, f"{word!r}: pieces {rare} occur fewer than {MIN_COUNT} times in the corpus"
