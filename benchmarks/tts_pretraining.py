@@ -62,19 +62,12 @@ def unseen_ceilings(store: ArtifactStore, config: PipelineConfig, units: Manifes
 
 
 def spoken(store: ArtifactStore, config: PipelineConfig, checkpoint: Manifest, said: int) -> dict:
-    """The checkpoint's TTS LM says every unseen sentence text-only; ASR-WER and key words heard."""
-    from omniforge.tasks.common.threads import torch_threads
-    from omniforge.tasks.evaluate.metrics import Scorer
-    from omniforge.tasks.evaluate.speak import read_sentences, sentence_metrics, speak_sentences
-    from omniforge.tasks.evaluate.steps import open_engine, speaking_decoder
+    """The checkpoint's TTS LM says the unseen sentences text-only; ASR-WER and key words heard."""
+    from omniforge.tasks.evaluate.speak import read_sentences, sentence_metrics
+    from omniforge.tasks.evaluate.steps import say_sentences
 
-    settings = config.evaluate
-    engine = open_engine(store, config, checkpoint, speaking_decoder(store, config, checkpoint), settings,
-                         settings.decoder)
-    with torch_threads(settings.torch_threads):
-        sentences = read_sentences(str(SENTENCES))[:said]
-        results = speak_sentences(engine, sentences, Scorer(settings.asr_model, mos=False), llm_states=False)
-    return sentence_metrics(results)
+    sentences = read_sentences(str(SENTENCES))[:said]
+    return sentence_metrics(say_sentences(store, config, checkpoint, sentences, llm_states=False))
 
 
 def goal_row(case: str, ours: float, scratch: float, unit: str, ratio: float) -> dict:

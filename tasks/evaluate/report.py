@@ -24,7 +24,8 @@ METRIC_NAMES = {
     "latency_max": "latency max (s)", "real_time_factor": "real-time factor",
     "audio_before_text_end": "share of answers whose audio starts before their text ends", "answers": "answers",
     "sentences": "plain sentences said (evaluate.sentences)", "sentence_asr_wer": "sentences: ASR-WER",
-    "sentence_key_word_heard": "sentences: key word heard", "sentence_length_guard": "sentences: ended by the length guard",
+    "sentence_key_word_heard": "sentences: key word heard",
+    "sentence_length_guard": "sentences: ended by the length guard",
 }
 
 

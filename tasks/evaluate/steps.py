@@ -96,16 +96,23 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
                         key, flow_run_id)
 
 
-def speak_to_files(store: ArtifactStore, config: PipelineConfig, sentences: list[Sentence], out_dir: str,
-                   llm_states: bool = True, asr: bool = True, on_spoken=None) -> dict:
-    """`omniforge speak`: `evaluate.checkpoint` says each sentence with its own decoder and
-    `evaluate`'s generation limits; OUT/<id>.wav for each, OUT/spoken.jsonl with what was heard.
-    Returns the metrics."""
+def say_sentences(store: ArtifactStore, config: PipelineConfig, checkpoint: Manifest, sentences: list[Sentence],
+                  llm_states: bool = True, asr: bool = True, on_spoken=None) -> list[SpokenSentence]:
+    """The checkpoint says each sentence with its own decoder and `evaluate`'s generation limits,
+    heard back by `evaluate.asr_model` unless `asr` is off (see `speak_sentences`)."""
     settings = config.evaluate
-    checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
     engine = open_engine(store, config, checkpoint, speaking_decoder(store, config, checkpoint), settings,
                          settings.decoder, settings.seed)
     scorer = Scorer(settings.asr_model if asr else None, mos=False)
+    with torch_threads(settings.torch_threads):
+        return speak_sentences(engine, sentences, scorer, llm_states, on_spoken)
+
+
+def speak_to_files(store: ArtifactStore, config: PipelineConfig, sentences: list[Sentence], out_dir: str,
+                   llm_states: bool = True, asr: bool = True, on_spoken=None) -> dict:
+    """`omniforge speak`: `evaluate.checkpoint` says each sentence; OUT/<id>.wav for each,
+    OUT/spoken.jsonl with what was heard. Returns the metrics."""
+    checkpoint = store.manifest(store.resolve(ArtifactRef.parse(config.evaluate.checkpoint)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -114,8 +121,7 @@ def speak_to_files(store: ArtifactStore, config: PipelineConfig, sentences: list
         if on_spoken is not None:
             on_spoken(result)
 
-    with torch_threads(settings.torch_threads):
-        results = speak_sentences(engine, sentences, scorer, llm_states, save)
+    results = say_sentences(store, config, checkpoint, sentences, llm_states, asr, save)
     (out / "spoken.jsonl").write_text("".join(json.dumps(r.row()) + "\n" for r in results), encoding="utf-8")
     return {"checkpoint": str(checkpoint.ref()), "llm_states": llm_states, **sentence_metrics(results)}
 
