@@ -87,12 +87,14 @@ def test_rows_match_input_turns_and_rejects_carry_reasons(tmp_path):
                                             "unsupported_language": 1, "too_short": 1, "unknown_role": 1}
     assert speech.parents[0].ref() == dialogues.ref() and speech.flow_run_id
 
-    # the shards load with HF datasets, and the assistant's audio says its text
+    # the shards load with HF datasets, and a turn's audio says its text (a turn without numbers, which
+    # Whisper writes as digits; found by id: the files' order in `data_files` is not the table's)
     hf = datasets.load_dataset("parquet", data_files=store.shard_uris(speech), split="train")
-    samples = hf[3]["audio"].get_all_samples()  # datasets decodes it (torchcodec)
+    row = hf[hf["utterance_id"].index("good/2")]
+    samples = row["audio"].get_all_samples()  # datasets decodes it (torchcodec)
     wave, rate = samples.data[0].numpy(), samples.sample_rate
-    assert rate == 16000 and abs(len(wave) / rate - hf[3]["duration"]) < 0.01
-    assert word_error_rate(hf[3]["text"], Transcriber("tiny.en").transcribe(wave)) <= 0.25
+    assert rate == 16000 and abs(len(wave) / rate - row["duration"]) < 0.01
+    assert word_error_rate(row["text"], Transcriber("tiny.en").transcribe(wave)) <= 0.25
 
 
 def test_rerun_and_incremental_build_synthesize_only_what_is_new(tmp_path):
