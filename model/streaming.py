@@ -211,7 +211,7 @@ class StreamingBatch:
                     n = self.answers[i].n_read
                     picked[row] = forced[n] if n < len(forced) else config.eos_token_id
             fused = tts.text_inputs(picked, torch.stack([self.answers[i].hidden for i in reading]))
-            plain = tts.embed(picked)
+            plain = tts.embed(picked) if any(not self.answers[i].llm_states for i in reading) else None
             for row, i in enumerate(reading):
                 answer, token = self.answers[i], int(picked[row])
                 tokens[i] = token
