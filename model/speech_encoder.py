@@ -12,14 +12,21 @@ from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 
+def max_input_frames(encoder: WhisperEncoder) -> int:
+    """The most mel frames the encoder takes (its positions, before the stride-2 convolution)."""
+    return encoder.embed_positions.num_embeddings * encoder.conv2.stride[0]
+
+
 def encoder_lengths(mel_lengths: torch.Tensor) -> torch.Tensor:
     """Valid encoder frames per item: the second conv has stride 2."""
     return (mel_lengths + 1) // 2
 
 
-def encode_speech(encoder: WhisperEncoder, features: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+def encode_speech(encoder: WhisperEncoder, features: torch.Tensor, mel_lengths: torch.Tensor,
+                  depth: int | None = None) -> torch.Tensor:
     """features (B, n_mels, T) -> hidden states (B, ceil(T/2), d_model); frames past each item's
-    valid length are padding."""
+    valid length are padding. `depth`: the states after that many layers (no final layer norm)
+    instead of the encoder's output."""
     # zero each item's padding before each convolution, as the convolutions' own zero padding
     # does for an item alone: then a padded batch encodes every item exactly as alone
     in_range = torch.arange(features.shape[-1], device=features.device)[None, :] < mel_lengths[:, None]
@@ -33,6 +40,7 @@ def encode_speech(encoder: WhisperEncoder, features: torch.Tensor, mel_lengths: 
     valid = torch.arange(frames, device=features.device)[None, :] < encoder_lengths(mel_lengths)[:, None]
     mask = torch.zeros(valid.shape, dtype=hidden.dtype, device=hidden.device)
     mask = mask.masked_fill(~valid, torch.finfo(hidden.dtype).min)[:, None, None, :]
-    for layer in encoder.layers:
+    layers = encoder.layers if depth is None else encoder.layers[:depth]
+    for layer in layers:
         hidden = layer(hidden, mask)
-    return encoder.layer_norm(hidden)
+    return encoder.layer_norm(hidden) if depth is None else hidden

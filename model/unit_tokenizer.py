@@ -1,8 +1,10 @@
-"""The offline default speech tokenizer: log-mel frames at 25 Hz clustered by k-means.
+"""The offline default speech tokenizer: 25 Hz frames clustered by k-means.
 
 CosyVoice 2's S3 tokenizer (25 Hz, 6561 codes) needs hub weights; this one is fitted on our own
 data in minutes on a CPU, at the same frame rate, so everything downstream (read-write schedule,
-units -> audio) is the same code for both.
+units -> audio) is the same code for both. The frames are either log-mel spectra (acoustic units)
+or the states of a pretrained speech encoder part-way up (phonetic units, as CosyVoice's own
+tokenizer takes an ASR encoder's states: they keep what was said and drop most of how).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from omniforge.model.mel import INPUT_SAMPLE_RATE, MelSpectrogram
+from omniforge.model.mel import INPUT_SAMPLE_RATE, MelSpectrogram, WhisperLogMel
+from omniforge.model.speech_encoder import encode_speech, encoder_lengths
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class LogMelFrontend(nn.Module):
         self.settings = settings
         self.mel = MelSpectrogram(settings.sample_rate, settings.n_fft, settings.hop, settings.n_mels, settings.fmax,
                                   power=2.0, pad_mode="constant")
+
+    def features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self(wave) for wave in waves]
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(samples,) float wave -> (frames, n_mels) log-mel, per-utterance mean removed."""
@@ -69,13 +76,56 @@ def fit_kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 30) ->
     return centroids
 
 
-class KMeansUnitTokenizer(nn.Module):
-    """Wave -> unit ids (nearest centroid of each 40 ms log-mel frame)."""
+class EncoderFrontend(nn.Module):
+    """A Whisper encoder's states after `depth` layers (50 Hz), averaged in pairs of frames to the unit
+    rate and standardized per dimension: a few dimensions of Whisper's states are orders of
+    magnitude larger than the rest and would otherwise decide the clusters alone. A padded batch
+    encodes each wave as alone (`encode_speech`)."""
 
-    def __init__(self, settings: FrontendSettings, centroids: torch.Tensor) -> None:
+    def __init__(self, settings: FrontendSettings, encoder: WhisperEncoder, depth: int,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.settings = settings
-        self.frontend = LogMelFrontend(settings)
+        if not 1 <= depth <= len(encoder.layers):
+            raise ValueError(f"depth must be 1..{len(encoder.layers)} (the encoder's layers), got {depth}")
+        self.settings, self.encoder, self.depth = settings, encoder.eval(), depth
+        self.mel = WhisperLogMel(encoder.config.num_mel_bins)
+        states_rate = WhisperLogMel.sample_rate / WhisperLogMel.hop / encoder.conv2.stride[0]
+        if states_rate % settings.frame_rate:
+            raise ValueError(f"unit rate {settings.frame_rate} Hz must divide the encoder's {states_rate:g} Hz")
+        self.pool = int(states_rate // settings.frame_rate)
+        dim = encoder.config.d_model
+        self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.float())
+        self.register_buffer("std", torch.ones(dim) if std is None else std.float())
+
+    def fit_scale(self, states: torch.Tensor) -> torch.Tensor:
+        """Standardize from now on by these states' (frames, d_model) statistics; returns them standardized."""
+        self.mean.copy_(states.mean(0))
+        self.std.copy_(states.std(0).clamp(min=1e-5))
+        return (states - self.mean) / self.std
+
+    @torch.no_grad()
+    def features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each wave -> (settings.frames(samples), d_model) standardized states."""
+        features, lengths = self.mel.batch(waves)
+        states = encode_speech(self.encoder, features, lengths, self.depth)
+        out = []
+        for wave, item, valid in zip(waves, states, encoder_lengths(lengths).tolist()):
+            item = item[:valid]
+            item = torch.cat([item, item[-1:].expand(-valid % self.pool, -1)])  # a whole last group
+            pooled = item.view(-1, self.pool, item.shape[-1]).mean(1)
+            frames = self.settings.frames(len(wave))
+            pooled = torch.cat([pooled, pooled[-1:].expand(max(0, frames - len(pooled)), -1)])[:frames]
+            out.append((pooled - self.mean) / self.std)
+        return out
+
+
+class KMeansUnitTokenizer(nn.Module):
+    """Wave -> unit ids (nearest centroid of each 40 ms frame of the frontend's features)."""
+
+    def __init__(self, frontend: LogMelFrontend | EncoderFrontend, centroids: torch.Tensor) -> None:
+        super().__init__()
+        self.settings = frontend.settings
+        self.frontend = frontend
         self.register_buffer("centroids", centroids.float())
 
     @property
@@ -88,7 +138,7 @@ class KMeansUnitTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [torch.cdist(self.frontend(w), self.centroids).argmin(-1) for w in waves]
+        return [torch.cdist(f, self.centroids).argmin(-1) for f in self.frontend.features(waves)]
 
     def describe(self) -> dict:
         return {"backend": "kmeans", "vocab_size": self.vocab_size, **asdict(self.settings)}

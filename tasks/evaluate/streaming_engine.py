@@ -17,6 +17,7 @@ import torch
 
 from omniforge.model.mel import WhisperLogMel
 from omniforge.model.modeling_omni import OmniModel
+from omniforge.model.speech_encoder import max_input_frames
 from omniforge.model.streaming import GenerationSettings, stream_generate
 from omniforge.tasks.train.text_tokenizer import ChatFormat
 from omniforge.tasks.units.decoder import UnitDecoder
@@ -75,6 +76,11 @@ class StreamingEngine:
     def text_prompt(self, history: list[tuple[str, str]]) -> torch.Tensor:
         """The chat prompt's token ids, with a placeholder where each user turn's speech goes."""
         return self.chat.encode(history, generation_prompt=True).input_ids
+
+    @property
+    def max_turn_seconds(self) -> float:
+        """The longest user turn the speech encoder accepts (30 s for Whisper)."""
+        return max_input_frames(self.model.speech_encoder) * self.features.hop / self.features.sample_rate
 
     @torch.no_grad()
     def encode_speech(self, waves: list[np.ndarray]) -> list[torch.Tensor]:

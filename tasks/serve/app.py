@@ -16,11 +16,12 @@ from fastapi.responses import HTMLResponse, Response
 
 from omniforge.config import PipelineConfig
 from omniforge.config.serve import ServeConfig
+from omniforge.errors import InputError
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactRef, ArtifactStore
 from omniforge.tasks.evaluate.steps import open_engine, speaking_decoder
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
-from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer
+from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer, UserTurn
 from omniforge.tasks.serve.protocol import (
     ProtocolError,
     decode_pcm16,
@@ -44,8 +45,12 @@ def open_served_engine(store: ArtifactStore, config: PipelineConfig) -> Streamin
 
 
 def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswerer:
-    """`open_served_engine` behind the model thread that answers every conversation in one batch."""
+    """`open_served_engine` behind the model thread that answers every conversation in one batch.
+    Its limits are checked against what the model accepts before anyone connects."""
     engine, settings = open_served_engine(store, config), config.serve
+    if settings.max_turn_seconds > engine.max_turn_seconds:
+        raise InputError(f"serve.max_turn_seconds={settings.max_turn_seconds:g} is longer than the checkpoint's speech "
+                         f"encoder accepts ({engine.max_turn_seconds:g} s); set it to at most that")
     return BatchedAnswerer(engine, engine.settings, settings.torch_threads, torch.Generator().manual_seed(0),
                            settings.admit_window_ms / 1000, settings.prompt_threads)
 
@@ -57,8 +62,7 @@ class Conversation:
         self.settings = settings
         self.id = f"sess_{uuid.uuid4().hex[:12]}"
         self.history: list[tuple[str, str]] = []
-        self.speech: list[np.ndarray] = []
-        self.encoded: dict[int, torch.Tensor] = {}  # its user turns through the speech encoder (the model thread fills it)
+        self.turns: list[UserTurn] = []
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
         self.answering: str | None = None  # the response id in flight
@@ -79,7 +83,7 @@ class Conversation:
             raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
         if not self.buffered:
             raise ProtocolError("input_audio_buffer_commit_empty", "append audio before committing a turn")
-        self.speech.append(np.concatenate(self.buffer))
+        self.turns.append(UserTurn(np.concatenate(self.buffer)))
         self.history.append(("user", ""))
         self.clear()
         self.answering = f"resp_{uuid.uuid4().hex[:12]}"
@@ -170,8 +174,8 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                     def listener(answer: AnswerEvent, response: str = response) -> None:
                         loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
 
-                    answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.speech),
-                                                  listener, conversation.encoded))
+                    answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.turns),
+                                                  listener))
             except ProtocolError as err:
                 await ws.send_text(error_event(err.code, str(err)))
 
@@ -197,9 +201,9 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
             conversation.history.append(("assistant", answer.text))
             await ws.send_text(server_event("response.text.done", response_id=response, text=answer.text))
             await ws.send_text(server_event("response.audio.done", response_id=response))
-        else:  # the user turn stays unanswered in neither history nor speech
+        else:  # the conversation is as if the turn had not been sent: history, speech and its encoding
             conversation.history.pop()
-            conversation.speech.pop()
+            conversation.turns.pop()
         conversation.answering = None
         await ws.send_text(server_event("response.done", response={
             "id": response, "status": status, "output_text": answer.text if status == "completed" else "",

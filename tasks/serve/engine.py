@@ -38,16 +38,28 @@ class AnswerEvent:
     first_audio: float | None = None  # with "done": when the answer's first audio left
 
 
+@dataclass(eq=False)
+class UserTurn:
+    """A committed user turn: its 16 kHz wave, and its speech encoding once the model thread has made
+    it. The encoding belongs to the turn, not to its position: a turn taken back (cancelled, failed)
+    takes its encoding with it, and each turn goes through the speech encoder once, not once per
+    later answer."""
+
+    wave: np.ndarray
+    encoded: torch.Tensor | None = None
+
+
 @dataclass
 class AnswerRequest:
     key: str
     history: list[tuple[str, str]]  # (role, text), ending with the user's turn
-    speech: list[np.ndarray]        # every user turn's 16 kHz wave, in order
+    turns: list[UserTurn]           # every user turn, in order
     listener: Callable[[AnswerEvent], None]  # called from the model thread and the audio thread, one at a time
-    # the conversation's user turns encoded so far, by turn: shared by its requests (the model thread
-    # fills it), so each turn goes through the speech encoder once, not once per later answer
-    encoded: dict[int, torch.Tensor] = field(default_factory=dict)
     committed: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False  # set by `cancel` from any thread; honoured at every point of the request's life
+
+    def fail(self, err: Exception) -> None:
+        self.listener(AnswerEvent("error", time.perf_counter() - self.committed, text=f"{type(err).__name__}: {err}"))
 
 
 @dataclass
@@ -110,7 +122,8 @@ class _AudioThread:
 
 
 class BatchedAnswerer:
-    """The model thread. `submit` and `cancel` may be called from any thread."""
+    """The model thread. `submit` and `cancel` may be called from any thread. A request that fails
+    (its prompt cannot be encoded, say) gets an "error" event alone; the others go on."""
 
     def __init__(self, engine: StreamingEngine, settings: GenerationSettings, torch_threads: int = 1,
                  generator: torch.Generator | None = None, admit_window_s: float = 0.0, prompt_threads: int = 1) -> None:
@@ -118,7 +131,7 @@ class BatchedAnswerer:
         self.prompt_threads = prompt_threads
         self.admit_window_s = admit_window_s
         self.inbox: queue.Queue[AnswerRequest | None] = queue.Queue()
-        self.cancelled: set[str] = set()
+        self.live: dict[str, AnswerRequest] = {}  # submitted and not ended: what `cancel` can reach
         self.lock = threading.Lock()
         self.batch = StreamingBatch(engine.model, settings, generator)
         self.running: dict[str, _Running] = {}
@@ -131,12 +144,20 @@ class BatchedAnswerer:
         self.thread.start()
 
     def submit(self, request: AnswerRequest) -> None:
+        with self.lock:
+            self.live[request.key] = request
         self.inbox.put(request)
 
     def cancel(self, key: str) -> None:
         with self.lock:
-            self.cancelled.add(key)
+            request = self.live.get(key)
+            if request is not None:
+                request.cancelled = True
         self.inbox.put(None)  # wake the thread if it waits
+
+    def _end(self, key: str) -> None:
+        with self.lock:
+            self.live.pop(key, None)
 
     def close(self) -> None:
         self._stop = True
@@ -153,9 +174,10 @@ class BatchedAnswerer:
                     self._step()
             except Exception as err:  # noqa: BLE001 - a bug fails the answers in flight, not the server
                 log.exception("the model thread's step failed")
-                for running in list(self.running.values()):
+                for key, running in list(self.running.items()):
                     running.cancelled = True
                     running.emit("error", text=f"{type(err).__name__}: {err}")
+                    self._end(key)
                 self.running.clear()
                 self.batch = StreamingBatch(self.engine.model, self.settings, self.generator)
 
@@ -173,35 +195,49 @@ class BatchedAnswerer:
                 item = self.inbox.get_nowait()
         except queue.Empty:
             pass
-        with self.lock:
-            requests = [r for r in requests if r.key not in self.cancelled]
-        if not requests:
-            return
-        with threads.torch_threads(self.prompt_threads):
+        for request in requests:
+            if request.cancelled:
+                self._end(request.key)
+        requests = [r for r in requests if not r.cancelled]
+        if requests:
+            with threads.torch_threads(self.prompt_threads):
+                self._prefill(requests)
+
+    def _prefill(self, requests: list[AnswerRequest]) -> None:
+        """The requests join the batch in one prefill; if that fails, each tries alone, so a bad
+        request fails by itself."""
+        try:
+            prompts = [self.engine.text_prompt(r.history) for r in requests]
             speech = self._encoded_speech(requests)
-            for request in requests:
-                self.running[request.key] = _Running(request, self.engine.decoder.session())
-            self.batch.add([r.key for r in requests], [self.engine.text_prompt(r.history) for r in requests], speech)
+        except Exception as err:  # noqa: BLE001 - one bad turn must not fail the others
+            if len(requests) > 1:
+                for request in requests:
+                    self._prefill([request])
+                return
+            log.warning("request %s failed: %s", requests[0].key, err)
+            requests[0].fail(err)
+            self._end(requests[0].key)
+            return
+        for request in requests:
+            self.running[request.key] = _Running(request, self.engine.decoder.session())
+        self.batch.add([r.key for r in requests], prompts, speech)
 
     def _encoded_speech(self, requests: list[AnswerRequest]) -> list[torch.Tensor]:
         """Every user turn of these requests, in order; the turns not encoded before go through the
         encoder in one batch."""
-        missing = {(id(r.encoded), turn): (r.encoded, wave) for r in requests for turn, wave in enumerate(r.speech)
-                   if turn not in r.encoded}
+        missing = list({id(t): t for r in requests for t in r.turns if t.encoded is None}.values())
         if missing:
-            fresh = self.engine.encode_speech([wave for _, wave in missing.values()])
+            fresh = self.engine.encode_speech([turn.wave for turn in missing])
             self.encoded_turns += len(fresh)
-            for ((_, turn), (encoded, _)), embeddings in zip(missing.items(), fresh):
-                encoded[turn] = embeddings
-        return [r.encoded[turn] for r in requests for turn in range(len(r.speech))]
+            for turn, embeddings in zip(missing, fresh):
+                turn.encoded = embeddings
+        return [turn.encoded for r in requests for turn in r.turns]
 
     def _drop_cancelled(self) -> None:
-        with self.lock:
-            cancelled, self.cancelled = self.cancelled, set()
-        for key in cancelled:
-            if key in self.running:
-                self.batch.remove(key)
-                self.running.pop(key).cancelled = True
+        for key in [k for k, running in self.running.items() if running.request.cancelled]:
+            self.batch.remove(key)
+            self.running.pop(key).cancelled = True
+            self._end(key)
 
     def _step(self) -> None:
         self.largest_batch = max(self.largest_batch, len(self.batch))
@@ -225,3 +261,4 @@ class BatchedAnswerer:
         still = {answer.key for answer in self.batch.answers}
         for key in [k for k in self.running if k not in still]:
             self.audio.put(self.running.pop(key), "done")
+            self._end(key)

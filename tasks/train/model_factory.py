@@ -4,25 +4,15 @@ or a CTranslate2 model such as the shipped tiny.en)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, Qwen2Config, WhisperModel
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, Qwen2Config
 
 from omniforge.config.train import LMConfig, ModelConfig
 from omniforge.model.cosyvoice2_lm import released_to_ours
 from omniforge.model.modeling_omni import OmniModel
-from omniforge.tasks.common.asr import SHIPPED_MODELS, resolve_model
+from omniforge.tasks.common.whisper_encoder import load_speech_encoder
 from omniforge.tasks.train.text_tokenizer import ChatFormat
-from omniforge.tasks.train.whisper_ct2 import whisper_encoder_from_ct2
 from omniforge.tasks.units.tokenizers import S3UnitTokenizer
-
-
-def load_speech_encoder(source: str) -> WhisperEncoder:
-    if source in SHIPPED_MODELS or (Path(source) / "model.bin").is_file():
-        return whisper_encoder_from_ct2(resolve_model(source))
-    return WhisperModel.from_pretrained(source).get_encoder()
 
 
 def causal_lm(config: LMConfig, vocab_size: int, chat: ChatFormat) -> PreTrainedModel:

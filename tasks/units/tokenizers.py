@@ -19,14 +19,21 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from omniforge.config.units import S3TokenizerConfig, UnitsConfig
+from omniforge.config.units import KMeansConfig, S3TokenizerConfig, UnitsConfig
 from omniforge.errors import InputError
-from omniforge.model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFrontend, fit_kmeans
+from omniforge.model.unit_tokenizer import (
+    EncoderFrontend,
+    FrontendSettings,
+    KMeansUnitTokenizer,
+    LogMelFrontend,
+    fit_kmeans,
+)
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.storage.schemas import UNIT_ROW_FIELDS, UNITS_SCHEMA
 from omniforge.tasks.common.ray_runtime import map_on_actors
 from omniforge.tasks.common.threads import torch_threads
+from omniforge.tasks.common.whisper_encoder import load_speech_encoder
 
 ROW_COLUMNS = [*UNIT_ROW_FIELDS, "audio"]
 
@@ -47,29 +54,44 @@ def frontend_settings(config: UnitsConfig) -> FrontendSettings:
     return FrontendSettings(frame_rate=config.frame_rate, n_mels=config.kmeans.n_mels, n_fft=config.kmeans.n_fft)
 
 
+def build_frontend(settings: FrontendSettings, kmeans: KMeansConfig, scale: dict[str, torch.Tensor] | None = None
+                   ) -> LogMelFrontend | EncoderFrontend:
+    """The frames k-means clusters: log-mel, or the configured encoder's states (standardized by `scale`'s
+    mean and std once fitted)."""
+    if kmeans.features == "log_mel":
+        return LogMelFrontend(settings)
+    scale = scale or {}
+    return EncoderFrontend(settings, load_speech_encoder(kmeans.encoder.encoder), kmeans.encoder.depth,
+                           scale.get("mean"), scale.get("std"))
+
+
 def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig) -> tuple[KMeansUnitTokenizer, int]:
     """Fit k-means on a seeded sample of the speech's frames; returns it and the frames it saw."""
     settings = frontend_settings(config)
-    frontend = LogMelFrontend(settings)
-    frames = []
+    frontend = build_frontend(settings, config.kmeans)
+    frames, waves = [], []
     for row in speech_rows(store, speech, config.roles, ["role", "audio"]):
         wave, rate = decode_audio(row["audio"]["bytes"])
         if rate != settings.sample_rate:
             raise ValueError(f"speech must be {settings.sample_rate} Hz for the tokenizer, got {rate} Hz")
-        frames.append(frontend(torch.from_numpy(wave)))
-    points = torch.cat(frames)
+        waves.append(torch.from_numpy(wave))
+        if len(waves) == config.batch_size:
+            frames += frontend.features(waves)
+            waves = []
+    points = torch.cat(frames + frontend.features(waves) if waves else frames)
     if len(points) > config.kmeans.max_fit_frames:
         chosen = torch.randperm(len(points), generator=torch.Generator().manual_seed(config.kmeans.seed))
         points = points[chosen[: config.kmeans.max_fit_frames]]
+    if isinstance(frontend, EncoderFrontend):
+        points = frontend.fit_scale(points)
     centroids = fit_kmeans(points, config.kmeans.k, config.kmeans.seed, config.kmeans.iterations)
-    return KMeansUnitTokenizer(settings, centroids), len(points)
+    return KMeansUnitTokenizer(frontend, centroids), len(points)
 
 
 def tokenizer_settings(config: UnitsConfig) -> dict:
     """What decides a tokenizer's units (its version is reused when these match)."""
-    detail = config.kmeans if config.backend == "kmeans" else config.s3
-    return {"backend": config.backend, "frame_rate": config.frame_rate, "roles": config.roles,
-            config.backend: detail.model_dump(mode="json")}
+    detail = config.kmeans.identity() if config.backend == "kmeans" else config.s3.model_dump(mode="json")
+    return {"backend": config.backend, "frame_rate": config.frame_rate, "roles": config.roles, config.backend: detail}
 
 
 def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfig, flow_run_id: str | None,
@@ -87,8 +109,11 @@ def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfi
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     if config.backend == "kmeans":
         tokenizer, fit_frames = fit_tokenizer(store, speech, config)
-        writer.add_file("centroids.safetensors", save_safetensors({"centroids": tokenizer.centroids.contiguous()}))
-        writer.add_file("tokenizer.json", json.dumps(tokenizer.describe(), indent=2).encode())
+        tensors = {"centroids": tokenizer.centroids}
+        if isinstance(tokenizer.frontend, EncoderFrontend):
+            tensors.update(mean=tokenizer.frontend.mean, std=tokenizer.frontend.std)
+        writer.add_file("centroids.safetensors", save_safetensors({k: v.contiguous() for k, v in tensors.items()}))
+        writer.add_file("tokenizer.json", json.dumps({**tokenizer.describe(), **settings}, indent=2).encode())
         writer.stats.update(vocab_size=tokenizer.vocab_size, fit_frames=fit_frames, frame_rate=config.frame_rate)
     else:  # only a description: the weights stay where the user keeps them
         if check_weights:
@@ -103,7 +128,7 @@ def tokenizer_state(store: ArtifactStore, manifest: Manifest) -> dict:
     description = json.loads(store.read_bytes(manifest.files["tokenizer.json"].path))
     state = {"description": description}
     if "centroids.safetensors" in manifest.files:
-        state["centroids"] = load_safetensors(store.read_bytes(manifest.files["centroids.safetensors"].path))["centroids"]
+        state["tensors"] = load_safetensors(store.read_bytes(manifest.files["centroids.safetensors"].path))
     return state
 
 
@@ -111,7 +136,10 @@ def build_tokenizer(state: dict):
     description = state["description"]
     if description["backend"] == "kmeans":
         fields = {k: description[k] for k in ("sample_rate", "frame_rate", "n_mels", "n_fft", "fmax")}
-        return KMeansUnitTokenizer(FrontendSettings(**fields), state["centroids"])
+        # a version fitted before encoder features existed describes no kmeans section: log-mel
+        kmeans = KMeansConfig.model_validate(description.get("kmeans", {}))
+        tensors = state["tensors"]
+        return KMeansUnitTokenizer(build_frontend(FrontendSettings(**fields), kmeans, tensors), tensors["centroids"])
     return S3UnitTokenizer(S3TokenizerConfig.model_validate(description["s3"]))
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections import defaultdict
 
 import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
+
+from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer, UserTurn
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -154,6 +157,76 @@ def test_more_clients_than_slots_are_told_busy(served):
     assert clients[-1].session["type"] == "session.created"
     for client in clients:
         client.close()
+
+
+def test_barge_in_then_a_new_question_is_answered_as_in_a_fresh_conversation(served):
+    engine = served.engine
+    first, second = next((a, b) for a in served.questions[:4] for b in served.questions[:4] if a is not b
+                         and engine.answer([("user", "")], [a]).units != engine.answer([("user", "")], [b]).units)
+    for _ in range(3):  # the cancel must land while the first answer is still being made
+        client = Client(served.url)
+        client.say(first)
+        while client.receive()["type"] not in DELTAS:  # its turn is encoded and its answer under way
+            pass
+        client.send(type="response.cancel")
+        while (event := client.receive())["type"] != "response.done":
+            pass
+        if event["response"]["status"] == "cancelled":
+            break
+        client.close()
+    else:
+        pytest.skip("the answer always ended before the cancel arrived")
+    client.say(second)
+    answer = client.answer()
+    client.close()
+    fresh = engine.answer([("user", "")], [second])
+    assert answer["done"]["status"] == "completed" and answer["done"]["output_text"] == fresh.text
+    assert len(answer["audio"]) == len(fresh.audio) and np.allclose(answer["audio"], fresh.audio, atol=2 / 32768)
+
+
+def test_a_bad_turn_fails_alone_and_a_cancelled_queued_request_never_runs(served):
+    """In process: three requests arrive together; one is too long for the speech encoder, one is
+    cancelled before the model thread takes it. The good one is answered as alone."""
+    events: dict[str, list[AnswerEvent]] = defaultdict(list)
+    ended = {key: threading.Event() for key in ("good", "bad", "queued")}
+
+    def listener(key: str):
+        def hear(event: AnswerEvent) -> None:
+            events[key].append(event)
+            if event.kind in ("done", "error"):
+                ended[key].set()
+        return hear
+
+    def request(key: str, wave: np.ndarray) -> AnswerRequest:
+        return AnswerRequest(key, [("user", "")], [UserTurn(wave)], listener(key))
+
+    answerer = BatchedAnswerer(served.engine, served.engine.settings, admit_window_s=0.2)
+    try:
+        answerer.submit(request("good", served.questions[0]))
+        answerer.submit(request("bad", np.zeros(35 * 16000, np.float32)))
+        answerer.submit(request("queued", served.questions[1]))
+        answerer.cancel("queued")
+        assert ended["good"].wait(60) and ended["bad"].wait(60)
+        _wait(lambda: not answerer.live)
+    finally:
+        answerer.close()
+    assert [e.kind for e in events["bad"]] == ["error"] and "too long" in events["bad"][0].text
+    fresh = served.engine.answer([("user", "")], [served.questions[0]])
+    assert events["good"][-1].kind == "done" and events["good"][-1].text == fresh.text
+    assert events["queued"] == [] and answerer.steps > 0
+
+
+def test_the_server_refuses_turn_limits_its_encoder_cannot_take(served, data_store):
+    from omniforge.config import load_pipeline_config
+    from omniforge.errors import InputError
+    from omniforge.storage import store_from_config
+    from omniforge.tasks.serve.app import open_answerer
+    from tests.serve.conftest import SERVE
+
+    config = load_pipeline_config("configs/demo.yaml", [f"store.url={data_store}", "units.kmeans.k=32",
+                                                        "units.decoder.steps=5", *SERVE, "serve.max_turn_seconds=35"])
+    with pytest.raises(InputError, match="serve.max_turn_seconds=35 is longer than .* accepts \\(30 s\\)"):
+        open_answerer(store_from_config(config.store), config)
 
 
 def _wait(condition, timeout: float = 30) -> None:

@@ -13,11 +13,26 @@ from omniforge.config.units import S3TokenizerConfig
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.flows.tokenize_units import tokenize_units
 from omniforge.model.frame_vocoder import FrameVocoder
-from omniforge.model.unit_tokenizer import FrontendSettings, KMeansUnitTokenizer, LogMelFrontend, fit_kmeans
-from omniforge.storage import store_from_config
+from omniforge.model.unit_tokenizer import (
+    EncoderFrontend,
+    FrontendSettings,
+    KMeansUnitTokenizer,
+    LogMelFrontend,
+    fit_kmeans,
+)
+from omniforge.storage import Kind, store_from_config
+from omniforge.storage.audio import decode_audio
 from omniforge.tasks.build.tts import EngineSet
+from omniforge.tasks.common.audio_ops import resample
+from omniforge.tasks.common.whisper_encoder import load_speech_encoder
 from omniforge.tasks.units.decoder import decoder_version, open_decoder
-from omniforge.tasks.units.tokenizers import S3UnitTokenizer, TokenizerUnavailable, speech_rows
+from omniforge.tasks.units.tokenizers import (
+    S3UnitTokenizer,
+    TokenizerUnavailable,
+    build_tokenizer,
+    speech_rows,
+    tokenizer_state,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -37,16 +52,37 @@ def test_kmeans_fit_is_reproducible_with_a_seed():
         fit_kmeans(points[:10], 16, seed=0)
 
 
-def test_tokenizing_real_speech_twice_gives_identical_units():
-    wave, rate = EngineSet(TTSConfig()).get("piper").synthesize("The capital of France is Paris.", TTSConfig().assistant)
-    from omniforge.tasks.common.audio_ops import resample
+def piper_16k(text: str) -> torch.Tensor:
+    wave, rate = EngineSet(TTSConfig()).get("piper").synthesize(text, TTSConfig().assistant)
+    return torch.from_numpy(resample(wave, rate, 16000))
 
-    wave16k = torch.from_numpy(resample(wave, rate, 16000))
+
+def test_tokenizing_real_speech_twice_gives_identical_units():
+    wave16k = piper_16k("The capital of France is Paris.")
     frontend = LogMelFrontend(FrontendSettings())
-    tokenizer = KMeansUnitTokenizer(FrontendSettings(), fit_kmeans(frontend(wave16k), 8, seed=0))
+    tokenizer = KMeansUnitTokenizer(frontend, fit_kmeans(frontend(wave16k), 8, seed=0))
     first, second = tokenizer.encode([wave16k, wave16k[: len(wave16k) // 2]]), tokenizer.encode([wave16k])
     assert torch.equal(first[0], second[0]) and len(set(first[0].tolist())) > 1
     assert len(first[1]) == FrontendSettings().frames(len(wave16k) // 2)
+
+
+def test_encoder_units_are_25_hz_standardized_and_the_same_batched_or_alone():
+    """tiny.en's states after 2 layers, pooled to the unit rate: one frame per unit of any length,
+    standardized by the fitted statistics, and a padded batch tokenizes each wave as alone."""
+    wave = piper_16k("The doctor told him to drink more water.")
+    frontend = EncoderFrontend(FrontendSettings(), load_speech_encoder("tiny.en"), depth=2)
+    lengths = [len(wave), len(wave) // 3, 641, 16000 * 2 + 5]
+    waves = [wave[:n] if n <= len(wave) else torch.cat([wave, torch.zeros(n - len(wave))]) for n in lengths]
+    raw = frontend.features(waves)
+    assert [len(f) for f in raw] == [FrontendSettings().frames(n) for n in lengths]
+    scaled = frontend.fit_scale(torch.cat(raw))
+    assert torch.allclose(scaled.mean(0), torch.zeros(384), atol=1e-4) and torch.allclose(scaled.std(0), torch.ones(384), atol=1e-3)
+    tokenizer = KMeansUnitTokenizer(frontend, fit_kmeans(scaled, 8, seed=0))
+    batched, alone = tokenizer.encode(waves), [tokenizer.encode([w])[0] for w in waves]
+    assert all(torch.equal(b, a) for b, a in zip(batched, alone))
+    assert len(set(batched[0].tolist())) > 3  # speech moves through several units
+    with pytest.raises(ValueError, match="depth must be 1..4"):
+        EncoderFrontend(FrontendSettings(), frontend.encoder, depth=5)
 
 
 def test_s3_tokenizer_without_weights_says_so():
@@ -95,6 +131,25 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
 
     with pytest.raises(ValueError, match="units.decoder.backend: cosyvoice2 decodes CosyVoice 2's S3 units"):
         decoder_version(store, v2, load_pipeline_config("configs/demo.yaml", ["units.decoder.backend=cosyvoice2"]).units)
+
+    # encoder units: a tokenizer of their own, fitted with its standardization, rebuilt from the store as fitted
+    encoder = tokenize_units(config_for(tmp_path, 9, "units.name=phonetic", "units.kmeans.features=encoder",
+                                        "units.kmeans.k=16"))
+    assert encoder["tokenizer_version"] == "tokenizer/phonetic@1"
+    fitted = store.manifest(encoder["tokenizer_version"])
+    assert fitted.stats["vocab_size"] == 16 and fitted.parents[0].ref() == v2.parent_of(Kind.speech)
+    rebuilt = build_tokenizer(tokenizer_state(store, fitted))
+    assert isinstance(rebuilt.frontend, EncoderFrontend) and rebuilt.frontend.depth == 2
+    assert rebuilt.frontend.std.min() > 0 and not torch.equal(rebuilt.frontend.std, torch.ones(384))
+    rows = store.read_table(store.manifest(encoder["units_version"])).to_pylist()
+    audio = {r["utterance_id"]: r["audio"] for r in speech_rows(store, store.manifest("speech/demo@2"), ["assistant"])}
+    first = rows[0]
+    wave = torch.from_numpy(decode_audio(audio[first["utterance_id"]]["bytes"])[0])
+    assert rebuilt.encode([wave])[0].tolist() == first["units"]
+    assert all(abs(r["n_units"] - r["duration"] * 25) <= 1 and max(r["units"]) < 16 for r in rows)
+    # the log-mel tokenizer keeps its version: encoder settings do not count where log-mel is used
+    again = tokenize_units(config_for(tmp_path, 9, "units.kmeans.encoder.depth=3"))
+    assert again["tokenizer_version"] == "tokenizer/demo@1" and not again["published"]
 
 
 def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_path):

