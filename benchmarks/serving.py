@@ -39,17 +39,21 @@ def converse(url: str, questions: list[np.ndarray], results: list[tuple[float, f
     from websockets.sync.client import connect
 
     with connect(url, max_size=None, open_timeout=60) as ws:
-        session = json.loads(ws.recv(timeout=60))["session"]
-        rate = session["output_audio_format"]["rate"]
+        rate = json.loads(ws.recv(timeout=60))["session"]["omniforge"]["model_output_rate"]
+        ws.send(json.dumps({"type": "session.update", "session": {"audio": {  # the model's own rates
+            "input": {"format": {"type": "audio/pcm", "rate": 16000}},
+            "output": {"format": {"type": "audio/pcm", "rate": rate}}}}}))
+        json.loads(ws.recv(timeout=60))  # session.updated
         for wave in questions:
             pcm = base64.b64encode((np.clip(wave, -1, 0.99997) * 32768).astype("<i2").tobytes()).decode()
             ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm}))
             sent = time.perf_counter()
             ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            ws.send(json.dumps({"type": "response.create"}))
             first, samples = None, 0
             while True:
                 event = json.loads(ws.recv(timeout=300))
-                if event["type"] == "response.audio.delta":
+                if event["type"] == "response.output_audio.delta":
                     first = first or time.perf_counter() - sent
                     samples += event["samples"]
                 elif event["type"] == "response.done":

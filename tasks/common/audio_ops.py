@@ -19,6 +19,24 @@ def resample(wave: np.ndarray, source_rate: float, target_rate: int) -> np.ndarr
     return resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
+class AudioResampler:
+    """One stream's audio from one rate to another, chunk by chunk, without seams between chunks
+    (soxr's streaming resampler keeps its filter state); `None` flushes what it holds back."""
+
+    def __init__(self, source_rate: int, target_rate: int) -> None:
+        import soxr
+
+        self.stream = None if source_rate == target_rate else soxr.ResampleStream(source_rate, target_rate, 1,
+                                                                                  dtype="float32")
+
+    def __call__(self, chunk: np.ndarray | None) -> np.ndarray:
+        if self.stream is None:
+            return np.zeros(0, np.float32) if chunk is None else chunk
+        if chunk is None:
+            return self.stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        return self.stream.resample_chunk(chunk.astype(np.float32, copy=False))
+
+
 def semitones_to_factor(semitones: float) -> float:
     return float(2.0 ** (semitones / 12.0))
 

@@ -19,16 +19,20 @@ from omniforge.config.serve import ServeConfig
 from omniforge.errors import InputError
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactRef, ArtifactStore
+from omniforge.tasks.common.audio_ops import AudioResampler, resample
 from omniforge.tasks.evaluate.steps import open_engine, speaking_decoder
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
 from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer, UserTurn
 from omniforge.tasks.serve.protocol import (
     ProtocolError,
+    SessionSettings,
     decode_pcm16,
     encode_pcm16,
     error_event,
     parse_client_event,
     server_event,
+    update_session,
+    user_audio,
 )
 
 PAGE_FILES = {"worklets.js": "text/javascript"}
@@ -56,19 +60,21 @@ def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswer
 
 
 class Conversation:
-    """One connection: its history, the user's turn being received, the answer in flight."""
+    """One connection: its session settings, history, the user's turn being received, the answer in flight."""
 
     def __init__(self, settings: ServeConfig) -> None:
         self.settings = settings
+        self.session = SessionSettings()
         self.id = f"sess_{uuid.uuid4().hex[:12]}"
         self.history: list[tuple[str, str]] = []
         self.turns: list[UserTurn] = []
+        self.unanswered = 0  # user turns since the last answer: what response.create answers
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
         self.answering: str | None = None  # the response id in flight
 
     def append(self, audio: np.ndarray) -> None:
-        if self.buffered + len(audio) > self.settings.max_turn_seconds * INPUT_SAMPLE_RATE:
+        if self.buffered + len(audio) > self.settings.max_turn_seconds * self.session.input_rate:
             self.clear()
             raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of "
                                                  "audio; the buffer was cleared")
@@ -79,21 +85,53 @@ class Conversation:
         self.buffer, self.buffered = [], 0
 
     def commit(self) -> str:
-        if self.answering is not None:
-            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        """The buffered audio becomes a user turn; returns its item id."""
         if not self.buffered:
             raise ProtocolError("input_audio_buffer_commit_empty", "append audio before committing a turn")
-        self.turns.append(UserTurn(np.concatenate(self.buffer)))
-        self.history.append(("user", ""))
+        wave = np.concatenate(self.buffer)
         self.clear()
+        return self.add_turn(wave)
+
+    def add_turn(self, wave: np.ndarray) -> str:
+        """A user turn at the session's input rate, heard at the model's."""
+        if self.answering is not None:
+            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        if len(wave) > self.settings.max_turn_seconds * self.session.input_rate:
+            raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of audio")
+        self.turns.append(UserTurn(resample(wave, self.session.input_rate, INPUT_SAMPLE_RATE)))
+        self.history.append(("user", ""))
+        self.unanswered += 1
+        return f"item_{uuid.uuid4().hex[:12]}"
+
+    def respond(self) -> str:
+        if self.answering is not None:
+            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        if not self.unanswered:
+            raise ProtocolError("no_user_turn", "commit a user turn (input_audio_buffer.commit) before response.create")
         self.answering = f"resp_{uuid.uuid4().hex[:12]}"
         return self.answering
+
+    def answered(self, text: str | None) -> None:
+        """The answer in flight ended: its text joins the history, or (None: cancelled, failed) the
+        conversation is as if its user turns had not been sent, their speech and encodings too."""
+        if text is not None:
+            self.history.append(("assistant", text))
+        else:
+            del self.history[len(self.history) - self.unanswered:]
+            del self.turns[len(self.turns) - self.unanswered:]
+        self.unanswered = 0
+        self.answering = None
 
 
 def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
     app = FastAPI(title="omniforge", docs_url=None, redoc_url=None)
-    output_rate = answerer.engine.decoder.sample_rate
+    model_rate = answerer.engine.decoder.sample_rate
     app.state.active = 0
+
+    def describe(conversation: Conversation) -> dict:
+        return conversation.session.describe(conversation.id, settings.checkpoint, {
+            "model_input_rate": INPUT_SAMPLE_RATE, "model_output_rate": model_rate,
+            "max_turn_seconds": settings.max_turn_seconds})
 
     @app.get("/")
     def page() -> HTMLResponse:
@@ -127,10 +165,7 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
         outbox: asyncio.Queue = asyncio.Queue()
         sender = asyncio.create_task(_send(ws, outbox, conversation))
         try:
-            await ws.send_text(server_event("session.created", session={
-                "id": conversation.id, "input_audio_format": {"type": "audio/pcm", "rate": INPUT_SAMPLE_RATE},
-                "output_audio_format": {"type": "audio/pcm", "rate": output_rate},
-                "max_turn_seconds": settings.max_turn_seconds}))
+            await ws.send_text(server_event("session.created", session=describe(conversation)))
             await _receive(ws, conversation, answerer, outbox, asyncio.get_running_loop())
         except WebSocketDisconnect:
             pass
@@ -155,58 +190,89 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                 if len(message["text"]) > settings.max_frame_bytes:
                     raise ProtocolError("frame_too_large", f"a frame may hold at most {settings.max_frame_bytes} bytes")
                 event = parse_client_event(message["text"])
-                kind = event["type"]
-                if kind == "input_audio_buffer.append":
-                    conversation.append(decode_pcm16(event.get("audio")))
-                elif kind == "input_audio_buffer.clear":
-                    conversation.clear()
-                    await ws.send_text(server_event("input_audio_buffer.cleared"))
-                elif kind == "response.cancel":
-                    if conversation.answering is not None:
-                        answerer.cancel(conversation.answering)
-                        outbox.put_nowait((conversation.answering, AnswerEvent("cancelled", 0.0)))
-                else:
-                    response = conversation.commit()
-                    await ws.send_text(server_event("input_audio_buffer.committed", item_id=f"item_{response[5:]}"))
-                    await ws.send_text(server_event("response.created", response={"id": response,
-                                                                                   "status": "in_progress"}))
-
-                    def listener(answer: AnswerEvent, response: str = response) -> None:
-                        loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
-
-                    answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.turns),
-                                                  listener))
+                await _handle(ws, event, conversation, answerer, outbox, loop)
             except ProtocolError as err:
                 await ws.send_text(error_event(err.code, str(err)))
 
+    async def _handle(ws: WebSocket, event: dict, conversation: Conversation, answerer: BatchedAnswerer,
+                      outbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
+        kind = event["type"]
+        if kind == "session.update":
+            if conversation.buffered or conversation.answering is not None:
+                raise ProtocolError("session_busy", "update the session between turns (the buffer is not empty "
+                                                    "or an answer is in progress)")
+            conversation.session = update_session(conversation.session, event.get("session"))
+            await ws.send_text(server_event("session.updated", session=describe(conversation)))
+        elif kind == "input_audio_buffer.append":
+            conversation.append(decode_pcm16(event.get("audio")))
+        elif kind == "input_audio_buffer.clear":
+            conversation.clear()
+            await ws.send_text(server_event("input_audio_buffer.cleared"))
+        elif kind == "input_audio_buffer.commit":
+            item = conversation.commit()
+            await ws.send_text(server_event("input_audio_buffer.committed", item_id=item, previous_item_id=None))
+        elif kind == "conversation.item.create":
+            item = conversation.add_turn(decode_pcm16(user_audio(event.get("item"))))
+            await ws.send_text(server_event("conversation.item.created", item={
+                "id": item, "type": "message", "role": "user", "status": "completed"}))
+        elif kind == "response.cancel":
+            if conversation.answering is not None:  # done at once: the next turn may follow right away
+                answerer.cancel(conversation.answering)
+                await _finish(ws, conversation, conversation.answering, AnswerEvent("cancelled", 0.0))
+        else:  # response.create
+            response = conversation.respond()
+            await ws.send_text(server_event("response.created", response={"id": response, "object": "realtime.response",
+                                                                           "status": "in_progress"}))
+
+            def listener(answer: AnswerEvent, response: str = response) -> None:
+                loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
+
+            answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.turns), listener))
+
     async def _send(ws: WebSocket, outbox: asyncio.Queue, conversation: Conversation) -> None:
         """Answer events to the client, in order; a finished answer joins the history."""
+        resamplers: dict[str, AudioResampler] = {}  # the answer in flight's, from the decoder's rate to the session's
         while True:
             response, answer = await outbox.get()
             if response != conversation.answering:
                 continue  # a cancelled answer's late events
+            text_events, ids = _output_names(conversation, response)
             if answer.kind == "text":
-                await ws.send_text(server_event("response.text.delta", response_id=response, delta=answer.text,
+                await ws.send_text(server_event(f"{text_events}.delta", **ids, delta=answer.text,
                                                 seconds=round(answer.seconds, 4)))
-            elif answer.kind == "audio":
-                await ws.send_text(server_event("response.audio.delta", response_id=response,
-                                                delta=encode_pcm16(answer.audio), samples=len(answer.audio),
-                                                seconds=round(answer.seconds, 4)))
-            else:
-                await _finish(ws, conversation, response, answer)
+            elif answer.kind == "audio" and conversation.session.speaks:
+                if response not in resamplers:
+                    resamplers.clear()
+                    resamplers[response] = AudioResampler(model_rate, conversation.session.output_rate)
+                audio = resamplers[response](answer.audio)
+                await ws.send_text(server_event("response.output_audio.delta", **ids, delta=encode_pcm16(audio),
+                                                samples=len(audio), seconds=round(answer.seconds, 4)))
+            elif answer.kind != "audio":
+                tail = resamplers.pop(response)(None) if response in resamplers else None
+                await _finish(ws, conversation, response, answer, tail)
 
-    async def _finish(ws: WebSocket, conversation: Conversation, response: str, answer: AnswerEvent) -> None:
+    def _output_names(conversation: Conversation, response: str) -> tuple[str, dict]:
+        """The text events' prefix (the transcript of a spoken answer, else text) and an answer's ids."""
+        text_events = "response.output_audio_transcript" if conversation.session.speaks else "response.output_text"
+        return text_events, {"response_id": response, "item_id": f"item_{response[5:]}", "output_index": 0,
+                             "content_index": 0}
+
+    async def _finish(ws: WebSocket, conversation: Conversation, response: str, answer: AnswerEvent,
+                      tail: np.ndarray | None = None) -> None:
+        text_events, ids = _output_names(conversation, response)
         status = {"done": "completed", "cancelled": "cancelled"}.get(answer.kind, "failed")
+        conversation.answered(answer.text if status == "completed" else None)
         if status == "completed":
-            conversation.history.append(("assistant", answer.text))
-            await ws.send_text(server_event("response.text.done", response_id=response, text=answer.text))
-            await ws.send_text(server_event("response.audio.done", response_id=response))
-        else:  # the conversation is as if the turn had not been sent: history, speech and its encoding
-            conversation.history.pop()
-            conversation.turns.pop()
-        conversation.answering = None
+            if tail is not None and len(tail):
+                await ws.send_text(server_event("response.output_audio.delta", **ids, delta=encode_pcm16(tail),
+                                                samples=len(tail), seconds=round(answer.seconds, 4)))
+            field = "transcript" if conversation.session.speaks else "text"
+            await ws.send_text(server_event(f"{text_events}.done", **ids, **{field: answer.text}))
+            if conversation.session.speaks:
+                await ws.send_text(server_event("response.output_audio.done", **ids))
         await ws.send_text(server_event("response.done", response={
-            "id": response, "status": status, "output_text": answer.text if status == "completed" else "",
+            "id": response, "object": "realtime.response", "status": status,
+            "output_text": answer.text if status == "completed" else "",
             "first_audio_seconds": None if answer.first_audio is None else round(answer.first_audio, 4),
             **({"error": answer.text} if status == "failed" else {})}))
 

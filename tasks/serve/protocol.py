@@ -1,14 +1,20 @@
-"""The WebSocket protocol of `omniforge serve`: OpenAI Realtime's event names and audio encoding
-(JSON text frames, audio as base64 16-bit little-endian mono PCM), with our rates: the client sends
-16 kHz (what the model hears), the server sends the decoder's rate (22.05 kHz offline), both stated
-in `session.created`.
+"""The WebSocket protocol of `omniforge serve`: OpenAI Realtime's (JSON text frames, audio as base64
+16-bit little-endian mono PCM, `audio/pcm` at 24 kHz unless the session says another rate), so the
+clients people have (the `openai` SDK, Pipecat, LiveKit) talk to it unchanged. The server resamples:
+the model hears 16 kHz and speaks at its decoder's rate (both stated in the session's `omniforge`
+field).
 
-Client -> server: `input_audio_buffer.append` {audio}, `input_audio_buffer.commit` (end of the
-user's turn), `input_audio_buffer.clear`, `response.cancel`.
-Server -> client: `session.created`, `input_audio_buffer.committed`, `input_audio_buffer.cleared`,
-`response.created`, `response.text.delta` {delta}, `response.audio.delta` {delta}, `response.text.done`,
-`response.audio.done`, `response.done` {response: {status, output_text, first_audio_seconds}}, `error`
-{error: {type, code, message}}. Every delta carries `seconds`: time since the turn was committed.
+Client -> server: `session.update` {session: GA (`audio.input.format`, `audio.output.format`,
+`audio.input.turn_detection`, `output_modalities`) or beta (`input_audio_format`, `output_audio_format`,
+`turn_detection`, `modalities`) fields}, `input_audio_buffer.append` {audio},
+`input_audio_buffer.commit` (a user turn), `input_audio_buffer.clear`, `conversation.item.create`
+(a user message of `input_audio`), `response.create` (answer the user's turn), `response.cancel`.
+Server -> client: `session.created`, `session.updated`, `input_audio_buffer.committed`,
+`input_audio_buffer.cleared`, `conversation.item.created`, `response.created`,
+`response.output_audio_transcript.delta` {delta} (`response.output_text.delta` for a text-only
+session), `response.output_audio.delta` {delta}, their `.done`, `response.done` {response: {status,
+output_text, first_audio_seconds}}, `error` {error: {type, code, message}}. Every delta carries
+`seconds`: time since the turn was committed.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ import base64
 import binascii
 import json
 import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-CLIENT_EVENTS = ("input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
-                 "response.cancel")
+CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
+                 "input_audio_buffer.clear", "conversation.item.create", "response.create", "response.cancel")
+OPENAI_PCM_RATE = 24000  # OpenAI Realtime's `audio/pcm` (and its beta's "pcm16") rate: every client's default
+AUDIO_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
+BETA_FORMATS = {"pcm16": OPENAI_PCM_RATE}
 
 
 class ProtocolError(Exception):
@@ -69,3 +79,77 @@ def decode_pcm16(audio: Any) -> np.ndarray:
 def encode_pcm16(wave: np.ndarray) -> str:
     samples = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 32767 / 32768) * 32768.0
     return base64.b64encode(samples.astype("<i2").tobytes()).decode()
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What a client chose for its session (`session.update`)."""
+
+    input_rate: int = OPENAI_PCM_RATE
+    output_rate: int = OPENAI_PCM_RATE
+    modalities: tuple[str, ...] = ("audio",)
+
+    @property
+    def speaks(self) -> bool:
+        return "audio" in self.modalities
+
+    def describe(self, session_id: str, model: str, extra: dict) -> dict:
+        """The session object of `session.created` / `session.updated`, in OpenAI Realtime's shape."""
+        return {"id": session_id, "object": "realtime.session", "type": "realtime", "model": model,
+                "output_modalities": list(self.modalities),
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.input_rate}, "turn_detection": None},
+                          "output": {"format": {"type": "audio/pcm", "rate": self.output_rate}}},
+                "omniforge": extra}
+
+
+def _rate(format_: Any, where: str) -> int:
+    """A format field (GA {type, rate} or beta name) -> its rate, or ProtocolError."""
+    if isinstance(format_, str) and format_ in BETA_FORMATS:
+        return BETA_FORMATS[format_]
+    if isinstance(format_, dict) and format_.get("type", "audio/pcm") == "audio/pcm":
+        rate = format_.get("rate", OPENAI_PCM_RATE)
+        if rate in AUDIO_RATES:
+            return rate
+        raise ProtocolError("unsupported_audio_rate", f"{where}.rate {rate!r}: use one of {AUDIO_RATES}")
+    raise ProtocolError("unsupported_audio_format", f"{where} {format_!r}: only 16-bit PCM (`audio/pcm`, "
+                                                    "or `pcm16`) is spoken here")
+
+
+def update_session(current: SessionSettings, session: Any) -> SessionSettings:
+    """Apply a `session.update`'s session (GA or beta fields); what it does not name stays."""
+    if not isinstance(session, dict):
+        raise ProtocolError("invalid_session", "`session` must be an object")
+    audio = session.get("audio") or {}
+    inputs, outputs = audio.get("input") or {}, audio.get("output") or {}
+    changes: dict[str, Any] = {}
+    if "format" in inputs:
+        changes["input_rate"] = _rate(inputs["format"], "session.audio.input.format")
+    if "input_audio_format" in session:
+        changes["input_rate"] = _rate(session["input_audio_format"], "session.input_audio_format")
+    if "format" in outputs:
+        changes["output_rate"] = _rate(outputs["format"], "session.audio.output.format")
+    if "output_audio_format" in session:
+        changes["output_rate"] = _rate(session["output_audio_format"], "session.output_audio_format")
+    for key in ("turn_detection",):
+        detection = inputs.get(key, session.get(key))
+        if detection is not None:
+            raise ProtocolError("unsupported_turn_detection", "turn detection: only null (the client commits each "
+                                                              "turn and sends response.create) is served here")
+    modalities = session.get("output_modalities", session.get("modalities"))
+    if modalities is not None:
+        if not isinstance(modalities, list) or not set(modalities) <= {"audio", "text"} or not modalities:
+            raise ProtocolError("invalid_modalities", f"output modalities {modalities!r}: [\"audio\"] or [\"text\"]")
+        changes["modalities"] = tuple(modalities)
+    return replace(current, **changes)
+
+
+def user_audio(item: Any) -> str:
+    """The base64 audio of a `conversation.item.create` user message (ProtocolError otherwise)."""
+    if not isinstance(item, dict) or item.get("type", "message") != "message" or item.get("role") != "user":
+        raise ProtocolError("unsupported_item", "conversation.item.create: only user messages are taken")
+    parts = item.get("content") if isinstance(item.get("content"), list) else []
+    audio = [p.get("audio") for p in parts if isinstance(p, dict) and p.get("type") == "input_audio"]
+    if len(audio) != 1:
+        raise ProtocolError("unsupported_content", "a user message needs one `input_audio` part: this model hears "
+                                                   "speech (text turns are not part of its training)")
+    return audio[0]

@@ -79,4 +79,5 @@ def test_the_page_asks_with_the_microphone_shows_the_text_and_plays_the_answer(s
     assert result["status"] == "completed"
     assert result["samples"] > 0 and result["played"] == result["samples"]  # every sample went out of the worklet
     assert shown == result["text"] and result["first_audio_ms"] > 0 and "first audio after" in meta
-    assert abs(result["sent_samples"] / 16000 - seconds) < 0.25 * seconds  # the microphone's turn, at 16 kHz
+    # the microphone's turn, at the session's default rate (OpenAI Realtime's 24 kHz; the server resamples)
+    assert abs(result["sent_samples"] / 24000 - seconds) < 0.25 * seconds

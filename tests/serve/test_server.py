@@ -18,7 +18,7 @@ from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnsw
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-DELTAS = {"response.text.delta", "response.audio.delta"}
+DELTAS = {"response.output_audio_transcript.delta", "response.output_audio.delta"}
 
 
 def pcm16(wave: np.ndarray) -> str:
@@ -26,9 +26,19 @@ def pcm16(wave: np.ndarray) -> str:
 
 
 class Client:
-    def __init__(self, url: str) -> None:
+    """Our own client: it hears the model's rates (16 kHz in, the decoder's out), so answers compare
+    sample for sample with the engine answering in this process."""
+
+    def __init__(self, url: str, native_rates: bool = True) -> None:
         self.ws = connect(url, max_size=None, open_timeout=30)
         self.session = self.receive()
+        if native_rates:
+            rates = self.session["session"]["omniforge"]
+            self.send(type="session.update", session={"audio": {
+                "input": {"format": {"type": "audio/pcm", "rate": rates["model_input_rate"]}},
+                "output": {"format": {"type": "audio/pcm", "rate": rates["model_output_rate"]}}}})
+            self.session = self.receive()
+            assert self.session["type"] == "session.updated"
 
     def send(self, **event) -> None:
         self.ws.send(json.dumps(event))
@@ -40,14 +50,20 @@ class Client:
         for start in range(0, len(wave), chunk):
             self.send(type="input_audio_buffer.append", audio=pcm16(wave[start:start + chunk]))
         if commit:
-            self.send(type="input_audio_buffer.commit")
+            self.respond()
+
+    def respond(self) -> None:
+        self.send(type="input_audio_buffer.commit")
+        self.send(type="response.create")
 
     def answer(self) -> dict:
         events = []
         while not events or events[-1]["type"] != "response.done":
             events.append(self.receive())
-        audio = [np.frombuffer(base64.b64decode(e["delta"]), "<i2") for e in events if e["type"] == "response.audio.delta"]
-        return {"events": events, "text": "".join(e["delta"] for e in events if e["type"] == "response.text.delta"),
+        audio = [np.frombuffer(base64.b64decode(e["delta"]), "<i2") for e in events
+                 if e["type"] == "response.output_audio.delta"]
+        return {"events": events, "text": "".join(e["delta"] for e in events
+                                                  if e["type"] == "response.output_audio_transcript.delta"),
                 "audio": np.concatenate(audio).astype(np.float32) / 32768 if audio else np.zeros(0, np.float32),
                 "done": events[-1]["response"]}
 
@@ -67,9 +83,8 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
         and after(engine.answer([("user", "")], [a]).text, a, b).units != engine.answer([("user", "")], [b]).units)
     encoded_before = served.status()["encoded_turns"]
     client = Client(served.url)
-    assert client.session["type"] == "session.created"
-    rate = client.session["session"]["output_audio_format"]["rate"]
-    assert client.session["session"]["input_audio_format"] == {"type": "audio/pcm", "rate": 16000}
+    rate = client.session["session"]["audio"]["output"]["format"]["rate"]
+    assert client.session["session"]["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 16000}
     client.say(first_question)
     first = client.answer()
     client.say(second_question)
@@ -79,12 +94,12 @@ def test_a_two_turn_conversation_keeps_its_history_and_streams_in_order(served):
     for answer in (first, second):
         kinds = [e["type"] for e in answer["events"]]
         assert kinds[:2] == ["input_audio_buffer.committed", "response.created"]
-        assert kinds[-3:] == ["response.text.done", "response.audio.done", "response.done"]
-        assert set(kinds[2:-3]) <= DELTAS and "response.audio.delta" in kinds
+        assert kinds[-3:] == ["response.output_audio_transcript.done", "response.output_audio.done", "response.done"]
+        assert set(kinds[2:-3]) <= DELTAS and "response.output_audio.delta" in kinds
         deltas = [e for e in answer["events"] if e["type"] in DELTAS]
         assert all(a["seconds"] <= b["seconds"] for a, b in zip(deltas, deltas[1:]))  # in the order they were made
         assert answer["done"]["status"] == "completed" and answer["done"]["output_text"] == answer["text"].strip()
-        samples = sum(e["samples"] for e in deltas if e["type"] == "response.audio.delta")
+        samples = sum(e["samples"] for e in deltas if e["type"] == "response.output_audio.delta")
         assert len(answer["audio"]) == samples > 0 and np.abs(answer["audio"]).max() > 0.001
         assert 0 < answer["done"]["first_audio_seconds"] <= deltas[-1]["seconds"]
         assert rate == served.engine.decoder.sample_rate
@@ -105,9 +120,13 @@ def test_malformed_frames_are_answered_with_errors_and_the_conversation_goes_on(
     client.send(type="input_audio_buffer.append", audio=base64.b64encode(b"\x01\x02\x03").decode())
     client.ws.send(b"\x00\x01")
     client.send(type="input_audio_buffer.commit")
-    codes = [client.receive()["error"]["code"] for _ in range(6)]
+    client.send(type="response.create")
+    client.send(type="session.update", session={"audio": {"input": {"format": {"type": "audio/pcmu"}}}})
+    client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+    codes = [client.receive()["error"]["code"] for _ in range(9)]
     assert codes == ["invalid_json", "unknown_event", "invalid_audio", "invalid_audio", "binary_frame",
-                     "input_audio_buffer_commit_empty"]
+                     "input_audio_buffer_commit_empty", "no_user_turn", "unsupported_audio_format",
+                     "unsupported_turn_detection"]
     client.say(served.questions[2])
     assert client.answer()["done"]["status"] == "completed"
     client.close()
@@ -115,7 +134,7 @@ def test_malformed_frames_are_answered_with_errors_and_the_conversation_goes_on(
 
 def test_an_oversized_turn_is_refused_and_the_next_one_answered(served):
     client = Client(served.url)
-    limit = client.session["session"]["max_turn_seconds"]
+    limit = client.session["session"]["omniforge"]["max_turn_seconds"]
     too_long = np.zeros(int((limit + 1) * 16000), dtype=np.float32)
     for start in range(0, len(too_long), 16000):
         client.send(type="input_audio_buffer.append", audio=pcm16(too_long[start:start + 16000]))
@@ -130,8 +149,8 @@ def test_a_client_leaving_mid_answer_frees_its_slot_and_the_others_are_answered(
     staying, leaving = Client(served.url), Client(served.url)
     leaving.say(served.questions[0], commit=False)
     staying.say(served.questions[0], commit=False)
-    leaving.send(type="input_audio_buffer.commit")  # the two turns end together
-    staying.send(type="input_audio_buffer.commit")
+    leaving.respond()  # the two turns end together
+    staying.respond()
     while leaving.receive()["type"] not in DELTAS:  # its answer is under way
         pass
     leaving.close()
@@ -154,7 +173,7 @@ def test_more_clients_than_slots_are_told_busy(served):
     clients.pop().close()
     _wait(lambda: served.status()["conversations"] == 2)
     clients.append(Client(served.url))  # a freed slot takes a new conversation
-    assert clients[-1].session["type"] == "session.created"
+    assert clients[-1].session["type"] == "session.updated"
     for client in clients:
         client.close()
 
@@ -227,6 +246,42 @@ def test_the_server_refuses_turn_limits_its_encoder_cannot_take(served, data_sto
                                                         "units.decoder.steps=5", *SERVE, "serve.max_turn_seconds=35"])
     with pytest.raises(InputError, match="serve.max_turn_seconds=35 is longer than .* accepts \\(30 s\\)"):
         open_answerer(store_from_config(config.store), config)
+
+
+def test_the_openai_sdk_realtime_client_gets_text_and_audio_at_24_khz(served):
+    """The official client, as its docs use it: 24 kHz PCM both ways, turn detection off, the turn
+    committed and a response asked for. It hears the answer the model gives to what it sent."""
+    from openai import OpenAI
+
+    from omniforge.tasks.common.audio_ops import resample
+
+    question = served.questions[0]
+    pcm = (np.clip(resample(question, 16000, 24000), -1, 0.99997) * 32768).astype("<i2")
+    heard = resample(pcm.astype(np.float32) / 32768, 24000, 16000)  # what the server's model hears
+    expected = served.engine.answer([("user", "")], [heard])
+    events = []
+    client = OpenAI(api_key="not-needed-on-loopback", base_url=f"{served.http}/v1")
+    with client.realtime.connect(model="omniforge") as connection:
+        connection.session.update(session={"type": "realtime", "output_modalities": ["audio"], "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": None},
+            "output": {"format": {"type": "audio/pcm", "rate": 24000}}}})
+        for start in range(0, len(pcm), 4800):
+            connection.input_audio_buffer.append(audio=base64.b64encode(pcm[start:start + 4800].tobytes()).decode())
+        connection.input_audio_buffer.commit()
+        connection.response.create()
+        for event in connection:
+            events.append(event)
+            if event.type == "response.done":
+                break
+    kinds = [e.type for e in events]
+    assert "error" not in kinds and kinds[:2] == ["session.created", "session.updated"]
+    assert events[1].session.audio.output.format.rate == 24000
+    transcript = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
+    audio = np.concatenate([np.frombuffer(base64.b64decode(e.delta), "<i2") for e in events
+                            if e.type == "response.output_audio.delta"])
+    assert events[-1].response.status == "completed" and transcript.strip() == expected.text
+    seconds = len(expected.audio) / served.engine.decoder.sample_rate
+    assert abs(len(audio) / 24000 - seconds) < 0.01  # the same speech, at 24 kHz
 
 
 def _wait(condition, timeout: float = 30) -> None:
