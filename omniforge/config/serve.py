@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, SecretStr, model_validator
 
 from omniforge.config.evaluate import GenerationLimits
 from omniforge.config.units import DecoderRuntimeConfig
@@ -27,3 +29,35 @@ class ServeConfig(GenerationLimits):
                                 "prompts (whole utterances: they gain from every core).")
     decoder: DecoderRuntimeConfig = Field(default_factory=DecoderRuntimeConfig,
                                           description="How the units -> audio decoder runs.")
+    token: SecretStr | None = Field(None, description="A bearer token every client must present (`Authorization: "
+                                    "Bearer TOKEN`, or from a browser the `openai-insecure-api-key.TOKEN` WebSocket "
+                                    "subprotocol, as OpenAI's browser clients send it; the page takes it as ?token=). "
+                                    "Required when `host` is not a loopback address. Never printed or stored.")
+    token_from_env: str | None = Field(None, description="Read `token` from this environment variable instead.")
+    allowed_origins: list[str] = Field(default_factory=list, description="Web origins (scheme://host[:port]) whose "
+                                       "pages may connect, besides the server's own; \"*\" any. A browser always "
+                                       "sends its page's Origin: without this, any site the user opens could talk "
+                                       "to a server on their machine. Clients that send none (SDKs) are let in.")
+    idle_timeout_s: float = Field(120.0, gt=0, description="Close a connection that sends nothing for this long "
+                                  "(an idle socket holds one of `max_conversations`).")
+    max_session_s: float = Field(3600.0, gt=0, description="Close a connection after this long, whatever it does.")
+    max_turns: int = Field(40, ge=1, description="User turns one conversation may keep (each is encoded and read "
+                           "again by every later answer); one more gets `conversation_full`.")
+    max_messages_per_s: float = Field(200.0, gt=0, description="Messages a connection may send per second, on "
+                                      "average over a second's burst (audio in 20 ms chunks is 50 a second).")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "ServeConfig":
+        if self.token is None and self.token_from_env is None and not _loopback(self.host):
+            raise ValueError(f"serve.host={self.host} opens the server to the network: set serve.token (or "
+                             "serve.token_from_env) so only your clients can use it")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

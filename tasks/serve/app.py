@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import logging
+import os
 import uuid
+from collections.abc import Mapping
 from importlib import resources
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -36,6 +41,8 @@ from omniforge.tasks.serve.protocol import (
 )
 
 PAGE_FILES = {"worklets.js": "text/javascript"}
+BROWSER_KEY = "openai-insecure-api-key."  # the WebSocket subprotocol that carries a browser's key (OpenAI's convention)
+log = logging.getLogger(__name__)
 
 
 def open_served_engine(store: ArtifactStore, config: PipelineConfig) -> StreamingEngine:
@@ -59,6 +66,49 @@ def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswer
                            settings.admit_window_ms / 1000, settings.prompt_threads)
 
 
+class Admission:
+    """Who may open a conversation: pages of the server's own origin or an allowed one (a browser
+    always says its page's origin; SDKs say none), holding the token when one is set."""
+
+    def __init__(self, settings: ServeConfig) -> None:
+        self.origins = set(settings.allowed_origins)
+        secret = settings.token.get_secret_value() if settings.token is not None else None
+        if settings.token_from_env is not None:
+            secret = os.environ.get(settings.token_from_env)
+            if not secret:
+                raise InputError(f"serve.token_from_env: the environment variable {settings.token_from_env} is not set")
+        self.token = secret
+
+    def refusal(self, headers: Mapping[str, str], subprotocols: list[str]) -> str | None:
+        """Why this handshake is refused, or None."""
+        origin = headers.get("origin")
+        if origin is not None and "*" not in self.origins and origin not in self.origins:
+            if urlsplit(origin).netloc != headers.get("host"):
+                return f"origin {origin} is not allowed (serve.allowed_origins)"
+        if self.token is None:
+            return None
+        offered = [headers.get("authorization", "").removeprefix("Bearer ").strip()]
+        offered += [p.removeprefix(BROWSER_KEY) for p in subprotocols if p.startswith(BROWSER_KEY)]
+        if not any(hmac.compare_digest(candidate.encode(), self.token.encode()) for candidate in offered):
+            return "missing or wrong token (serve.token)"
+        return None
+
+
+class MessageBudget:
+    """A token bucket: `rate` messages a second, bursts of up to a second's worth."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate, self.left, self.at = rate, rate, now
+
+    def take(self, now: float) -> bool:
+        self.left = min(self.rate, self.left + (now - self.at) * self.rate)
+        self.at = now
+        if self.left < 1:
+            return False
+        self.left -= 1
+        return True
+
+
 class Conversation:
     """One connection: its session settings, history, the user's turn being received, the answer in flight."""
 
@@ -74,6 +124,8 @@ class Conversation:
         self.answering: str | None = None  # the response id in flight
 
     def append(self, audio: np.ndarray) -> None:
+        if not len(audio):
+            raise ProtocolError("empty_audio", "input_audio_buffer.append without samples")
         if self.buffered + len(audio) > self.settings.max_turn_seconds * self.session.input_rate:
             self.clear()
             raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of "
@@ -98,6 +150,9 @@ class Conversation:
             raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
         if len(wave) > self.settings.max_turn_seconds * self.session.input_rate:
             raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of audio")
+        if len(self.turns) >= self.settings.max_turns:
+            raise ProtocolError("conversation_full", f"a conversation keeps at most {self.settings.max_turns} user "
+                                                     "turns (serve.max_turns); start a new one")
         self.turns.append(UserTurn(resample(wave, self.session.input_rate, INPUT_SAMPLE_RATE)))
         self.history.append(("user", ""))
         self.unanswered += 1
@@ -152,9 +207,16 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
         body = resources.files("omniforge.tasks.serve").joinpath(f"page/{name}").read_text()
         return Response(body, media_type=PAGE_FILES[name])
 
+    admission = Admission(settings)
+
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
-        await ws.accept()
+        refused = admission.refusal(ws.headers, ws.scope.get("subprotocols", []))
+        if refused:
+            log.warning("refused a connection: %s", refused)
+            await ws.close(code=1008, reason=refused)  # before the handshake: the client gets HTTP 403
+            return
+        await ws.accept(subprotocol="realtime" if "realtime" in ws.scope.get("subprotocols", []) else None)
         if app.state.active >= settings.max_conversations:
             await ws.send_text(error_event("server_busy", f"{settings.max_conversations} conversations are in "
                                                           "progress; try again later"))
@@ -179,11 +241,25 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
 
     async def _receive(ws: WebSocket, conversation: Conversation, answerer: BatchedAnswerer, outbox: asyncio.Queue,
                        loop: asyncio.AbstractEventLoop) -> None:
+        ends = loop.time() + settings.max_session_s
+        budget = MessageBudget(settings.max_messages_per_s, loop.time())
         while True:
-            message = await ws.receive()
+            wait = min(settings.idle_timeout_s, ends - loop.time())
+            try:
+                message = await asyncio.wait_for(ws.receive(), timeout=max(wait, 0.0))
+            except asyncio.TimeoutError:
+                idle = wait == settings.idle_timeout_s
+                code = "idle_timeout" if idle else "session_expired"
+                await ws.send_text(error_event(code, f"closed after {wait:g} s " + ("without a message" if idle else
+                                                                                     "(serve.max_session_s)")))
+                await ws.close(code=1000)
+                return
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             try:
+                if not budget.take(loop.time()):
+                    raise ProtocolError("rate_limited", f"at most {settings.max_messages_per_s:g} messages a second; "
+                                                        "this one was dropped")
                 if message.get("text") is None:
                     raise ProtocolError("binary_frame", "frames are JSON text (audio goes base64 in "
                                                         "input_audio_buffer.append)")

@@ -284,6 +284,59 @@ def test_the_openai_sdk_realtime_client_gets_text_and_audio_at_24_khz(served):
     assert abs(len(audio) / 24000 - seconds) < 0.01  # the same speech, at 24 kHz
 
 
+def test_cross_site_pages_tokenless_clients_and_idle_sockets_are_kept_out(served):
+    """A server with a token, one slot and a 1 s idle timeout, in this process."""
+    import uvicorn
+    from websockets.exceptions import InvalidStatus
+
+    from omniforge.config.serve import ServeConfig
+    from omniforge.tasks.serve.app import create_app
+    from tests.conftest import free_port
+
+    settings = ServeConfig(checkpoint="checkpoint/served", max_conversations=1, idle_timeout_s=1.0, token="sekrit",
+                           allowed_origins=["https://good.example"])
+    answerer = BatchedAnswerer(served.engine, served.engine.settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(answerer, settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    _wait(lambda: server.started)
+    url, bearer = f"ws://127.0.0.1:{port}/v1/realtime", {"Authorization": "Bearer sekrit"}
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {**bearer, "Origin": "https://evil.example"}):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(url, additional_headers=headers, open_timeout=10)
+            assert refused.value.response.status_code == 403
+        # an allowed page, its key as OpenAI's browser subprotocol; then it idles and is closed
+        page = connect(url, additional_headers={"Origin": "https://good.example"}, open_timeout=10,
+                       subprotocols=["realtime", "openai-insecure-api-key.sekrit"])
+        assert json.loads(page.recv(timeout=10))["type"] == "session.created" and page.subprotocol == "realtime"
+        closing = json.loads(page.recv(timeout=10))
+        assert closing["type"] == "error" and closing["error"]["code"] == "idle_timeout"
+        with pytest.raises(ConnectionClosed):
+            page.recv(timeout=10)
+        # its slot is free: the server's own page (same origin) with the token gets in, and may not append nothing
+        own = connect(url, additional_headers={**bearer, "Origin": f"http://127.0.0.1:{port}"}, open_timeout=10)
+        assert json.loads(own.recv(timeout=10))["type"] == "session.created"
+        own.send(json.dumps({"type": "input_audio_buffer.append", "audio": ""}))
+        assert json.loads(own.recv(timeout=10))["error"]["code"] == "empty_audio"
+        own.close()
+    finally:
+        server.should_exit = True
+        answerer.close()
+
+
+def test_a_server_open_to_the_network_needs_a_token():
+    from pydantic import ValidationError
+
+    from omniforge.config.serve import ServeConfig
+
+    with pytest.raises(ValidationError, match="serve.host=0.0.0.0 opens the server to the network"):
+        ServeConfig(host="0.0.0.0")
+    assert ServeConfig(host="0.0.0.0", token="t").token.get_secret_value() == "t"
+    assert "sekrit" not in repr(ServeConfig(host="::1", token="sekrit"))
+
+
 def _wait(condition, timeout: float = 30) -> None:
     done = threading.Event()
     for _ in range(int(timeout / 0.1)):
