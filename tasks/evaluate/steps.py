@@ -23,8 +23,7 @@ from omniforge.tasks.evaluate.metrics import Scorer, evaluate_items, summarize
 from omniforge.tasks.evaluate.report import compare, publish_eval
 from omniforge.tasks.evaluate.speak import Sentence, SpokenSentence, read_sentences, sentence_metrics, speak_sentences
 from omniforge.tasks.evaluate.streaming_engine import AnswerTrace, StreamingEngine
-from omniforge.tasks.train.checkpoints import load_checkpoint
-from omniforge.tasks.train.text_tokenizer import ChatFormat
+from omniforge.tasks.train.checkpoints import checkpoint_chat, load_checkpoint
 from omniforge.tasks.units.decoder import open_decoder
 from omniforge.tasks.units.steps import decoder_for
 
@@ -54,11 +53,12 @@ def speaking_decoder(store: ArtifactStore, config: PipelineConfig, checkpoint: M
     return decoder_for(store, checkpoint_units(store, checkpoint), config, None, train=False)
 
 
-def open_engine(store: ArtifactStore, config: PipelineConfig, checkpoint: Manifest, decoder: Manifest,
+def open_engine(store: ArtifactStore, checkpoint: Manifest, decoder: Manifest,
                 limits: GenerationLimits, runtime: DecoderRuntimeConfig, seed: int = 0) -> StreamingEngine:
-    """The checkpoint and its decoder as a streaming engine answering within `limits`."""
+    """The checkpoint and its decoder as a streaming engine answering within `limits`, in the chat
+    format it was trained with. Evaluate, serve and speak all open it here."""
     model, tokenizer = load_checkpoint(store, checkpoint)
-    return StreamingEngine(model, ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt),
+    return StreamingEngine(model, checkpoint_chat(checkpoint, tokenizer),
                            open_decoder(store, decoder, runtime), generation_settings(limits),
                            torch.Generator().manual_seed(seed))
 
@@ -73,7 +73,7 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
     found = store.find_version(Kind.eval, settings.name, key)
     if found is not None:
         return found
-    engine = open_engine(store, config, checkpoint, decoder, settings, settings.decoder, settings.seed)
+    engine = open_engine(store, checkpoint, decoder, settings, settings.decoder, settings.seed)
     scorer = Scorer(settings.asr_model, settings.mos, settings.mos_answers)
     kept = []
 
@@ -101,7 +101,7 @@ def say_sentences(store: ArtifactStore, config: PipelineConfig, checkpoint: Mani
     """The checkpoint says each sentence with its own decoder and `evaluate`'s generation limits,
     heard back by `evaluate.asr_model` unless `asr` is off (see `speak_sentences`)."""
     settings = config.evaluate
-    engine = open_engine(store, config, checkpoint, speaking_decoder(store, config, checkpoint), settings,
+    engine = open_engine(store, checkpoint, speaking_decoder(store, config, checkpoint), settings,
                          settings.decoder, settings.seed)
     scorer = Scorer(settings.asr_model if asr else None, mos=False)
     with torch_threads(settings.torch_threads):

@@ -51,7 +51,7 @@ def open_served_engine(store: ArtifactStore, config: PipelineConfig) -> Streamin
     caller's thread."""
     settings = config.serve
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
-    return open_engine(store, config, checkpoint, speaking_decoder(store, config, checkpoint), settings,
+    return open_engine(store, checkpoint, speaking_decoder(store, config, checkpoint), settings,
                        settings.decoder)
 
 

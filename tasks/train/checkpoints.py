@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from omniforge.config.train import TokenizerConfig
 from omniforge.model.modeling_omni import OmniModel
 from omniforge.storage import ArtifactStore
 from omniforge.storage.manifest import Manifest
 from omniforge.storage.names import Kind
+from omniforge.tasks.train.text_tokenizer import ChatFormat
 
 
 @dataclass
@@ -66,6 +68,13 @@ def load_checkpoint(store: ArtifactStore, manifest: Manifest) -> tuple[OmniModel
         model = OmniModel.from_pretrained(Path(folder) / "model")
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / "tokenizer")
     return model, tokenizer
+
+
+def checkpoint_chat(manifest: Manifest, tokenizer: PreTrainedTokenizerBase) -> ChatFormat:
+    """The chat format a checkpoint was trained with: its system prompt travels in the checkpoint's
+    training settings, so it answers as trained whatever the current config says."""
+    prompt = manifest.config.get("model", {}).get("tokenizer", {}).get("system_prompt", TokenizerConfig().system_prompt)
+    return ChatFormat(tokenizer, prompt)
 
 
 def checkpoint_state(store: ArtifactStore, manifest: Manifest) -> CheckpointState:

@@ -326,6 +326,19 @@ def test_cross_site_pages_tokenless_clients_and_idle_sockets_are_kept_out(served
         answerer.close()
 
 
+def test_the_served_engine_answers_in_the_chat_format_its_checkpoint_was_trained_with(served, data_store):
+    from omniforge.config import load_pipeline_config
+    from omniforge.storage import store_from_config
+    from omniforge.tasks.serve.app import open_served_engine
+    from tests.serve.conftest import SERVE
+
+    config = load_pipeline_config("configs/demo.yaml", [f"store.url={data_store}", "units.kmeans.k=32",
+                                                        "units.decoder.steps=5", *SERVE,
+                                                        "train.model.tokenizer.system_prompt=Talk like a pirate."])
+    engine = open_served_engine(store_from_config(config.store), config)
+    assert engine.chat.system_prompt == served.engine.chat.system_prompt != "Talk like a pirate."
+
+
 def test_a_server_open_to_the_network_needs_a_token():
     from pydantic import ValidationError
 
