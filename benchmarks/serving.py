@@ -12,6 +12,10 @@ demo's HiFi-GAN, whose work batching does not share (it is most of a CPU's work)
 
     python benchmarks/serving.py                # ~3 minutes on 2 cores
     python benchmarks/serving.py --rounds 5
+    python benchmarks/serving.py --soak --clients 6 --minutes 3
+        # clients that talk, interrupt (response.cancel), drop the connection mid-answer and reconnect;
+        # rows: answers not failed (target: all), server RSS growth from the first minute to the end
+        # (target < 10%), first-audio p99 (reported)
 """
 
 from __future__ import annotations
@@ -86,8 +90,9 @@ def clients(url: str, conversations: int, questions: list[np.ndarray], rounds: i
     return sum(a for _, a in results) / wall, float(np.median([f for f, _ in results])), len(results)
 
 
-def measure(chain, vocoder, args) -> tuple[tuple[float, float, int], tuple[float, float, int], int]:
-    """A server speaking with `vocoder` (a HiFi-GAN name or a frame vocoder): 1 conversation, then many."""
+def start_server(chain, vocoder, conversations: int):
+    """A server in this process speaking with `vocoder` (a HiFi-GAN name or a frame vocoder): its
+    URL, and a function that stops it and returns the largest batch it ran."""
     import torch
     import uvicorn
 
@@ -98,7 +103,7 @@ def measure(chain, vocoder, args) -> tuple[tuple[float, float, int], tuple[float
     from omniforge.tasks.units.decoder import speaking_decoder
     from tests.conftest import free_port
 
-    settings = chain.config.serve.model_copy(update={"max_conversations": args.conversations})
+    settings = chain.config.serve.model_copy(update={"max_conversations": conversations})
     generation = GenerationSettings(max_text_tokens=12, max_speech_tokens=60)
     decoder = speaking_decoder(chain.unit_to_mel, vocoder, settings.decoder)
     engine = StreamingEngine(chain.model, chain.chat, decoder, generation)
@@ -110,24 +115,139 @@ def measure(chain, vocoder, args) -> tuple[tuple[float, float, int], tuple[float
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    url = f"ws://127.0.0.1:{port}/v1/realtime"
+
+    def stop() -> int:
+        server.should_exit = True
+        answerer.close()
+        return answerer.largest_batch
+
+    return f"ws://127.0.0.1:{port}/v1/realtime", stop
+
+
+def measure(chain, vocoder, args) -> tuple[tuple[float, float, int], tuple[float, float, int], int]:
+    """1 conversation, then many."""
+    url, stop = start_server(chain, vocoder, args.conversations)
     run(url, 1, chain.questions, 1)  # warm-up
     one = run(url, 1, chain.questions, args.rounds * 2)
     many = run(url, args.conversations, chain.questions, args.rounds)
-    server.should_exit = True
-    answerer.close()
-    return one, many, answerer.largest_batch
+    return one, many, stop()
+
+
+def soak_client(url: str, questions: list[np.ndarray], until: float, seed: int, tally: dict) -> None:
+    """One client until `until`: connects, asks, and by turns lets the answer finish, interrupts it
+    (response.cancel after its first audio) or drops the connection mid-answer, then reconnects."""
+    import random
+
+    from websockets.sync.client import connect
+
+    chance = random.Random(seed)
+    while time.perf_counter() < until:
+        with connect(url, max_size=None, open_timeout=60) as ws:
+            json.loads(ws.recv(timeout=60))  # session.created
+            ws.send(json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {
+                "type": "audio/pcm", "rate": 16000}}}}}))
+            json.loads(ws.recv(timeout=60))
+            for _ in range(chance.randint(1, 4)):
+                if time.perf_counter() >= until:
+                    break
+                wave = chance.choice(questions)
+                pcm = base64.b64encode((np.clip(wave, -1, 0.99997) * 32768).astype("<i2").tobytes()).decode()
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm}))
+                ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+                sent = time.perf_counter()
+                ws.send(json.dumps({"type": "response.create"}))
+                plan = chance.choices(["finish", "interrupt", "drop"], weights=[6, 2, 1])[0]
+                first = None
+                while True:
+                    event = json.loads(ws.recv(timeout=300))
+                    if event["type"] == "response.output_audio.delta" and first is None:
+                        first = time.perf_counter() - sent
+                        tally["first_audio"].append(first)
+                        if plan == "interrupt":
+                            ws.send(json.dumps({"type": "response.cancel"}))
+                        elif plan == "drop":
+                            break
+                    elif event["type"] == "error":
+                        tally["errors"].append(event["error"]["code"])
+                    elif event["type"] == "response.done":
+                        tally[event["response"]["status"]] += 1
+                        break
+                if plan == "drop" and first is not None:
+                    tally["dropped"] += 1
+                    break  # leaves without a word: the socket closes mid-answer
+
+
+def soak_clients(url: str, questions: list[np.ndarray], clients: int, seconds: float) -> dict:
+    from collections import Counter
+
+    tallies = []
+    until = time.perf_counter() + seconds
+    threads = []
+    for i in range(clients):
+        tally = Counter()
+        tally["first_audio"], tally["errors"] = [], []
+        tallies.append(tally)
+        threads.append(threading.Thread(target=soak_client, args=(url, questions, until, i, tally)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    merged = {key: sum(t[key] for t in tallies) for key in ("completed", "cancelled", "failed", "dropped")}
+    merged["first_audio"] = [f for t in tallies for f in t["first_audio"]]
+    merged["errors"] = [e for t in tallies for e in t["errors"]]
+    return merged
+
+
+def soak(chain, args) -> list[dict]:
+    """`--clients` clients for `--minutes` against the fast path (the frame vocoder); the server's
+    RSS after the first minute and at the end."""
+    import multiprocessing
+
+    import psutil
+
+    url, stop = start_server(chain, chain.frame_vocoder, args.clients)
+    process = psutil.Process()
+    seconds = args.minutes * 60
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        pending = pool.apply_async(soak_clients, (url, chain.questions, args.clients, seconds))
+        time.sleep(min(60, seconds / 2))
+        rss_start = process.memory_info().rss
+        result = pending.get()
+    rss_end = process.memory_info().rss
+    stop()
+    latencies = np.array(result["first_audio"])
+    growth = (rss_end - rss_start) / rss_start * 100
+    unprovoked = result["failed"] + len(result["errors"])
+    print(f"soak: {args.clients} clients, {args.minutes:g} min: {result['completed']} completed, {result['cancelled']} "
+          f"interrupted, {result['dropped']} dropped mid-answer, {result['failed']} failed, errors {result['errors']}; "
+          f"first audio p50 {np.median(latencies) * 1000:.0f} ms, p99 {np.percentile(latencies, 99) * 1000:.0f} ms; "
+          f"RSS {rss_start / 2**20:.0f} -> {rss_end / 2**20:.0f} MiB")
+    return [
+        result_row(f"soak: answers not failed ({unprovoked} failed or errors)", result["completed"] + result["cancelled"],
+                   result["completed"] + result["cancelled"] + unprovoked, "answers", 1.0),
+        result_row("soak: server RSS growth, first minute -> end (target < 10%)", 100 + growth, 110, "% of RSS", 1.0,
+                   higher_is_better=False),
+        result_row("soak: first audio p99 (baseline p50)", float(np.percentile(latencies, 99)),
+                   float(np.median(latencies)), "s", 0.0, higher_is_better=False),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="questions each conversation asks")
     parser.add_argument("--conversations", type=int, default=8, help="conversations at once in the loaded case")
+    parser.add_argument("--soak", action="store_true", help="instead: clients that talk, interrupt, drop and "
+                        "reconnect for --minutes (rows in benchmarks/results/serving_soak.json)")
+    parser.add_argument("--clients", type=int, default=6, help="--soak: clients at once")
+    parser.add_argument("--minutes", type=float, default=3.0, help="--soak: how long")
     args = parser.parse_args()
 
     from benchmarks.demo_model import demo_chain
 
     chain = demo_chain(8)
+    if args.soak:
+        report("serving_soak", soak(chain, args))
+        return
     n = args.conversations
     rows = []
     for label, vocoder in (("frame vocoder", chain.frame_vocoder), ("HiFi-GAN", chain.config.units.decoder.vocoder)):

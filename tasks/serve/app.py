@@ -39,6 +39,7 @@ from omniforge.tasks.serve.protocol import (
     update_session,
     user_audio,
 )
+from omniforge.tasks.serve.vad import TurnDetector
 
 PAGE_FILES = {"worklets.js": "text/javascript"}
 BROWSER_KEY = "openai-insecure-api-key."  # the WebSocket subprotocol that carries a browser's key (OpenAI's convention)
@@ -109,6 +110,41 @@ class MessageBudget:
         return True
 
 
+class Listening:
+    """server_vad: a conversation's stream at 16 kHz through its turn detector, keeping the speech since
+    it started (and the prefix padding before it) until it ends."""
+
+    def __init__(self, session: SessionSettings, max_turn_seconds: float) -> None:
+        self.vad = session.turn_detection
+        self.detector = TurnDetector(self.vad)
+        self.to_model = AudioResampler(session.input_rate, INPUT_SAMPLE_RATE)
+        self.prefix = self.vad.prefix_padding_ms * INPUT_SAMPLE_RATE // 1000
+        self.longest = int(max_turn_seconds * INPUT_SAMPLE_RATE)
+        self.stream, self.stream_from = np.zeros(0, np.float32), 0  # kept samples, and where they start
+        self.speech_from: int | None = None
+
+    def hear(self, audio: np.ndarray) -> list[tuple[str, int, np.ndarray | None]]:
+        heard = self.to_model(audio)
+        self.stream = np.concatenate([self.stream, heard])
+        changes = []
+        for kind, at in self.detector.feed(heard):
+            if kind == "start":
+                self.speech_from = max(at - self.prefix, self.stream_from)
+                changes.append(("start", at, None))
+            elif self.speech_from is not None:  # (a turn cut for length has no end left to hear)
+                changes.append(("end", at, self.stream[self.speech_from - self.stream_from:at - self.stream_from]))
+                self.speech_from = None
+        end = self.stream_from + len(self.stream)
+        if self.speech_from is not None and end - self.speech_from > self.longest:
+            self.speech_from = None
+            raise ProtocolError("turn_too_long", f"speech ran past {self.longest / INPUT_SAMPLE_RATE:g} s; it was "
+                                                 "dropped")
+        keep = self.speech_from if self.speech_from is not None else end - self.prefix
+        cut = min(max(0, keep - self.stream_from), len(self.stream))
+        self.stream, self.stream_from = self.stream[cut:], self.stream_from + cut
+        return changes
+
+
 class Conversation:
     """One connection: its session settings, history, the user's turn being received, the answer in flight."""
 
@@ -122,16 +158,29 @@ class Conversation:
         self.buffer: list[np.ndarray] = []
         self.buffered = 0
         self.answering: str | None = None  # the response id in flight
+        self.listening: Listening | None = None  # server_vad: the stream as the detector hears it
 
-    def append(self, audio: np.ndarray) -> None:
+    def update(self, session: SessionSettings) -> None:
+        if self.buffered or self.answering is not None or (self.listening and self.listening.speech_from is not None):
+            raise ProtocolError("session_busy", "update the session between turns (audio is buffered or an answer "
+                                                "is in progress)")
+        self.session = session
+        self.listening = None if session.turn_detection is None else Listening(session, self.settings.max_turn_seconds)
+
+    def append(self, audio: np.ndarray) -> list[tuple[str, int, np.ndarray | None]]:
+        """Buffer the audio (the client commits it), or with server_vad hear it: the speech starts
+        and ends it brings (16 kHz sample, and each ended turn's wave)."""
         if not len(audio):
             raise ProtocolError("empty_audio", "input_audio_buffer.append without samples")
+        if self.listening is not None:
+            return self.listening.hear(audio)
         if self.buffered + len(audio) > self.settings.max_turn_seconds * self.session.input_rate:
             self.clear()
             raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of "
                                                  "audio; the buffer was cleared")
         self.buffer.append(audio)
         self.buffered += len(audio)
+        return []
 
     def clear(self) -> None:
         self.buffer, self.buffered = [], 0
@@ -145,15 +194,19 @@ class Conversation:
         return self.add_turn(wave)
 
     def add_turn(self, wave: np.ndarray) -> str:
-        """A user turn at the session's input rate, heard at the model's."""
-        if self.answering is not None:
-            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        """A user turn at the session's input rate."""
         if len(wave) > self.settings.max_turn_seconds * self.session.input_rate:
             raise ProtocolError("turn_too_long", f"a turn may hold at most {self.settings.max_turn_seconds:g} s of audio")
+        return self.add_heard(resample(wave, self.session.input_rate, INPUT_SAMPLE_RATE))
+
+    def add_heard(self, wave: np.ndarray) -> str:
+        """A user turn at the model's rate; returns its item id."""
+        if self.answering is not None:
+            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
         if len(self.turns) >= self.settings.max_turns:
             raise ProtocolError("conversation_full", f"a conversation keeps at most {self.settings.max_turns} user "
                                                      "turns (serve.max_turns); start a new one")
-        self.turns.append(UserTurn(resample(wave, self.session.input_rate, INPUT_SAMPLE_RATE)))
+        self.turns.append(UserTurn(wave))
         self.history.append(("user", ""))
         self.unanswered += 1
         return f"item_{uuid.uuid4().hex[:12]}"
@@ -274,13 +327,11 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                       outbox: asyncio.Queue, loop: asyncio.AbstractEventLoop) -> None:
         kind = event["type"]
         if kind == "session.update":
-            if conversation.buffered or conversation.answering is not None:
-                raise ProtocolError("session_busy", "update the session between turns (the buffer is not empty "
-                                                    "or an answer is in progress)")
-            conversation.session = update_session(conversation.session, event.get("session"))
+            conversation.update(update_session(conversation.session, event.get("session")))
             await ws.send_text(server_event("session.updated", session=describe(conversation)))
         elif kind == "input_audio_buffer.append":
-            conversation.append(decode_pcm16(event.get("audio")))
+            for change, at, wave in conversation.append(decode_pcm16(event.get("audio"))):
+                await _turn_change(ws, conversation, answerer, outbox, loop, change, at, wave)
         elif kind == "input_audio_buffer.clear":
             conversation.clear()
             await ws.send_text(server_event("input_audio_buffer.cleared"))
@@ -296,14 +347,35 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                 answerer.cancel(conversation.answering)
                 await _finish(ws, conversation, conversation.answering, AnswerEvent("cancelled", 0.0))
         else:  # response.create
-            response = conversation.respond()
-            await ws.send_text(server_event("response.created", response={"id": response, "object": "realtime.response",
-                                                                           "status": "in_progress"}))
+            await _respond(ws, conversation, answerer, outbox, loop)
 
-            def listener(answer: AnswerEvent, response: str = response) -> None:
-                loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
+    async def _turn_change(ws: WebSocket, conversation: Conversation, answerer: BatchedAnswerer, outbox: asyncio.Queue,
+                           loop: asyncio.AbstractEventLoop, change: str, at: int, wave: np.ndarray | None) -> None:
+        """server_vad heard speech start (barge-in: the answer in flight is cancelled) or end (the
+        turn is committed and answered)."""
+        vad, ms = conversation.session.turn_detection, at * 1000 // INPUT_SAMPLE_RATE
+        if change == "start":
+            await ws.send_text(server_event("input_audio_buffer.speech_started", audio_start_ms=ms))
+            if conversation.answering is not None and vad.interrupt_response:
+                answerer.cancel(conversation.answering)
+                await _finish(ws, conversation, conversation.answering, AnswerEvent("cancelled", 0.0))
+            return
+        await ws.send_text(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms))
+        item = conversation.add_heard(wave)
+        await ws.send_text(server_event("input_audio_buffer.committed", item_id=item, previous_item_id=None))
+        if vad.create_response:
+            await _respond(ws, conversation, answerer, outbox, loop)
 
-            answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.turns), listener))
+    async def _respond(ws: WebSocket, conversation: Conversation, answerer: BatchedAnswerer, outbox: asyncio.Queue,
+                       loop: asyncio.AbstractEventLoop) -> None:
+        response = conversation.respond()
+        await ws.send_text(server_event("response.created", response={"id": response, "object": "realtime.response",
+                                                                       "status": "in_progress"}))
+
+        def listener(answer: AnswerEvent, response: str = response) -> None:
+            loop.call_soon_threadsafe(outbox.put_nowait, (response, answer))
+
+        answerer.submit(AnswerRequest(response, list(conversation.history), list(conversation.turns), listener))
 
     async def _send(ws: WebSocket, outbox: asyncio.Queue, conversation: Conversation) -> None:
         """Answer events to the client, in order; a finished answer joins the history."""

@@ -23,10 +23,12 @@ import base64
 import binascii
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+
+from omniforge.tasks.serve.vad import VadSettings
 
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit",
                  "input_audio_buffer.clear", "conversation.item.create", "response.create", "response.cancel")
@@ -88,6 +90,7 @@ class SessionSettings:
     input_rate: int = OPENAI_PCM_RATE
     output_rate: int = OPENAI_PCM_RATE
     modalities: tuple[str, ...] = ("audio",)
+    turn_detection: VadSettings | None = None  # None: the client commits turns and asks for answers
 
     @property
     def speaks(self) -> bool:
@@ -97,7 +100,9 @@ class SessionSettings:
         """The session object of `session.created` / `session.updated`, in OpenAI Realtime's shape."""
         return {"id": session_id, "object": "realtime.session", "type": "realtime", "model": model,
                 "output_modalities": list(self.modalities),
-                "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.input_rate}, "turn_detection": None},
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.input_rate},
+                                    "turn_detection": None if self.turn_detection is None else
+                                    {"type": "server_vad", **asdict(self.turn_detection)}},
                           "output": {"format": {"type": "audio/pcm", "rate": self.output_rate}}},
                 "omniforge": extra}
 
@@ -130,11 +135,8 @@ def update_session(current: SessionSettings, session: Any) -> SessionSettings:
         changes["output_rate"] = _rate(outputs["format"], "session.audio.output.format")
     if "output_audio_format" in session:
         changes["output_rate"] = _rate(session["output_audio_format"], "session.output_audio_format")
-    for key in ("turn_detection",):
-        detection = inputs.get(key, session.get(key))
-        if detection is not None:
-            raise ProtocolError("unsupported_turn_detection", "turn detection: only null (the client commits each "
-                                                              "turn and sends response.create) is served here")
+    if "turn_detection" in inputs or "turn_detection" in session:
+        changes["turn_detection"] = _turn_detection(inputs.get("turn_detection", session.get("turn_detection")))
     modalities = session.get("output_modalities", session.get("modalities"))
     if modalities is not None:
         if not isinstance(modalities, list) or not set(modalities) <= {"audio", "text"} or not modalities:
@@ -153,3 +155,19 @@ def user_audio(item: Any) -> str:
         raise ProtocolError("unsupported_content", "a user message needs one `input_audio` part: this model hears "
                                                    "speech (text turns are not part of its training)")
     return audio[0]
+
+
+def _turn_detection(detection: Any) -> VadSettings | None:
+    """null (the client commits turns) or `server_vad` with OpenAI's fields; anything else: ProtocolError."""
+    if detection is None:
+        return None
+    if not isinstance(detection, dict) or detection.get("type") != "server_vad":
+        kind = detection.get("type") if isinstance(detection, dict) else detection
+        raise ProtocolError("unsupported_turn_detection", f"turn detection {kind!r}: null or server_vad")
+    known = {f.name: f.type for f in fields(VadSettings)}
+    values = {k: v for k, v in detection.items() if k in known and v is not None}
+    wrong = [k for k, v in values.items() if isinstance(v, bool) != (known[k] == "bool")
+             or not isinstance(v, (int, float))]
+    if wrong:
+        raise ProtocolError("invalid_turn_detection", f"turn_detection fields of the wrong type: {', '.join(wrong)}")
+    return VadSettings(**values)

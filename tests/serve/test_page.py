@@ -3,6 +3,7 @@ shows the answer's text and plays its audio; the test reads both from the page (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -51,10 +52,11 @@ class DevTools:
         return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
 
-def test_the_page_asks_with_the_microphone_shows_the_text_and_plays_the_answer(served, tmp_path):
-    question = served.questions[0]
-    wav = tmp_path / "question.wav"
-    sf.write(wav, np.concatenate([question, np.zeros(8000, np.float32)]), 16000, subtype="PCM_16")
+@contextlib.contextmanager
+def browser_hearing(microphone: np.ndarray, tmp_path):
+    """Headless Chromium whose microphone plays `microphone` (16 kHz; Chromium loops it), and its DevTools."""
+    wav = tmp_path / "microphone.wav"
+    sf.write(wav, microphone, 16000, subtype="PCM_16")
     port = free_port()
     profile = tempfile.mkdtemp(dir=tmp_path)
     browser = subprocess.Popen([
@@ -63,7 +65,35 @@ def test_the_page_asks_with_the_microphone_shows_the_text_and_plays_the_answer(s
         f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        tools = DevTools(port)
+        yield DevTools(port)
+    finally:
+        browser.terminate()
+        browser.wait(timeout=30)
+
+
+def test_hands_free_two_questions_with_a_pause_and_an_interruption(served, tmp_path):
+    """The page in hands-free mode hears three questions from the microphone: the first after a long
+    pause is answered and heard whole; the third starts while the second's answer is on its way and
+    cuts it off; the third is answered."""
+    pause = lambda seconds: np.zeros(int(seconds * 16000), np.float32)  # noqa: E731
+    microphone = np.concatenate([pause(0.5), served.questions[0], pause(4.0), served.questions[1], pause(1.0),
+                                 served.questions[2], pause(6.0)])
+    with browser_hearing(microphone, tmp_path) as tools:
+        tools.call("Page.navigate", url=f"{served.http}/?handsfree=1")
+        deadline = time.time() + 120
+        while int(tools.evaluate("document.body && document.body.dataset.heard || 0")) < 3:
+            assert time.time() < deadline, tools.evaluate("document.getElementById('status').textContent")
+            time.sleep(0.2)
+        heard = sorted(json.loads(tools.evaluate("JSON.stringify(heard)")), key=lambda answer: answer["order"])[:3]
+    first, cut, third = heard
+    assert first["status"] == "completed" and not first["interrupted"] and first["played"] == first["samples"] > 0
+    assert cut["interrupted"]
+    assert third["status"] == "completed" and not third["interrupted"] and third["samples"] > 0
+
+
+def test_the_page_asks_with_the_microphone_shows_the_text_and_plays_the_answer(served, tmp_path):
+    question = served.questions[0]
+    with browser_hearing(np.concatenate([question, np.zeros(8000, np.float32)]), tmp_path) as tools:
         seconds = round(len(question) / 16000 + 0.3, 2)
         tools.call("Page.navigate", url=f"{served.http}/?auto={seconds}")
         deadline = time.time() + 120
@@ -73,9 +103,6 @@ def test_the_page_asks_with_the_microphone_shows_the_text_and_plays_the_answer(s
         result = json.loads(tools.evaluate("document.getElementById('result').textContent"))
         shown = tools.evaluate("document.querySelector('.answer .text').textContent")
         meta = tools.evaluate("document.querySelector('.answer .meta').textContent")
-    finally:
-        browser.terminate()
-        browser.wait(timeout=30)
     assert result["status"] == "completed"
     assert result["samples"] > 0 and result["played"] == result["samples"]  # every sample went out of the worklet
     assert shown == result["text"] and result["first_audio_ms"] > 0 and "first audio after" in meta

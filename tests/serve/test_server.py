@@ -123,7 +123,7 @@ def test_malformed_frames_are_answered_with_errors_and_the_conversation_goes_on(
     client.send(type="response.create")
     client.send(type="session.update", session={"audio": {"input": {"format": {"type": "audio/pcmu"}}}})
     client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
-    codes = [client.receive()["error"]["code"] for _ in range(9)]
+    codes = [client.receive()["error"]["code"] for _ in range(9)]  # (server_vad is taken: see the VAD test)
     assert codes == ["invalid_json", "unknown_event", "invalid_audio", "invalid_audio", "binary_frame",
                      "input_audio_buffer_commit_empty", "no_user_turn", "unsupported_audio_format",
                      "unsupported_turn_detection"]
@@ -282,6 +282,33 @@ def test_the_openai_sdk_realtime_client_gets_text_and_audio_at_24_khz(served):
     assert events[-1].response.status == "completed" and transcript.strip() == expected.text
     seconds = len(expected.audio) / served.engine.decoder.sample_rate
     assert abs(len(audio) / 24000 - seconds) < 0.01  # the same speech, at 24 kHz
+
+
+def test_server_vad_commits_spoken_turns_and_speech_interrupts_the_answer_in_flight(served):
+    """Hands-free: the client only streams audio. Each turn ends after half a second of silence and
+    is answered; speaking again while an answer is under way cancels it (barge-in)."""
+    client = Client(served.url)
+    client.send(type="session.update", session={"audio": {"input": {"turn_detection": {
+        "type": "server_vad", "silence_duration_ms": 500}}}})
+    assert client.receive()["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    pause = np.zeros(16000, np.float32)
+    client.say(np.concatenate([pause[:8000], served.questions[0], pause]), commit=False)
+    first = client.answer()
+    kinds = [e["type"] for e in first["events"]]
+    assert kinds[:4] == ["input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+                         "input_audio_buffer.committed", "response.created"]
+    assert first["done"]["status"] == "completed" and len(first["audio"])
+    # the second question, a pause that ends it, and a third question at once: the third's speech cancels
+    # the second's answer, and the third is answered
+    client.say(np.concatenate([served.questions[1], pause[:11200], served.questions[2], pause]), commit=False)
+    interrupted, third = client.answer(), client.answer()
+    assert interrupted["done"]["status"] == "cancelled"
+    assert [e["type"] for e in third["events"]][:3] == ["input_audio_buffer.speech_stopped",
+                                                        "input_audio_buffer.committed", "response.created"]
+    assert third["done"]["status"] == "completed" and len(third["audio"])
+    client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+    assert client.receive()["error"]["code"] == "unsupported_turn_detection"
+    client.close()
 
 
 def test_cross_site_pages_tokenless_clients_and_idle_sockets_are_kept_out(served):

@@ -15,7 +15,16 @@ class Player extends AudioWorkletProcessor {
     this.queue = [];
     this.offset = 0;
     this.played = 0;
-    this.port.onmessage = (event) => this.queue.push(event.data);
+    // 'flush' (the user barged in): what is queued is dropped, counted as played so totals stay in step
+    this.port.onmessage = (event) => (event.data === 'flush' ? this.flush() : this.queue.push(event.data));
+  }
+
+  flush() {
+    for (const chunk of this.queue) this.played += chunk.length;
+    this.played -= this.offset;
+    this.queue = [];
+    this.offset = 0;
+    this.port.postMessage({played: this.played, queued: 0});
   }
 
   process(inputs, outputs) {
