@@ -38,9 +38,7 @@ class KMeansConfig(Section):
     def identity(self) -> dict:
         """The settings that decide the units: only those of the features in use count, so a log-mel
         tokenizer fitted before encoder features existed keeps its version."""
-        unused = {"encoder"} if self.features == "log_mel" else {"n_mels", "n_fft"}
-        if self.features == "log_mel":
-            unused.add("features")
+        unused = {"features", "encoder"} if self.features == "log_mel" else {"n_mels", "n_fft"}
         return self.model_dump(mode="json", exclude=unused)
 
 

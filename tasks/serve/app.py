@@ -201,8 +201,7 @@ class Conversation:
 
     def add_heard(self, wave: np.ndarray) -> str:
         """A user turn at the model's rate; returns its item id."""
-        if self.answering is not None:
-            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        self._require_idle()
         if len(self.turns) >= self.settings.max_turns:
             raise ProtocolError("conversation_full", f"a conversation keeps at most {self.settings.max_turns} user "
                                                      "turns (serve.max_turns); start a new one")
@@ -212,12 +211,15 @@ class Conversation:
         return f"item_{uuid.uuid4().hex[:12]}"
 
     def respond(self) -> str:
-        if self.answering is not None:
-            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
+        self._require_idle()
         if not self.unanswered:
             raise ProtocolError("no_user_turn", "commit a user turn (input_audio_buffer.commit) before response.create")
         self.answering = f"resp_{uuid.uuid4().hex[:12]}"
         return self.answering
+
+    def _require_idle(self) -> None:
+        if self.answering is not None:
+            raise ProtocolError("response_in_progress", "wait for response.done (or send response.cancel) first")
 
     def answered(self, text: str | None) -> None:
         """The answer in flight ended: its text joins the history, or (None: cancelled, failed) the
@@ -343,9 +345,7 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
             await ws.send_text(server_event("conversation.item.created", item={
                 "id": item, "type": "message", "role": "user", "status": "completed"}))
         elif kind == "response.cancel":
-            if conversation.answering is not None:  # done at once: the next turn may follow right away
-                answerer.cancel(conversation.answering)
-                await _finish(ws, conversation, conversation.answering, AnswerEvent("cancelled", 0.0))
+            await _interrupt(ws, conversation, answerer)
         else:  # response.create
             await _respond(ws, conversation, answerer, outbox, loop)
 
@@ -356,15 +356,20 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
         vad, ms = conversation.session.turn_detection, at * 1000 // INPUT_SAMPLE_RATE
         if change == "start":
             await ws.send_text(server_event("input_audio_buffer.speech_started", audio_start_ms=ms))
-            if conversation.answering is not None and vad.interrupt_response:
-                answerer.cancel(conversation.answering)
-                await _finish(ws, conversation, conversation.answering, AnswerEvent("cancelled", 0.0))
+            if vad.interrupt_response:
+                await _interrupt(ws, conversation, answerer)
             return
         await ws.send_text(server_event("input_audio_buffer.speech_stopped", audio_end_ms=ms))
         item = conversation.add_heard(wave)
         await ws.send_text(server_event("input_audio_buffer.committed", item_id=item, previous_item_id=None))
         if vad.create_response:
             await _respond(ws, conversation, answerer, outbox, loop)
+
+    async def _interrupt(ws: WebSocket, conversation: Conversation, answerer: BatchedAnswerer) -> None:
+        """Cancel the answer in flight, if any, and end it at once: the next turn may follow right away."""
+        if conversation.answering is not None:
+            answerer.cancel(conversation.answering)
+            await _finish(ws, conversation, conversation.answering, AnswerEvent("cancelled", 0.0))
 
     async def _respond(ws: WebSocket, conversation: Conversation, answerer: BatchedAnswerer, outbox: asyncio.Queue,
                        loop: asyncio.AbstractEventLoop) -> None:
@@ -392,12 +397,14 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                 if response not in resamplers:
                     resamplers.clear()
                     resamplers[response] = AudioResampler(model_rate, conversation.session.output_rate)
-                audio = resamplers[response](answer.audio)
-                await ws.send_text(server_event("response.output_audio.delta", **ids, delta=encode_pcm16(audio),
-                                                samples=len(audio), seconds=round(answer.seconds, 4)))
+                await _audio_delta(ws, ids, resamplers[response](answer.audio), answer.seconds)
             elif answer.kind != "audio":
                 tail = resamplers.pop(response)(None) if response in resamplers else None
                 await _finish(ws, conversation, response, answer, tail)
+
+    async def _audio_delta(ws: WebSocket, ids: dict, audio: np.ndarray, seconds: float) -> None:
+        await ws.send_text(server_event("response.output_audio.delta", **ids, delta=encode_pcm16(audio),
+                                        samples=len(audio), seconds=round(seconds, 4)))
 
     def _output_names(conversation: Conversation, response: str) -> tuple[str, dict]:
         """The text events' prefix (the transcript of a spoken answer, else text) and an answer's ids."""
@@ -412,8 +419,7 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
         conversation.answered(answer.text if status == "completed" else None)
         if status == "completed":
             if tail is not None and len(tail):
-                await ws.send_text(server_event("response.output_audio.delta", **ids, delta=encode_pcm16(tail),
-                                                samples=len(tail), seconds=round(answer.seconds, 4)))
+                await _audio_delta(ws, ids, tail, answer.seconds)
             field = "transcript" if conversation.session.speaks else "text"
             await ws.send_text(server_event(f"{text_events}.done", **ids, **{field: answer.text}))
             if conversation.session.speaks:
