@@ -9,7 +9,7 @@ are written, so audio starts while the LLM is still writing text.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,14 +68,16 @@ class StreamingEngine:
         self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)
 
     @torch.no_grad()
-    def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray],
+               typed: Collection[int] = ()) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The chat prompt of a conversation ending with the user's turn, and the encoded speech of
-        every user turn (spliced at the prompt's placeholders)."""
-        return self.text_prompt(history), self.encode_speech(speech)
+        every spoken user turn (spliced at the prompt's placeholders)."""
+        return self.text_prompt(history, typed), self.encode_speech(speech) if speech else []
 
-    def text_prompt(self, history: list[tuple[str, str]]) -> torch.Tensor:
-        """The chat prompt's token ids, with a placeholder where each user turn's speech goes."""
-        return self.chat.encode(history, generation_prompt=True).input_ids
+    def text_prompt(self, history: list[tuple[str, str]], typed: Collection[int] = ()) -> torch.Tensor:
+        """The chat prompt's token ids, with a placeholder where each user turn's speech goes (the
+        text of the user turns at `typed` indices instead)."""
+        return self.chat.encode(history, generation_prompt=True, typed=typed).input_ids
 
     @property
     def max_turn_seconds(self) -> float:
@@ -89,11 +91,12 @@ class StreamingEngine:
         return self.model.speech_embeddings(padded, lengths)
 
     @torch.no_grad()
-    def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray]) -> AnswerTrace:
+    def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray],
+               typed: Collection[int] = ()) -> AnswerTrace:
         """Answer the last user turn. history: (role, text) turns ending with the user's (whose text is
-        unused); speech: the 16 kHz wave of every user turn, in order."""
+        unused unless its index is in `typed`); speech: the 16 kHz wave of every spoken user turn, in order."""
         began = time.perf_counter()
-        prompt, spoken = self.prompt(history, speech)
+        prompt, spoken = self.prompt(history, speech, typed)
         return self._trace(began, prompt, spoken)
 
     @torch.no_grad()

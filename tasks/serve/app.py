@@ -34,10 +34,12 @@ from omniforge.tasks.serve.protocol import (
     decode_pcm16,
     encode_pcm16,
     error_event,
+    output_event,
     parse_client_event,
     server_event,
+    speaks_beta,
     update_session,
-    user_audio,
+    user_message,
 )
 from omniforge.tasks.serve.vad import TurnDetector
 
@@ -148,8 +150,9 @@ class Listening:
 class Conversation:
     """One connection: its session settings, history, the user's turn being received, the answer in flight."""
 
-    def __init__(self, settings: ServeConfig) -> None:
+    def __init__(self, settings: ServeConfig, beta: bool = False) -> None:
         self.settings = settings
+        self.beta = beta  # the client speaks OpenAI Realtime's beta dialect (`OpenAI-Beta: realtime=v1`)
         self.session = SessionSettings()
         self.id = f"sess_{uuid.uuid4().hex[:12]}"
         self.history: list[tuple[str, str]] = []
@@ -159,6 +162,10 @@ class Conversation:
         self.buffered = 0
         self.answering: str | None = None  # the response id in flight
         self.listening: Listening | None = None  # server_vad: the stream as the detector hears it
+
+    def output(self, kind: str, **fields) -> str:
+        """An answer's output event (named in the client's dialect)."""
+        return server_event(output_event(kind, self.beta), **fields)
 
     def update(self, session: SessionSettings) -> None:
         if self.buffered or self.answering is not None or (self.listening and self.listening.speech_from is not None):
@@ -201,12 +208,19 @@ class Conversation:
 
     def add_heard(self, wave: np.ndarray) -> str:
         """A user turn at the model's rate; returns its item id."""
+        return self._add(UserTurn(wave), "")
+
+    def add_typed(self, text: str) -> str:
+        """A user turn typed instead of spoken; returns its item id."""
+        return self._add(UserTurn(None), text)
+
+    def _add(self, turn: UserTurn, text: str) -> str:
         self._require_idle()
         if len(self.turns) >= self.settings.max_turns:
             raise ProtocolError("conversation_full", f"a conversation keeps at most {self.settings.max_turns} user "
                                                      "turns (serve.max_turns); start a new one")
-        self.turns.append(UserTurn(wave))
-        self.history.append(("user", ""))
+        self.turns.append(turn)
+        self.history.append(("user", text))
         self.unanswered += 1
         return f"item_{uuid.uuid4().hex[:12]}"
 
@@ -278,7 +292,7 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
             await ws.close(code=1013)
             return
         app.state.active += 1
-        conversation = Conversation(settings)
+        conversation = Conversation(settings, beta=speaks_beta(ws.headers))
         outbox: asyncio.Queue = asyncio.Queue()
         sender = asyncio.create_task(_send(ws, outbox, conversation))
         try:
@@ -341,7 +355,9 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
             item = conversation.commit()
             await ws.send_text(server_event("input_audio_buffer.committed", item_id=item, previous_item_id=None))
         elif kind == "conversation.item.create":
-            item = conversation.add_turn(decode_pcm16(user_audio(event.get("item"))))
+            kind, content = user_message(event.get("item"))
+            item = (conversation.add_typed(content) if kind == "text" else
+                    conversation.add_turn(decode_pcm16(content)))
             await ws.send_text(server_event("conversation.item.created", item={
                 "id": item, "type": "message", "role": "user", "status": "completed"}))
         elif kind == "response.cancel":
@@ -391,20 +407,21 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
                 continue  # a cancelled answer's late events
             text_events, ids = _output_names(conversation, response)
             if answer.kind == "text":
-                await ws.send_text(server_event(f"{text_events}.delta", **ids, delta=answer.text,
-                                                seconds=round(answer.seconds, 4)))
+                await ws.send_text(conversation.output(f"{text_events}.delta", **ids, delta=answer.text,
+                                                   seconds=round(answer.seconds, 4)))
             elif answer.kind == "audio" and conversation.session.speaks:
                 if response not in resamplers:
                     resamplers.clear()
                     resamplers[response] = AudioResampler(model_rate, conversation.session.output_rate)
-                await _audio_delta(ws, ids, resamplers[response](answer.audio), answer.seconds)
+                await _audio_delta(ws, conversation, ids, resamplers[response](answer.audio), answer.seconds)
             elif answer.kind != "audio":
                 tail = resamplers.pop(response)(None) if response in resamplers else None
                 await _finish(ws, conversation, response, answer, tail)
 
-    async def _audio_delta(ws: WebSocket, ids: dict, audio: np.ndarray, seconds: float) -> None:
-        await ws.send_text(server_event("response.output_audio.delta", **ids, delta=encode_pcm16(audio),
-                                        samples=len(audio), seconds=round(seconds, 4)))
+    async def _audio_delta(ws: WebSocket, conversation: Conversation, ids: dict, audio: np.ndarray,
+                           seconds: float) -> None:
+        await ws.send_text(conversation.output("response.output_audio.delta", **ids, delta=encode_pcm16(audio),
+                                               samples=len(audio), seconds=round(seconds, 4)))
 
     def _output_names(conversation: Conversation, response: str) -> tuple[str, dict]:
         """The text events' prefix (the transcript of a spoken answer, else text) and an answer's ids."""
@@ -419,11 +436,11 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
         conversation.answered(answer.text if status == "completed" else None)
         if status == "completed":
             if tail is not None and len(tail):
-                await _audio_delta(ws, ids, tail, answer.seconds)
+                await _audio_delta(ws, conversation, ids, tail, answer.seconds)
             field = "transcript" if conversation.session.speaks else "text"
-            await ws.send_text(server_event(f"{text_events}.done", **ids, **{field: answer.text}))
+            await ws.send_text(conversation.output(f"{text_events}.done", **ids, **{field: answer.text}))
             if conversation.session.speaks:
-                await ws.send_text(server_event("response.output_audio.done", **ids))
+                await ws.send_text(conversation.output("response.output_audio.done", **ids))
         await ws.send_text(server_event("response.done", response={
             "id": response, "object": "realtime.response", "status": status,
             "output_text": answer.text if status == "completed" else "",

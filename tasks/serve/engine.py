@@ -41,22 +41,31 @@ class AnswerEvent:
 @dataclass(eq=False)
 class UserTurn:
     """A committed user turn: its 16 kHz wave, and its speech encoding once the model thread has made
-    it. The encoding belongs to the turn, not to its position: a turn taken back (cancelled, failed)
-    takes its encoding with it, and each turn goes through the speech encoder once, not once per
-    later answer."""
+    it; `wave` None: the user typed this turn (its text is in the history). The encoding belongs to the turn, not to
+    its position: a turn taken back (cancelled, failed) takes its encoding with it, and each turn goes
+    through the speech encoder once, not once per later answer."""
 
-    wave: np.ndarray
+    wave: np.ndarray | None
     encoded: torch.Tensor | None = None
+
+    @property
+    def spoken(self) -> bool:
+        return self.wave is not None
 
 
 @dataclass
 class AnswerRequest:
     key: str
     history: list[tuple[str, str]]  # (role, text), ending with the user's turn
-    turns: list[UserTurn]           # every user turn, in order
+    turns: list[UserTurn]           # every user turn, in order (the history's user entries)
     listener: Callable[[AnswerEvent], None]  # called from the model thread and the audio thread, one at a time
     committed: float = field(default_factory=time.perf_counter)
     cancelled: bool = False  # set by `cancel` from any thread; honoured at every point of the request's life
+
+    def typed(self) -> list[int]:
+        """The history indices of the user turns that were typed."""
+        users = [i for i, (role, _) in enumerate(self.history) if role == "user"]
+        return [index for index, turn in zip(users, self.turns, strict=True) if not turn.spoken]
 
     def fail(self, err: Exception) -> None:
         self.listener(AnswerEvent("error", time.perf_counter() - self.committed, text=f"{type(err).__name__}: {err}"))
@@ -207,7 +216,7 @@ class BatchedAnswerer:
         """The requests join the batch in one prefill; if that fails, each tries alone, so a bad
         request fails by itself."""
         try:
-            prompts = [self.engine.text_prompt(r.history) for r in requests]
+            prompts = [self.engine.text_prompt(r.history, r.typed()) for r in requests]
             speech = self._encoded_speech(requests)
         except Exception as err:  # noqa: BLE001 - one bad turn must not fail the others
             if len(requests) > 1:
@@ -225,13 +234,13 @@ class BatchedAnswerer:
     def _encoded_speech(self, requests: list[AnswerRequest]) -> list[torch.Tensor]:
         """Every user turn of these requests, in order; the turns not encoded before go through the
         encoder in one batch."""
-        missing = list({id(t): t for r in requests for t in r.turns if t.encoded is None}.values())
+        missing = list({id(t): t for r in requests for t in r.turns if t.spoken and t.encoded is None}.values())
         if missing:
             fresh = self.engine.encode_speech([turn.wave for turn in missing])
             self.encoded_turns += len(fresh)
             for turn, embeddings in zip(missing, fresh):
                 turn.encoded = embeddings
-        return [turn.encoded for r in requests for turn in r.turns]
+        return [turn.encoded for r in requests for turn in r.turns if turn.spoken]
 
     def _drop_cancelled(self) -> None:
         for key in [k for k, running in self.running.items() if running.request.cancelled]:

@@ -8,13 +8,16 @@ Client -> server: `session.update` {session: GA (`audio.input.format`, `audio.ou
 `audio.input.turn_detection`, `output_modalities`) or beta (`input_audio_format`, `output_audio_format`,
 `turn_detection`, `modalities`) fields}, `input_audio_buffer.append` {audio},
 `input_audio_buffer.commit` (a user turn), `input_audio_buffer.clear`, `conversation.item.create`
-(a user message of `input_audio`), `response.create` (answer the user's turn), `response.cancel`.
+(a user message of `input_audio`, or typed: `input_text`), `response.create` (answer the user's turn), `response.cancel`.
 Server -> client: `session.created`, `session.updated`, `input_audio_buffer.committed`,
 `input_audio_buffer.cleared`, `conversation.item.created`, `response.created`,
 `response.output_audio_transcript.delta` {delta} (`response.output_text.delta` for a text-only
 session), `response.output_audio.delta` {delta}, their `.done`, `response.done` {response: {status,
 output_text, first_audio_seconds}}, `error` {error: {type, code, message}}. Every delta carries
-`seconds`: time since the turn was committed.
+`seconds`: time since the turn was committed. A client that connects with `OpenAI-Beta: realtime=v1`
+(the beta API's clients: LiveKit's `RealtimeModelBeta`, Pipecat's `OpenAIRealtimeBetaLLMService`) gets
+the beta names of the output events (`response.audio.delta`, `response.audio_transcript.delta`,
+`response.text.delta`, ...), as OpenAI's own server does.
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buf
 OPENAI_PCM_RATE = 24000  # OpenAI Realtime's `audio/pcm` (and its beta's "pcm16") rate: every client's default
 AUDIO_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 BETA_FORMATS = {"pcm16": OPENAI_PCM_RATE}
+BETA_HEADER = ("openai-beta", "realtime=v1")
+BETA_EVENT_NAMES = {  # GA output event -> its beta name
+    "response.output_audio.delta": "response.audio.delta", "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    "response.output_text.delta": "response.text.delta", "response.output_text.done": "response.text.done"}
 
 
 class ProtocolError(Exception):
@@ -47,6 +56,17 @@ class ProtocolError(Exception):
 
 def server_event(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, "event_id": f"event_{uuid.uuid4().hex[:12]}", **fields})
+
+
+def speaks_beta(headers: Any) -> bool:
+    """Whether the handshake asks for OpenAI Realtime's beta dialect."""
+    name, value = BETA_HEADER
+    return value in (headers.get(name) or "").lower().replace(" ", "").split(",")
+
+
+def output_event(kind: str, beta: bool) -> str:
+    """An output event's name in the client's dialect (GA, or beta)."""
+    return BETA_EVENT_NAMES.get(kind, kind) if beta else kind
 
 
 def error_event(code: str, message: str) -> str:
@@ -145,25 +165,37 @@ def update_session(current: SessionSettings, session: Any) -> SessionSettings:
     return replace(current, **changes)
 
 
-def user_audio(item: Any) -> str:
-    """The base64 audio of a `conversation.item.create` user message (ProtocolError otherwise)."""
+def user_message(item: Any) -> tuple[str, str]:
+    """A `conversation.item.create` user message as ("audio", its base64 PCM) or ("text", what was
+    typed); ProtocolError otherwise."""
     if not isinstance(item, dict) or item.get("type", "message") != "message" or item.get("role") != "user":
         raise ProtocolError("unsupported_item", "conversation.item.create: only user messages are taken")
-    parts = item.get("content") if isinstance(item.get("content"), list) else []
-    audio = [p.get("audio") for p in parts if isinstance(p, dict) and p.get("type") == "input_audio"]
-    if len(audio) != 1:
-        raise ProtocolError("unsupported_content", "a user message needs one `input_audio` part: this model hears "
-                                                   "speech (text turns are not part of its training)")
-    return audio[0]
+    parts = [p for p in (item.get("content") if isinstance(item.get("content"), list) else [])
+             if isinstance(p, dict) and p.get("type") in ("input_audio", "input_text")]
+    if len(parts) != 1 or not isinstance(parts[0].get("audio", parts[0].get("text")), str):
+        raise ProtocolError("unsupported_content", "a user message needs exactly one `input_audio` {audio} or "
+                                                   "`input_text` {text} part")
+    part = parts[0]
+    if part["type"] == "input_text":
+        if not part.get("text", "").strip():
+            raise ProtocolError("empty_text", "an `input_text` part without text")
+        return "text", part["text"]
+    return "audio", part["audio"]
 
 
 def _turn_detection(detection: Any) -> VadSettings | None:
-    """null (the client commits turns) or `server_vad` with OpenAI's fields; anything else: ProtocolError."""
+    """null (the client commits turns) or `server_vad` with OpenAI's fields; `semantic_vad` (the default
+    of some clients) is heard as `server_vad` with its defaults, as the session then says; anything else:
+    ProtocolError."""
     if detection is None:
         return None
-    if not isinstance(detection, dict) or detection.get("type") != "server_vad":
-        kind = detection.get("type") if isinstance(detection, dict) else detection
-        raise ProtocolError("unsupported_turn_detection", f"turn detection {kind!r}: null or server_vad")
+    kind = detection.get("type") if isinstance(detection, dict) else detection
+    if kind == "semantic_vad":
+        return VadSettings(**{k: v for k, v in detection.items() if k in ("create_response", "interrupt_response")
+                              and isinstance(v, bool)})
+    if kind != "server_vad":
+        raise ProtocolError("unsupported_turn_detection", f"turn detection {kind!r}: null, server_vad or semantic_vad "
+                                                          "(heard as server_vad)")
     known = {f.name: f.type for f in fields(VadSettings)}
     values = {k: v for k, v in detection.items() if k in known and v is not None}
     wrong = [k for k, v in values.items() if isinstance(v, bool) != (known[k] == "bool")

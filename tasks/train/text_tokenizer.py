@@ -6,7 +6,7 @@ the dataset's text, with the same ChatML special tokens, so both paths format di
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +49,8 @@ class EncodedDialogue:
 
 
 class ChatFormat:
-    """ChatML, as Qwen2.5 writes it: every user turn's content is the `<speech>` placeholder."""
+    """ChatML, as Qwen2.5 writes it: a user turn's content is the `<speech>` placeholder, or its text
+    where the user typed it (`typed`)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, system_prompt: str) -> None:
         self.tokenizer = tokenizer
@@ -60,19 +61,26 @@ class ChatFormat:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def _typed_ids(self, text: str) -> list[int]:
+        """What a user typed, special-token look-alikes (`<|im_end|>`, `<speech>`) as plain text."""
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
     def text_ids(self, text: str) -> list[int]:
         """An assistant turn's text tokens (what the TTS LM reads)."""
         return self._ids(text)
 
-    def encode(self, turns: list[tuple[str, str]], generation_prompt: bool = False) -> EncodedDialogue:
-        """turns: (role, assistant text) pairs in order; a user turn's text is not used (its speech is)."""
+    def encode(self, turns: list[tuple[str, str]], generation_prompt: bool = False,
+               typed: Collection[int] = ()) -> EncodedDialogue:
+        """turns: (role, text) pairs in order. A user turn's text is not used (its speech is) unless its
+        index is in `typed`: then the text is the turn."""
         ids = self._ids(f"{IM_START}system\n{self.system_prompt}{IM_END}\n")
         labels = [IGNORE_INDEX] * len(ids)
         marks = [IGNORE_INDEX] * len(ids)
         assistant_turns = 0
-        for role, text in turns:
+        for index, (role, text) in enumerate(turns):
             if role == "user":
-                head = self._ids(f"{IM_START}user\n{SPEECH}{IM_END}\n")
+                head = (self._ids(f"{IM_START}user\n") + self._typed_ids(text) + self._ids(f"{IM_END}\n")
+                        if index in typed else self._ids(f"{IM_START}user\n{SPEECH}{IM_END}\n"))
                 ids += head
                 labels += [IGNORE_INDEX] * len(head)
                 marks += [IGNORE_INDEX] * len(head)

@@ -122,7 +122,7 @@ def test_malformed_frames_are_answered_with_errors_and_the_conversation_goes_on(
     client.send(type="input_audio_buffer.commit")
     client.send(type="response.create")
     client.send(type="session.update", session={"audio": {"input": {"format": {"type": "audio/pcmu"}}}})
-    client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+    client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "push_to_talk"}}}})
     codes = [client.receive()["error"]["code"] for _ in range(9)]  # (server_vad is taken: see the VAD test)
     assert codes == ["invalid_json", "unknown_event", "invalid_audio", "invalid_audio", "binary_frame",
                      "input_audio_buffer_commit_empty", "no_user_turn", "unsupported_audio_format",
@@ -284,6 +284,29 @@ def test_the_openai_sdk_realtime_client_gets_text_and_audio_at_24_khz(served):
     assert abs(len(audio) / 24000 - seconds) < 0.01  # the same speech, at 24 kHz
 
 
+def test_a_typed_user_message_is_answered_as_the_model_answers_that_text(served):
+    """`conversation.item.create` with `input_text`, then a spoken turn: the first answer is the
+    model's to the typed text in the chat prompt, the second has the typed turn in its history."""
+    typed = "What is the capital of France?"
+    first_expected = served.engine.answer([("user", typed)], [], typed=[0])
+    client = Client(served.url)
+    client.send(type="conversation.item.create", item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": typed}]})
+    assert client.receive()["type"] == "conversation.item.created"
+    client.send(type="response.create")
+    first = client.answer()
+    assert first["done"]["status"] == "completed" and first["done"]["output_text"] == first_expected.text
+    assert len(first["audio"]) == len(first_expected.audio)
+    client.say(served.questions[0])
+    second = client.answer()
+    history = [("user", typed), ("assistant", first_expected.text), ("user", "")]
+    assert second["done"]["output_text"] == served.engine.answer(history, [served.questions[0]], typed=[0]).text
+    client.send(type="conversation.item.create", item={"type": "message", "role": "user",
+                                                      "content": [{"type": "input_text", "text": " "}]})
+    assert client.receive()["error"]["code"] == "empty_text"
+    client.close()
+
+
 def test_server_vad_commits_spoken_turns_and_speech_interrupts_the_answer_in_flight(served):
     """Hands-free: the client only streams audio. Each turn ends after half a second of silence and
     is answered; speaking again while an answer is under way cancels it (barge-in)."""
@@ -306,9 +329,44 @@ def test_server_vad_commits_spoken_turns_and_speech_interrupts_the_answer_in_fli
     assert [e["type"] for e in third["events"]][:3] == ["input_audio_buffer.speech_stopped",
                                                         "input_audio_buffer.committed", "response.created"]
     assert third["done"]["status"] == "completed" and len(third["audio"])
+    # semantic_vad (some clients' default) is heard as server_vad, and the session says so
     client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}})
+    assert client.receive()["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    client.send(type="session.update", session={"audio": {"input": {"turn_detection": {"type": "push_to_talk"}}}})
     assert client.receive()["error"]["code"] == "unsupported_turn_detection"
     client.close()
+
+
+def test_a_beta_dialect_client_gets_the_beta_event_names(served):
+    """A client of OpenAI Realtime's beta API (`OpenAI-Beta: realtime=v1`, `pcm16` formats, as
+    LiveKit's and Pipecat's beta services send) reads `response.audio.delta` and
+    `response.audio_transcript.delta`; it hears the same answer at 24 kHz."""
+    from omniforge.tasks.common.audio_ops import resample
+
+    question = served.questions[1]
+    pcm = (np.clip(resample(question, 16000, 24000), -1, 0.99997) * 32768).astype("<i2")
+    expected = served.engine.answer([("user", "")], [resample(pcm.astype(np.float32) / 32768, 24000, 16000)])
+    ws = connect(served.url, max_size=None, open_timeout=30, additional_headers={"OpenAI-Beta": "realtime=v1"})
+    receive = lambda: json.loads(ws.recv(timeout=120))  # noqa: E731
+    assert receive()["type"] == "session.created"
+    ws.send(json.dumps({"type": "session.update", "session": {
+        "modalities": ["text", "audio"], "input_audio_format": "pcm16", "output_audio_format": "pcm16",
+        "turn_detection": None, "voice": "alloy", "input_audio_transcription": {"model": "whisper-1"}}}))
+    assert receive()["session"]["audio"]["output"]["format"]["rate"] == 24000
+    ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm.tobytes()).decode()}))
+    ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    ws.send(json.dumps({"type": "response.create"}))
+    events = [receive()]
+    while events[-1]["type"] != "response.done":
+        events.append(receive())
+    ws.close()
+    kinds = {e["type"] for e in events}
+    assert {"response.audio.delta", "response.audio_transcript.delta", "response.audio.done",
+            "response.audio_transcript.done"} <= kinds and not any(".output_" in kind for kind in kinds)
+    transcript = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
+    audio = sum(e["samples"] for e in events if e["type"] == "response.audio.delta")
+    assert events[-1]["response"]["status"] == "completed" and transcript.strip() == expected.text
+    assert abs(audio / 24000 - len(expected.audio) / served.engine.decoder.sample_rate) < 0.01
 
 
 def test_cross_site_pages_tokenless_clients_and_idle_sockets_are_kept_out(served):
