@@ -21,6 +21,8 @@ class ServeConfig(GenerationLimits):
                                    "more is told the server is busy.")
     max_turn_seconds: float = Field(30.0, gt=0, description="Longest user turn (audio is refused past it).")
     max_frame_bytes: int = Field(1_000_000, ge=1024, description="Largest WebSocket message.")
+    max_typed_chars: int = Field(2000, ge=1, description="Longest typed user message (`input_text`): its tokens join "
+                                 "the prompt that every later answer of the conversation prefills.")
     admit_window_ms: float = Field(20.0, ge=0, description="When a turn arrives at an idle server, wait this "
                                    "long for others to prefill with it (one batch from the first step).")
     torch_threads: int = Field(1, ge=1, description="Torch threads of the LMs' steps (one token per answer: too "

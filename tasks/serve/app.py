@@ -212,6 +212,9 @@ class Conversation:
 
     def add_typed(self, text: str) -> str:
         """A user turn typed instead of spoken; returns its item id."""
+        if len(text) > self.settings.max_typed_chars:
+            raise ProtocolError("text_too_long", f"a typed message may hold at most {self.settings.max_typed_chars} "
+                                                 "characters (serve.max_typed_chars)")
         return self._add(UserTurn(None), text)
 
     def _add(self, turn: UserTurn, text: str) -> str:

@@ -304,6 +304,9 @@ def test_a_typed_user_message_is_answered_as_the_model_answers_that_text(served)
     client.send(type="conversation.item.create", item={"type": "message", "role": "user",
                                                       "content": [{"type": "input_text", "text": " "}]})
     assert client.receive()["error"]["code"] == "empty_text"
+    client.send(type="conversation.item.create", item={"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "why " * 1000}]})  # past serve.max_typed_chars (2000)
+    assert client.receive()["error"]["code"] == "text_too_long"
     client.close()
 
 
