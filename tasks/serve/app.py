@@ -358,8 +358,8 @@ def create_app(answerer: BatchedAnswerer, settings: ServeConfig) -> FastAPI:
             item = conversation.commit()
             await ws.send_text(server_event("input_audio_buffer.committed", item_id=item, previous_item_id=None))
         elif kind == "conversation.item.create":
-            kind, content = user_message(event.get("item"))
-            item = (conversation.add_typed(content) if kind == "text" else
+            part, content = user_message(event.get("item"))
+            item = (conversation.add_typed(content) if part == "text" else
                     conversation.add_turn(decode_pcm16(content)))
             await ws.send_text(server_event("conversation.item.created", item={
                 "id": item, "type": "message", "role": "user", "status": "completed"}))

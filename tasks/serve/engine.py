@@ -41,9 +41,9 @@ class AnswerEvent:
 @dataclass(eq=False)
 class UserTurn:
     """A committed user turn: its 16 kHz wave, and its speech encoding once the model thread has made
-    it; `wave` None: the user typed this turn (its text is in the history). The encoding belongs to the turn, not to
-    its position: a turn taken back (cancelled, failed) takes its encoding with it, and each turn goes
-    through the speech encoder once, not once per later answer."""
+    it (`wave` None: the user typed this turn; its text is in the history). The encoding belongs to the
+    turn, not to its position: a turn taken back (cancelled, failed) takes its encoding with it, and
+    each turn goes through the speech encoder once, not once per later answer."""
 
     wave: np.ndarray | None
     encoded: torch.Tensor | None = None

@@ -8,7 +8,8 @@ Client -> server: `session.update` {session: GA (`audio.input.format`, `audio.ou
 `audio.input.turn_detection`, `output_modalities`) or beta (`input_audio_format`, `output_audio_format`,
 `turn_detection`, `modalities`) fields}, `input_audio_buffer.append` {audio},
 `input_audio_buffer.commit` (a user turn), `input_audio_buffer.clear`, `conversation.item.create`
-(a user message of `input_audio`, or typed: `input_text`), `response.create` (answer the user's turn), `response.cancel`.
+(a user message of `input_audio`, or typed: `input_text`), `response.create` (answer the user's turn),
+`response.cancel`.
 Server -> client: `session.created`, `session.updated`, `input_audio_buffer.committed`,
 `input_audio_buffer.cleared`, `conversation.item.created`, `response.created`,
 `response.output_audio_transcript.delta` {delta} (`response.output_text.delta` for a text-only
