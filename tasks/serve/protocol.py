@@ -171,17 +171,17 @@ def user_message(item: Any) -> tuple[str, str]:
     typed); ProtocolError otherwise."""
     if not isinstance(item, dict) or item.get("type", "message") != "message" or item.get("role") != "user":
         raise ProtocolError("unsupported_item", "conversation.item.create: only user messages are taken")
+    fields = {"input_audio": "audio", "input_text": "text"}  # a part's type -> the field holding its content
     parts = [p for p in (item.get("content") if isinstance(item.get("content"), list) else [])
-             if isinstance(p, dict) and p.get("type") in ("input_audio", "input_text")]
-    if len(parts) != 1 or not isinstance(parts[0].get("audio", parts[0].get("text")), str):
+             if isinstance(p, dict) and p.get("type") in fields]
+    content = parts[0].get(fields[parts[0]["type"]]) if len(parts) == 1 else None
+    if not isinstance(content, str):
         raise ProtocolError("unsupported_content", "a user message needs exactly one `input_audio` {audio} or "
                                                    "`input_text` {text} part")
-    part = parts[0]
-    if part["type"] == "input_text":
-        if not part.get("text", "").strip():
-            raise ProtocolError("empty_text", "an `input_text` part without text")
-        return "text", part["text"]
-    return "audio", part["audio"]
+    kind = fields[parts[0]["type"]]
+    if kind == "text" and not content.strip():
+        raise ProtocolError("empty_text", "an `input_text` part without text")
+    return kind, content
 
 
 def _turn_detection(detection: Any) -> VadSettings | None:

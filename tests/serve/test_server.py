@@ -25,12 +25,21 @@ def pcm16(wave: np.ndarray) -> str:
     return base64.b64encode((np.clip(wave, -1, 0.99997) * 32768).astype("<i2").tobytes()).decode()
 
 
+def at_24_khz(served, question: np.ndarray) -> tuple[np.ndarray, object]:
+    """A question as 24 kHz 16-bit PCM (every OpenAI client's default), and the engine's answer to what
+    the server's model hears of it (that PCM resampled to 16 kHz)."""
+    from omniforge.tasks.common.audio_ops import resample
+
+    pcm = (np.clip(resample(question, 16000, 24000), -1, 0.99997) * 32768).astype("<i2")
+    return pcm, served.engine.answer([("user", "")], [resample(pcm.astype(np.float32) / 32768, 24000, 16000)])
+
+
 class Client:
     """Our own client: it hears the model's rates (16 kHz in, the decoder's out), so answers compare
     sample for sample with the engine answering in this process."""
 
-    def __init__(self, url: str, native_rates: bool = True) -> None:
-        self.ws = connect(url, max_size=None, open_timeout=30)
+    def __init__(self, url: str, native_rates: bool = True, headers: dict | None = None) -> None:
+        self.ws = connect(url, max_size=None, open_timeout=30, additional_headers=headers)
         self.session = self.receive()
         if native_rates:
             rates = self.session["session"]["omniforge"]
@@ -253,12 +262,7 @@ def test_the_openai_sdk_realtime_client_gets_text_and_audio_at_24_khz(served):
     committed and a response asked for. It hears the answer the model gives to what it sent."""
     from openai import OpenAI
 
-    from omniforge.tasks.common.audio_ops import resample
-
-    question = served.questions[0]
-    pcm = (np.clip(resample(question, 16000, 24000), -1, 0.99997) * 32768).astype("<i2")
-    heard = resample(pcm.astype(np.float32) / 32768, 24000, 16000)  # what the server's model hears
-    expected = served.engine.answer([("user", "")], [heard])
+    pcm, expected = at_24_khz(served, served.questions[0])
     events = []
     client = OpenAI(api_key="not-needed-on-loopback", base_url=f"{served.http}/v1")
     with client.realtime.connect(model="omniforge") as connection:
@@ -305,6 +309,9 @@ def test_a_typed_user_message_is_answered_as_the_model_answers_that_text(served)
                                                       "content": [{"type": "input_text", "text": " "}]})
     assert client.receive()["error"]["code"] == "empty_text"
     client.send(type="conversation.item.create", item={"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": 5, "audio": "AAAA"}]})  # a text part's content is its `text`
+    assert client.receive()["error"]["code"] == "unsupported_content"
+    client.send(type="conversation.item.create", item={"type": "message", "role": "user", "content": [
         {"type": "input_text", "text": "why " * 1000}]})  # past serve.max_typed_chars (2000)
     assert client.receive()["error"]["code"] == "text_too_long"
     client.close()
@@ -344,25 +351,19 @@ def test_a_beta_dialect_client_gets_the_beta_event_names(served):
     """A client of OpenAI Realtime's beta API (`OpenAI-Beta: realtime=v1`, `pcm16` formats, as
     LiveKit's and Pipecat's beta services send) reads `response.audio.delta` and
     `response.audio_transcript.delta`; it hears the same answer at 24 kHz."""
-    from omniforge.tasks.common.audio_ops import resample
-
-    question = served.questions[1]
-    pcm = (np.clip(resample(question, 16000, 24000), -1, 0.99997) * 32768).astype("<i2")
-    expected = served.engine.answer([("user", "")], [resample(pcm.astype(np.float32) / 32768, 24000, 16000)])
-    ws = connect(served.url, max_size=None, open_timeout=30, additional_headers={"OpenAI-Beta": "realtime=v1"})
-    receive = lambda: json.loads(ws.recv(timeout=120))  # noqa: E731
-    assert receive()["type"] == "session.created"
-    ws.send(json.dumps({"type": "session.update", "session": {
+    pcm, expected = at_24_khz(served, served.questions[1])
+    client = Client(served.url, native_rates=False, headers={"OpenAI-Beta": "realtime=v1"})
+    assert client.session["type"] == "session.created"
+    client.send(type="session.update", session={
         "modalities": ["text", "audio"], "input_audio_format": "pcm16", "output_audio_format": "pcm16",
-        "turn_detection": None, "voice": "alloy", "input_audio_transcription": {"model": "whisper-1"}}}))
-    assert receive()["session"]["audio"]["output"]["format"]["rate"] == 24000
-    ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm.tobytes()).decode()}))
-    ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
-    ws.send(json.dumps({"type": "response.create"}))
-    events = [receive()]
+        "turn_detection": None, "voice": "alloy", "input_audio_transcription": {"model": "whisper-1"}})
+    assert client.receive()["session"]["audio"]["output"]["format"]["rate"] == 24000
+    client.send(type="input_audio_buffer.append", audio=base64.b64encode(pcm.tobytes()).decode())
+    client.respond()
+    events = [client.receive()]
     while events[-1]["type"] != "response.done":
-        events.append(receive())
-    ws.close()
+        events.append(client.receive())
+    client.close()
     kinds = {e["type"] for e in events}
     assert {"response.audio.delta", "response.audio_transcript.delta", "response.audio.done",
             "response.audio_transcript.done"} <= kinds and not any(".output_" in kind for kind in kinds)
