@@ -12,7 +12,8 @@ from prefect.cache_policies import NONE
 from omniforge.config import PipelineConfig
 from omniforge.flows.artifact_keys import artifact_key
 from omniforge.flows.run_ids import recording_run_id
-from omniforge.storage import store_from_config
+from omniforge.flows.build_dialogues import build_dialogues
+from omniforge.storage import Kind, store_from_config
 from omniforge.tasks.evaluate import steps as eval_steps
 
 
@@ -31,9 +32,22 @@ def run_evaluation(config: PipelineConfig):
     return eval_steps.evaluate(store, config, recording_run_id(), progress)
 
 
+def with_held_out_set(config: PipelineConfig) -> PipelineConfig:
+    """When `evaluate.build` describes the set that `evaluate.eval_set` names (speech/<its name>), build
+    it first (incremental: an existing one is planned and reused, nothing is synthesized twice), so an
+    evaluation triggered by a new checkpoint finds its eval set wherever it runs."""
+    build = config.evaluate.build
+    if build is None or config.evaluate.eval_set.split("@")[0] != f"{Kind.speech.value}/{build.name}":
+        return config
+    held_out = build_dialogues(config.model_copy(update={"build": build}))
+    return config.with_fields("evaluate", eval_set=held_out["speech_version"])
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate(config: PipelineConfig) -> dict:
-    """Evaluate `evaluate.checkpoint` on `evaluate.eval_set`; returns the metrics and the report's place."""
+    """Evaluate `evaluate.checkpoint` on `evaluate.eval_set` (built first when `evaluate.build` makes
+    it); returns the metrics and the report's place."""
+    config = with_held_out_set(config)
     store = store_from_config(config.store)
     manifest = run_evaluation(config)
     report = store.read_bytes(manifest.files["report.md"].path).decode()

@@ -1,5 +1,5 @@
 """`pipeline`: build dialogues -> (TTS corpus -> its units -> TTS pretraining) -> tokenize units ->
-train stages -> evaluate, one Prefect flow with a subflow per stage. Each stage is handed the exact
+train stages -> evaluate (on its held-out set), one Prefect flow with a subflow per stage. Each stage is handed the exact
 versions the previous one made, and every artifact records this pipeline run."""
 
 from __future__ import annotations
@@ -18,12 +18,6 @@ from omniforge.storage import store_from_config
 from omniforge.tasks.evaluate import steps as evaluate_steps
 
 
-def _with(config: PipelineConfig, section: str, **fields) -> PipelineConfig:
-    """A copy of `config` with fields of one section replaced."""
-    part = getattr(config, section).model_copy(update=fields)
-    return config.model_copy(update={section: part})
-
-
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig) -> dict:
     """The whole job on one config; returns what each stage made and the evaluation summary."""
@@ -32,18 +26,14 @@ def pipeline(config: PipelineConfig) -> dict:
     summary = {"speech": built["speech_version"]}
     if config.corpus.enabled:  # first, so the units tokenizer and its decoder are fitted on the larger corpus
         pretrained = pretrain_tts(config)
-        config = _with(config, "train", tts_from=pretrained["checkpoint"])
+        config = config.with_fields("train", tts_from=pretrained["checkpoint"])
         summary.update(corpus=pretrained["corpus"], corpus_units=pretrained["corpus_units"],
                        pretrained_tts=pretrained["checkpoint"])
-    config = _with(config, "units", speech=built["speech_version"])
+    config = config.with_fields("units", speech=built["speech_version"])
     units = tokenize_units(config)
-    if config.evaluate.build is not None:
-        held_out = build_dialogues(config.model_copy(update={"build": config.evaluate.build}))
-        config = _with(config, "evaluate", eval_set=held_out["speech_version"])
-    config = _with(config, "train", speech=built["speech_version"], units=units["units_version"])
+    config = config.with_fields("train", speech=built["speech_version"], units=units["units_version"])
     trained = train(config)
-    config = _with(config, "evaluate", checkpoint=trained["checkpoint"])
-    evaluated = evaluate(config)
+    evaluated = evaluate(config.with_fields("evaluate", checkpoint=trained["checkpoint"]))  # builds its held-out set
     summary.update(units=units["units_version"], checkpoint=trained["checkpoint"], eval=evaluated["eval_version"],
                    report=evaluated["report"], metrics=evaluated["metrics"])
     comparison = evaluate_steps.compare_with_previous(store_from_config(config.store), config, evaluated["eval_version"])

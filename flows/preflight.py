@@ -32,4 +32,4 @@ def check_eval_set(config: PipelineConfig, store: ArtifactStore) -> None:
     the store when it is opened)."""
     settings = config.evaluate
     if settings.eval_set.endswith((".json", ".jsonl")):
-        load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root)
+        load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root, settings.eval_set_media)

@@ -259,14 +259,17 @@ def run(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 @app.command("deploy")
 def deploy(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Register the scheduled build and the event-triggered training and evaluation on the Prefect
-    server at PREFECT_API_URL; `prefect worker start --pool <deploy.work_pool>` runs them."""
+    """Register the scheduled build and the event-triggered tokenization, training and evaluation on
+    the Prefect server at PREFECT_API_URL; `prefect worker start --pool <deploy.work_pool>` runs them."""
     resolved = load(config, set_)
     from omniforge.flows.deployments import deploy as register
 
-    for name, deployment_id in register(resolved).items():
+    deployed = register(resolved)
+    for name, deployment_id in deployed.items():
         typer.echo(f"deployed {name} ({deployment_id})")
     typer.echo(f"start a worker: prefect worker start --pool {resolved.deploy.work_pool}")
+    build = next(name for name in deployed if name.split("/")[1].startswith("build-"))
+    typer.echo(f"run the chain now (build -> units -> train -> evaluate): prefect deployment run '{build}'")
 
 
 @app.command("train")

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from omniforge.config.base import Section
+from omniforge.config.endpoint import ChatEndpointConfig
+from omniforge.config.media import MediaConfig
 
 Range = tuple[float, float]
 
@@ -30,6 +32,7 @@ class SourceConfig(Section):
     limit: int | None = Field(None, ge=1, description="Keep at most this many dialogues (sampled with seed).")
     seed: int = Field(0, description="Seed of the sampling of dialogues.")
     demo: DemoSourceConfig = Field(default_factory=DemoSourceConfig, description="Demo generator settings.")
+    media: MediaConfig = Field(default_factory=MediaConfig, description="Which media files records may name.")
 
     @model_validator(mode="after")
     def _path_needed(self) -> "SourceConfig":
@@ -38,13 +41,11 @@ class SourceConfig(Section):
         return self
 
 
-class RewriteConfig(Section):
-    """Optional LLM rewrite of responses into spoken style (off by default)."""
+class RewriteConfig(ChatEndpointConfig):
+    """Optional LLM rewrite of responses into spoken style (off by default): an endpoint, or a local
+    transformers model when no endpoint is set."""
 
     enabled: bool = Field(False, description="Rewrite assistant turns with an LLM before TTS.")
-    endpoint: str | None = Field(None, description="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).")
-    model: str | None = Field(None, description="Model name at the endpoint, or a local transformers model path.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
     max_new_tokens: int = Field(256, ge=1, description="Longest rewrite.")
     prompt: str = Field(
         "Rewrite the answer so it sounds natural when spoken aloud: short sentences, no lists, no "
@@ -65,10 +66,20 @@ class TextConfig(Section):
     max_segment_chars: int = Field(300, ge=20, description="Long turns are split at sentence ends into "
                                    "segments of at most this many characters, synthesized one by one.")
     max_turn_chars: int = Field(1500, ge=20, description="Turns longer than this are cut at a sentence end.")
+    max_raw_chars: int = Field(20_000, ge=20, description="A turn's raw text is cut to this many characters "
+                               "before its markup is read (a turn keeps at most max_turn_chars once spoken; "
+                               "this bounds the work one huge record can cost).")
     segment_pause_s: float = Field(0.2, ge=0, description="Silence between the segments of one turn.")
     normalizer_cache: str = Field("~/.cache/omniforge/text-normalization", description="Where the English "
                                   "text normalization grammars are compiled once (~40 s) and loaded from after.")
     rewrite: RewriteConfig = Field(default_factory=RewriteConfig, description="Optional LLM rewrite.")
+
+    @model_validator(mode="after")
+    def _raw_holds_a_turn(self) -> "TextConfig":
+        if self.max_raw_chars < self.max_turn_chars:
+            raise ValueError(f"text.max_raw_chars ({self.max_raw_chars}) must be at least text.max_turn_chars "
+                             f"({self.max_turn_chars})")
+        return self
 
 
 class VoiceConfig(Section):

@@ -6,6 +6,7 @@ from pydantic import Field
 
 from omniforge.config.base import Section
 from omniforge.config.build import BuildConfig
+from omniforge.config.media import MediaConfig
 from omniforge.config.units import DecoderRuntimeConfig
 
 
@@ -34,6 +35,8 @@ class EvaluateConfig(GenerationLimits):
     eval_set_root: str | None = Field(None, description="Folder a questions file's relative wav paths are also "
                                       "looked up in, after the file's own folder (default: the working directory, "
                                       "as LLaMA-Omni 2's scripts run from their repository's root).")
+    eval_set_media: MediaConfig = Field(default_factory=MediaConfig, description="Which wav files a questions "
+                                        "file may name (only under its folder and eval_set_root).")
     sentences: str | None = Field(None, description="Also say the plain sentences of this file (one per line, or "
                                   "JSONL with text and key-word answers) through the TTS LM and score them by ASR "
                                   "(sentence_asr_wer, sentence_key_word_heard): what it says of text it never "

@@ -106,3 +106,7 @@ class PipelineConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Streaming evaluation.")
     deploy: DeployConfig = Field(default_factory=DeployConfig, description="Prefect deployments.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`omniforge serve`: talk to a checkpoint.")
+
+    def with_fields(self, section: str, **fields) -> "PipelineConfig":
+        """A copy with fields of one section replaced (a flow hands the next one the versions it made)."""
+        return self.model_copy(update={section: getattr(self, section).model_copy(update=fields)})

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from pydantic import Field, SecretStr, model_validator
 
+from omniforge.config.endpoint import is_loopback
 from omniforge.config.evaluate import GenerationLimits
 from omniforge.config.units import DecoderRuntimeConfig
 
@@ -50,16 +49,8 @@ class ServeConfig(GenerationLimits):
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> "ServeConfig":
-        if self.token is None and self.token_from_env is None and not _loopback(self.host):
+        if self.token is None and self.token_from_env is None and not is_loopback(self.host):
             raise ValueError(f"serve.host={self.host} opens the server to the network: set serve.token (or "
                              "serve.token_from_env) so only your clients can use it")
         return self
 
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

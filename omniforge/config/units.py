@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from omniforge.config.base import Section
+from omniforge.config.media import MediaConfig
 
 
 class EncoderFeaturesConfig(Section):
@@ -138,6 +139,8 @@ class VocalNetImportConfig(Section):
     allow_pickle: bool = Field(False, description="Also read token files saved as pickled dicts (VocalNet's "
                                "own extraction writes these); pickles can run code, so only for files you trust.")
     shard_dialogues: int = Field(1000, ge=1, description="Dialogues per written shard.")
+    media: MediaConfig = Field(default_factory=MediaConfig, description="Which files the index may name (only "
+                               "under root).")
 
 
 class UnitsConfig(Section):

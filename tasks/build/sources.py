@@ -7,7 +7,7 @@ import json
 import math
 import posixpath
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import fsspec
@@ -17,17 +17,17 @@ from omniforge.config.corpus import CorpusSourceConfig
 from omniforge.hashing import stable_hash
 from omniforge.tasks.build.demo_facts import ANSWERS, CORPUS_TEMPLATES, COUNTRIES, FOLLOW_UPS, QUESTIONS
 from omniforge.tasks.build.english_text import english_sentences
-from omniforge.tasks.common.records import (Dialogue, RecordError, Reject, SourceBatch, Turn, media_dirs, parse_record,
-                                            read_jsonl)
+from omniforge.tasks.common.records import (Dialogue, MediaRoots, RecordError, Reject, SourceBatch, Turn, media_roots,
+                                            parse_record, read_jsonl)
 
 
-def parse_records(records: Iterable[tuple[str, Any]], dirs: Sequence[str] = ()) -> SourceBatch:
+def parse_records(records: Iterable[tuple[str, Any]], media: MediaRoots | None = None) -> SourceBatch:
     batch = SourceBatch()
     for origin, record in records:
         try:
             if isinstance(record, RecordError):  # the reader could not even parse it
                 raise record
-            dialogue = parse_record(record, origin, dirs)
+            dialogue = parse_record(record, origin, media)
         except RecordError as err:
             batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
             continue
@@ -130,16 +130,17 @@ def load_source(config: SourceConfig) -> SourceBatch:
     """Read the configured source, then cap it reproducibly (seeded sample, original order kept)."""
     if config.kind == "demo":
         records = ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
-        dirs = []
+        media = None
     elif config.kind == "jsonl":
-        records, dirs = read_jsonl(config.path), media_dirs(config.path, config.root)
+        records = read_jsonl(config.path, config.media.max_record_bytes)
+        media = media_roots(config.path, config.media, config.root)
     else:
-        records, dirs = read_hf(config), media_dirs(None, config.root)
+        records, media = read_hf(config), media_roots(None, config.media, config.root)
     records = list(records)
     if config.limit is not None and len(records) > config.limit:
         keep = sorted(random.Random(config.seed).sample(range(len(records)), config.limit))
         records = [records[i] for i in keep]
-    batch = parse_records(records, dirs)
+    batch = parse_records(records, media)
     batch.description = {"kind": config.kind, "path": config.path, "records": len(records),
                          "limit": config.limit, "seed": config.seed}
     return batch

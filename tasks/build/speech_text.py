@@ -20,24 +20,28 @@ import emoji
 
 from omniforge.config.build import TextConfig
 
+# Every pattern below costs time linear in the text: each match attempt is bounded by its line or
+# by an explicit length, so no input (a line of 1 MB of "|", of "<", of newlines) makes it backtrack
+# quadratically. Tables are recognized line by line in Python (`_is_table_row`, `_is_table_rule`).
 CODE_FENCE = re.compile(r"```|~~~")
 INDENTED_CODE = re.compile(r"(?m)^(?: {4}|\t)\S.*(?:\n(?: {4}|\t)\S.*){2,}")
-CODE_TOKENS = re.compile(r"[{};]\s*$|\bdef \w+\(|\bfunction \w*\(|#include\b|=>|\bimport \w+|</?\w+>", re.M)
-TABLE_ROW = re.compile(r"(?m)^\s*\|?.*\|.*\|\s*$")
-TABLE_RULE = re.compile(r"(?m)^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?\s*$")
+CODE_TOKENS = re.compile(r"[{};][ \t]*$|\bdef \w+\(|\bfunction \w*\(|#include\b|=>|\bimport \w+|</?\w+>", re.M)
+TABLE_CELL_RULE = re.compile(r":?-{3,}:?")
 # TeX: inline $...$ that opens on a non-digit and holds an operator ("$x^2 = 4$", never "$3 or $4",
 # which is money), display $$, \( \[, or TeX commands
-MATH = re.compile(r"\$(?=[^\s\d$])[^$\n]*?[\\^_{}=][^$\n]*?\$|\$\$|\\\(|\\\[|\\(?:frac|sum|int|sqrt)\b|\^\{|_\{")
+INLINE_DOLLARS = re.compile(r"\$(?=[^\s\d$])(?=([^$\n]{1,200})\$)")
+MATH_OPERATOR = re.compile(r"[\\^_{}=]")
+TEX = re.compile(r"\$\$|\\\(|\\\[|\\(?:frac|sum|int|sqrt)\b|\^\{|_\{")
 
 URL = re.compile(r"\bhttps?://[^\s)\]]+|\bwww\.[^\s)\]]+")
-EMPTY_PARENS = re.compile(r"\(\s*(?:see|source|via|at)?[:\s]*\)", re.I)
-MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-MD_EMPHASIS = re.compile(r"(\*{1,3}|_{1,3}|~~)(?=\S)(.+?)(?<=\S)\1")
-MD_HEADER = re.compile(r"(?m)^\s{0,3}#{1,6}\s*")
-MD_BULLET = re.compile(r"(?m)^\s*(?:[-*+•]|\d+[.)])\s+")
-MD_QUOTE = re.compile(r"(?m)^\s*>\s?")
+EMPTY_PARENS = re.compile(r"\([\s:]*(?:(?:see|source|via|at)[\s:]*)?\)", re.I)
+MD_LINK = re.compile(r"!?\[([^][]{0,500})\]\([^()\n]{0,2000}\)")
+MD_EMPHASIS = re.compile(r"(\*{1,3}|_{1,3}|~~)(?=\S)(.{1,500}?)(?<=\S)\1")
+MD_HEADER = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t]*")
+MD_BULLET = re.compile(r"(?m)^[ \t]*(?:[-*+•]|\d{1,9}[.)])[ \t]+")
+MD_QUOTE = re.compile(r"(?m)^[ \t]*>[ \t]?")
 INLINE_CODE = re.compile(r"`([^`]*)`")
-HTML_TAG = re.compile(r"<[^>]+>")
+HTML_TAG = re.compile(r"<[^<>]{1,500}>")
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -50,12 +54,29 @@ class Unspeakable(ValueError):
         self.reason = reason
 
 
+def _is_table_row(line: str) -> bool:
+    """`| a | b |` or `a | b |`: a line that ends in a cell border and has another."""
+    line = line.strip()
+    return line.endswith("|") and line.count("|") >= 2
+
+
+def _is_table_rule(line: str) -> bool:
+    """`|---|:---:|`: two or more cells of dashes (alignment colons allowed)."""
+    cells = line.strip().removeprefix("|").removesuffix("|").split("|")
+    return len(cells) >= 2 and all(TABLE_CELL_RULE.fullmatch(cell.strip()) for cell in cells)
+
+
+def _has_math(text: str) -> bool:
+    return bool(TEX.search(text)) or any(MATH_OPERATOR.search(m.group(1)) for m in INLINE_DOLLARS.finditer(text))
+
+
 def check_speakable(text: str) -> None:
     if CODE_FENCE.search(text) or INDENTED_CODE.search(text) or len(CODE_TOKENS.findall(text)) >= 2:
         raise Unspeakable("code", "the text contains source code")
-    if TABLE_RULE.search(text) or len(TABLE_ROW.findall(text)) >= 3:
+    lines = text.splitlines()
+    if any(_is_table_rule(line) for line in lines) or sum(map(_is_table_row, lines)) >= 3:
         raise Unspeakable("table", "the text contains a table")
-    if MATH.search(text):
+    if _has_math(text):
         raise Unspeakable("math", "the text contains formulas")
 
 
@@ -139,26 +160,34 @@ class SpokenText:
 
 def to_spoken(text: str, config: TextConfig, scripts: frozenset[str] = frozenset({"LATIN"})) -> SpokenText:
     """The whole normalization of one turn; raises Unspeakable with a reason. `scripts`: the
-    writing systems the voices speak (`voices.speakable_scripts`)."""
+    writing systems the voices speak (`voices.speakable_scripts`). Raw text past `max_raw_chars` is cut
+    before any markup is read: the spoken turn keeps at most `max_turn_chars` of it anyway."""
+    cut = len(text) > config.max_raw_chars
+    text = text[:config.max_raw_chars]
     check_speakable(text)
     script = dominant_script(text)
     if script is not None and script not in scripts:
         raise Unspeakable("unsupported_language", f"the text is in {script} script; the voices speak "
                           f"{', '.join(sorted(scripts))}")
-    flat = strip_markup(text)
+    flat, cut_flat = cut_at_sentence(strip_markup(text), config.max_turn_chars)  # spelling out only lengthens it
     spoken = spell_out(flat, config.normalizer_cache) if script == "LATIN" else flat
     spoken = re.sub(r"\s+", " ", spoken).strip()
     spoken = re.sub(r"[()\[\]]", "", spoken)
     spoken = re.sub(r"\s+([.,!?;:])", r"\1", spoken)
     if not any(ch.isalpha() for ch in spoken):
         raise Unspeakable("empty", "nothing speakable is left after normalization")
-    max_turn_chars = config.max_turn_chars
-    truncated = False
-    if len(spoken) > max_turn_chars:
-        kept = ""
-        for sentence in SENTENCE_END.split(spoken):
-            if len(kept) + len(sentence) + 1 > max_turn_chars:
-                break
-            kept = f"{kept} {sentence}".strip()
-        spoken, truncated = kept or spoken[:max_turn_chars].rsplit(" ", 1)[0], True
-    return SpokenText(spoken, tuple(split_sentences(spoken, config.max_segment_chars)), truncated)
+    spoken, cut_spoken = cut_at_sentence(spoken, config.max_turn_chars)
+    return SpokenText(spoken, tuple(split_sentences(spoken, config.max_segment_chars)), cut or cut_flat or cut_spoken)
+
+
+def cut_at_sentence(text: str, limit: int) -> tuple[str, bool]:
+    """`text` cut to at most `limit` characters at a sentence end (at a space when its first sentence
+    is longer), and whether it was cut."""
+    if len(text) <= limit:
+        return text, False
+    kept = ""
+    for sentence in SENTENCE_END.split(text):
+        if len(kept) + len(sentence) + 1 > limit:
+            break
+        kept = f"{kept} {sentence}".strip()
+    return kept or text[:limit].rsplit(" ", 1)[0], True

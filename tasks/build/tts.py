@@ -23,6 +23,7 @@ import soundfile as sf
 from omniforge.config.build import TTSConfig, VoiceConfig
 from omniforge.tasks.common.audio_ops import resample, semitones_to_factor
 from omniforge.errors import InputError
+from omniforge.tasks.build.checks import AudioRejected
 
 
 class TTSUnavailable(InputError, RuntimeError):
@@ -105,10 +106,13 @@ class EspeakEngine:
     def synthesize(self, text: str, voice: VoiceConfig) -> tuple[np.ndarray, int]:
         pitch = int(np.clip(self.BASE_PITCH + self.PITCH_PER_SEMITONE * voice.pitch_semitones, 0, 99))
         speed = int(self.BASE_WPM * voice.tempo / voice.length_scale)
-        out = subprocess.run([self.program, "-v", voice.voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-                             capture_output=True, check=False, timeout=120)
-        if out.returncode != 0 or not out.stdout:
+        # the text goes on stdin, never argv: a turn starting with "-" must be spoken, not parsed as options
+        out = subprocess.run([self.program, "-v", voice.voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"],
+                             input=text.encode("utf-8"), capture_output=True, check=False, timeout=120)
+        if out.returncode != 0:
             raise ValueError(f"espeak-ng failed: {out.stderr.decode(errors='replace').strip()}")
+        if not out.stdout:  # the same text would give no audio again: a reject, not a retry
+            raise AudioRejected("tts_no_audio", f"espeak-ng said nothing for {text[:80]!r}")
         wave, rate = sf.read(io.BytesIO(out.stdout), dtype="float32")
         return wave, int(rate)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import fsspec
 import numpy as np
 
+from omniforge.config.media import MediaConfig
 from omniforge.errors import InputError
 from omniforge.hashing import stable_hash
 from omniforge.storage.audio import encode_audio
@@ -121,11 +122,11 @@ def role_of(value: Any, where: str) -> Role | None:
     return ROLE_NAMES[name]
 
 
-def parse_record(record: Any, origin: str, dirs: Sequence[str] = (), answered_only: bool = True) -> Dialogue:
+def parse_record(record: Any, origin: str, media: MediaRoots | None = None, answered_only: bool = True) -> Dialogue:
     """One record in any supported layout -> a Dialogue; raises RecordError naming the field.
     `answered_only` drops a last question without an answer (it teaches nothing); eval sets keep
-    it and score it against the record's `answer`/`answers`. `dirs`: where relative wav paths are
-    looked up (`media_dirs`)."""
+    it and score it against the record's `answer`/`answers`. `media`: where wav paths may be read
+    (`media_roots`; None: a record naming a path is a reject)."""
     if not isinstance(record, dict):
         raise RecordError("<record>", "malformed_record", f"expected an object, got {type(record).__name__}")
     layout = next((l for l in LAYOUTS if l[0] in record), None)
@@ -145,7 +146,7 @@ def parse_record(record: Any, origin: str, dirs: Sequence[str] = (), answered_on
         if role is None:
             continue
         text = item.get(text_key, "")
-        audio = _speech(item.get("speech"), f"{where}.speech", dirs)
+        audio = _speech(item.get("speech"), f"{where}.speech", media)
         if not isinstance(text, str) or not (text.strip() or audio):  # spoken questions may come without text
             raise RecordError(f"{where}.{text_key}", "empty_turn")
         turns.append(Turn(role, text.strip(), audio, _answers(item)))
@@ -169,12 +170,17 @@ def _answers(record: dict) -> list[str]:
     return [str(a) for a in answers] if isinstance(answers, list) else []
 
 
-def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
-    """(origin, record) per non-blank line; a line that is not UTF-8 or not JSON comes as a
-    RecordError for that line, so one bad line never stops the others."""
+def read_jsonl(path: str, max_record_bytes: int = MediaConfig().max_record_bytes) -> Iterable[tuple[str, Any]]:
+    """(origin, record) per non-blank line; a line that is not UTF-8, not JSON or longer than
+    `max_record_bytes` comes as a RecordError for that line, so one bad line never stops the others
+    (and no line is held whole past the cap)."""
     with fsspec.open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(_bounded_lines(handle, max_record_bytes), start=1):
             origin = f"line {number}"
+            if raw is None:
+                yield origin, RecordError("<line>", "record_too_long", f"over {max_record_bytes} bytes "
+                                                                       "(media.max_record_bytes)")
+                continue
             try:
                 line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
@@ -189,48 +195,113 @@ def read_jsonl(path: str) -> Iterable[tuple[str, Any]]:
                 yield origin, RecordError("<json>", "malformed_json", str(err)[:200])
 
 
-def media_dirs(source_file: str | None, root: str | None = None) -> list[str]:
-    """Where a layout's relative media paths are looked up, in order: the folder of the file that
-    names them, then `root` (default: the working directory, where LLaMA-Omni 2's and VocalNet's
-    scripts run, so their repositories write paths relative to their root)."""
+@dataclass(frozen=True)
+class MediaRoots:
+    """Where a source's records may point for media: `dirs` (local folders or URL prefixes), with the
+    limits of `MediaConfig`."""
+
+    dirs: tuple[str, ...]
+    limits: MediaConfig = field(default_factory=MediaConfig)
+
+
+def _bounded_lines(handle, limit: int) -> Iterator[bytes | None]:
+    """Each line of a binary file, or None for a line longer than `limit` (read past in chunks)."""
+    while raw := handle.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def media_roots(source_file: str | None, limits: MediaConfig, root: str | None = None) -> MediaRoots:
+    """Where a layout's relative media paths are looked up, in order, and the only places media is
+    read from: the folder of the file that names them, then `root` (default: the working directory,
+    where LLaMA-Omni 2's and VocalNet's scripts run, so their repositories write paths relative to
+    their root)."""
     dirs = [posixpath.dirname(source_file) or "."] if source_file else []
-    return dirs + [root or os.getcwd()]
+    return MediaRoots(tuple(dirs + [root or os.getcwd()]), limits)
 
 
 class MediaNotFound(InputError, OSError):
     """A media file found in none of the places tried; the message lists them."""
 
 
-def read_relative(path: str, dirs: Sequence[str]) -> bytes:
-    """A media file's bytes: an absolute path or URL as is, a relative one from the first of `dirs`
-    that holds it."""
-    if "://" in path or path.startswith("/") or not dirs:
-        candidates = [path]
-    else:
-        candidates = list(dict.fromkeys(posixpath.join(d, path) for d in dirs))
-    for candidate in candidates:
+class MediaRefused(InputError, ValueError):
+    """A media path a record may not make us read; `reason` is a short code for the rejects table."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def read_media(path: str, roots: MediaRoots) -> bytes:
+    """A media file's bytes: a relative path from the first of `roots.dirs` that holds it, an absolute
+    path or URL as is; each only when it lies under one of the dirs (URLs anywhere only when allowed),
+    is a regular file and is at most `max_bytes`. Raises MediaRefused, or MediaNotFound."""
+    remote = "://" in path or "::" in path
+    anywhere = remote and roots.limits.allow_urls
+    if remote and not anywhere and not any(_under(path, d) for d in roots.dirs):
+        raise MediaRefused("media_url_refused", f"{path}: media at URLs is read only with media.allow_urls")
+    candidates = [path] if remote or path.startswith("/") else [posixpath.join(d, path) for d in roots.dirs]
+    for candidate in dict.fromkeys(_normal(c) for c in candidates):  # what is checked is what is read
+        if not anywhere and not any(_under(candidate, d) for d in roots.dirs):
+            raise MediaRefused("media_outside_roots", f"{path} is outside {', '.join(roots.dirs)}")
+        fs, location = fsspec.core.url_to_fs(candidate)
         try:
-            with fsspec.open(candidate, "rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            info = fs.info(location)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-    raise MediaNotFound(f"{path} not found (tried {', '.join(candidates)})")
+        if info.get("type") != "file":
+            raise MediaRefused("media_not_a_file", f"{path} is a {info.get('type')} (a directory, device or "
+                                                   "pipe), not a regular file")
+        limit = roots.limits.max_bytes
+        if int(info.get("size") or 0) > limit:
+            raise MediaRefused("media_too_large", f"{path} has {info['size']} bytes (media.max_bytes {limit})")
+        with fs.open(location, "rb") as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:  # it grew after the check, or its size was not known
+            raise MediaRefused("media_too_large", f"{path} is over media.max_bytes {limit}")
+        return data
+    raise MediaNotFound(f"{path} not found (tried {', '.join(dict.fromkeys(candidates))})")
 
 
-def _speech(value: Any, where: str, dirs: Sequence[str]) -> bytes | None:
-    """Existing speech of a turn: a wav path (see `media_dirs`), an HF audio dict with bytes, or an
+def _under(path: str, folder: str) -> bool:
+    """Whether `path` lies in `folder`, lexically: `..` is resolved, symlinks are not (the folders
+    and their links are the user's; only what a record says is distrusted)."""
+    path, folder = _normal(path), _normal(folder).rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
+def _normal(path: str) -> str:
+    """`path` absolute with `..` and `.` resolved as text (a URL's path part likewise)."""
+    if "::" in path:  # a chained URL: left as it is (only read when URLs are allowed)
+        return path
+    if "://" in path:
+        protocol, rest = path.split("://", 1)
+        return f"{protocol}://{posixpath.normpath(rest)}"
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _speech(value: Any, where: str, media: MediaRoots | None) -> bytes | None:
+    """Existing speech of a turn: a wav path (see `read_media`), an HF audio dict with bytes, or an
     HF decoded dict with an array."""
     if value in (None, ""):
         return None
     try:
         if isinstance(value, str):
-            return read_relative(value, dirs)
+            if media is None:
+                raise MediaRefused("media_outside_roots", f"{value}: this source reads no media files")
+            return read_media(value, media)
         if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray)) and value["bytes"]:
             return bytes(value["bytes"])
         if isinstance(value, dict) and value.get("array") is not None:
             return encode_audio(np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"]))
         if isinstance(value, dict) and isinstance(value.get("path"), str):
-            return _speech(value["path"], where, dirs)
+            return _speech(value["path"], where, media)
+    except MediaRefused as err:
+        raise RecordError(where, err.reason, err.detail) from err
     except (OSError, KeyError, ValueError, TypeError, OverflowError, ImportError, RuntimeError) as err:
         # a bad path, URL protocol, byte string, array or rate; soundfile raises several types
         raise RecordError(where, "missing_audio", str(err)) from err

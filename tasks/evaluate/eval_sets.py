@@ -23,12 +23,13 @@ from typing import Any
 import fsspec
 import numpy as np
 
+from omniforge.config.media import MediaConfig
 from omniforge.errors import InputError
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactRef, ArtifactStore, Manifest
 from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
-from omniforge.tasks.common.records import Dialogue, RecordError, Reject, Turn, media_dirs, parse_record, read_jsonl
+from omniforge.tasks.common.records import Dialogue, RecordError, Reject, Turn, media_roots, parse_record, read_jsonl
 
 
 class EvalSetError(InputError, ValueError):
@@ -42,11 +43,12 @@ class EvalSet:
     speech: Manifest | None = None  # the speech version it came from (lineage), if any
 
 
-def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None, root: str | None = None) -> EvalSet:
+def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None, root: str | None = None,
+                  media: MediaConfig | None = None) -> EvalSet:
     """The items of an eval set (at most `limit`); a questions file's unusable items are rejects.
-    `root`: where its relative wav paths are looked up after the file's folder (`media_dirs`)."""
+    `root`: where its relative wav paths are looked up after the file's folder (`media_roots`)."""
     if Path(source).suffix in (".json", ".jsonl"):
-        loaded = load_questions_file(source, root)
+        loaded = load_questions_file(source, root, media)
     else:
         manifest = store.manifest(store.resolve(ArtifactRef.parse(source)))
         loaded = EvalSet(_from_speech_version(store, manifest), speech=manifest)
@@ -64,22 +66,21 @@ def input_wave(turn: Turn) -> np.ndarray:
     return resample(wave, rate, INPUT_SAMPLE_RATE)
 
 
-def load_questions_file(path: str, root: str | None = None) -> EvalSet:
+def load_questions_file(path: str, root: str | None = None, media: MediaConfig | None = None) -> EvalSet:
     """A questions.json (a list of items) or JSONL file. Never raises for its content: a file that
     is not UTF-8 JSON, or an item without a readable wav for each question, becomes a reject."""
     name = posixpath.basename(path)
-    if path.endswith(".jsonl"):
-        records = list(read_jsonl(path))
-    else:
-        records = _json_items(path)
+    media = media or MediaConfig()
+    records = list(read_jsonl(path, media.max_record_bytes)) if path.endswith(".jsonl") else _json_items(path)
     loaded = EvalSet([])
+    roots = media_roots(path, media, root)
     for number, (origin, record) in enumerate(records):
         record_id = record.get("id") if isinstance(record, dict) else None
         label = f"{name} item {record_id!r}" if isinstance(record_id, (str, int)) else f"{name} {origin}"
         try:
             if isinstance(record, RecordError):
                 raise record
-            item = parse_record(record, label, media_dirs(path, root), answered_only=False)
+            item = parse_record(record, label, roots, answered_only=False)
             for index, turn in enumerate(item.turns):
                 if turn.role == "user":
                     _check_speech(turn, index)

@@ -14,7 +14,8 @@ from omniforge.tasks.common.asr import AsrUnavailable, Transcriber, normalize_wo
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.mos import UNAVAILABLE as MOS_UNAVAILABLE
 from omniforge.tasks.common.mos import dnsmos
-from omniforge.tasks.common.records import Dialogue
+from omniforge.errors import InputError
+from omniforge.tasks.common.records import Dialogue, Reject, Turn
 from omniforge.tasks.evaluate.eval_sets import input_wave
 from omniforge.tasks.evaluate.streaming_engine import AnswerTrace, StreamingEngine
 
@@ -84,29 +85,45 @@ class Scorer:
 
 
 def evaluate_items(engine: StreamingEngine, items: list[Dialogue], scorer: Scorer,
-                   on_answer=None) -> list[TurnResult]:
-    """Answer every user turn with the model's own earlier answers as history."""
-    results = []
+                   on_answer=None) -> tuple[list[TurnResult], list[Reject]]:
+    """Answer every user turn with the model's own earlier answers as history. An item the model
+    cannot take (a question longer than its speech encoder accepts, say) is a reject naming its turn,
+    with none of its answers counted, and the evaluation goes on."""
+    results, rejects = [], []
     for item in items:
+        answered: list[tuple[TurnResult, AnswerTrace]] = []
         history: list[tuple[str, str]] = []
-        waves = []
-        for index, (turn, references) in enumerate(item.questions()):
-            history.append(("user", turn.text))
-            waves.append(input_wave(turn))
-            trace = engine.answer(history, waves)
-            history.append(("assistant", trace.text))
-            transcript = scorer.transcribe(trace)
-            result = TurnResult(
-                item.id, index, turn.text, references, trace.text, transcript,
-                contains_answer(references, trace.text),
-                None if transcript is None else contains_answer(references, transcript),
-                None if transcript is None or not trace.text else round(word_error_rate(trace.text, transcript), 4),
-                scorer.mos_score(trace), trace.latency, trace.first("text"), trace.text_end,
-                trace.compute_seconds, trace.audio_seconds)
+        waves: list[np.ndarray] = []
+        try:
+            for index, (turn, references) in enumerate(item.questions()):
+                answered.append(_answer_turn(engine, scorer, item.id, index, turn, references, history, waves))
+        except (ValueError, InputError) as err:  # what the model refuses to take (too long, undecodable)
+            rejects.append(Reject(item.id, f"user turn {index}", "unanswerable", f"{type(err).__name__}: {err}"))
+            continue
+        for result, trace in answered:
             results.append(result)
             if on_answer is not None:
                 on_answer(result, trace)
-    return results
+    return results, rejects
+
+
+def _answer_turn(engine: StreamingEngine, scorer: Scorer, item_id: str, index: int, turn: Turn,
+                 references: list[str], history: list[tuple[str, str]],
+                 waves: list[np.ndarray]) -> tuple[TurnResult, AnswerTrace]:
+    """Answer one question after `history` (both grow by this turn) and score the answer."""
+    history.append(("user", turn.text))
+    waves.append(input_wave(turn))
+    trace = engine.answer(history, waves)
+    history.append(("assistant", trace.text))
+    transcript = scorer.transcribe(trace)
+    result = TurnResult(
+        item_id, index, turn.text, references, trace.text, transcript,
+        contains_answer(references, trace.text),
+        None if transcript is None else contains_answer(references, transcript),
+        None if transcript is None or not trace.text else round(word_error_rate(trace.text, transcript), 4),
+        scorer.mos_score(trace), trace.latency, trace.first("text"), trace.text_end,
+        trace.compute_seconds, trace.audio_seconds)
+    return result, trace
 
 
 def mean_known(values: list) -> float | None:

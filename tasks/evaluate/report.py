@@ -8,10 +8,12 @@ import base64
 import html
 import io
 import json
+import re
 
 import pyarrow as pa
 from matplotlib.figure import Figure  # figures without pyplot: no process-wide backend is set
 
+from omniforge.hashing import stable_hash
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import encode_audio
 from omniforge.storage.schemas import ANSWERS_SCHEMA
@@ -78,8 +80,15 @@ def markdown(title: str, summary: dict, checkpoint: str, eval_set: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def file_name_for(identifier: str) -> str:
+    """A file name for an item or sentence id, whatever it holds ("../x", "a/b", 1,000 characters):
+    its safe characters, and a hash of it when some had to go, so two ids never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", identifier).strip("._")[:80]
+    return safe if safe and safe == identifier else f"{safe or 'item'}-{stable_hash(identifier)[:8]}"
+
+
 def wav_name(result: TurnResult) -> str:
-    return f"{result.item_id.replace('/', '_')}-{result.turn}"
+    return f"{file_name_for(result.item_id)}-{result.turn}"
 
 
 def audio_player(wav: bytes | None) -> str:

@@ -5,7 +5,6 @@ started from, to compare the two."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from omniforge.storage.audio import encode_audio
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.evaluate.eval_sets import load_eval_set
 from omniforge.tasks.evaluate.metrics import Scorer, evaluate_items, summarize
-from omniforge.tasks.evaluate.report import compare, publish_eval
+from omniforge.tasks.evaluate.report import compare, file_name_for, publish_eval
 from omniforge.tasks.evaluate.speak import Sentence, SpokenSentence, read_sentences, sentence_metrics, speak_sentences
 from omniforge.tasks.evaluate.streaming_engine import AnswerTrace, StreamingEngine
 from omniforge.tasks.train.checkpoints import checkpoint_chat, load_checkpoint
@@ -65,7 +64,8 @@ def open_engine(store: ArtifactStore, checkpoint: Manifest, decoder: Manifest,
 
 def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | None, progress=None) -> Manifest:
     settings = config.evaluate
-    eval_set = load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root)  # checked first
+    eval_set = load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root,
+                             settings.eval_set_media)  # checked first
     sentences = read_sentences(settings.sentences) if settings.sentences else []
     checkpoint = store.manifest(store.resolve(ArtifactRef.parse(settings.checkpoint)))
     decoder = speaking_decoder(store, config, checkpoint)
@@ -84,13 +84,13 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
             progress(result)
 
     with torch_threads(settings.torch_threads):  # streaming one answer at a time wants few threads
-        results = evaluate_items(engine, eval_set.items, scorer, on_answer)
+        results, unanswerable = evaluate_items(engine, eval_set.items, scorer, on_answer)
         spoken = speak_sentences(engine, sentences, scorer, settings.sentences_llm_states)
     summary = summarize(results, scorer.skipped)
     if sentences:
         summary["metrics"].update(sentence_metrics(spoken))
         summary["sentences"] = [r.row() for r in spoken]
-    summary["rejected_items"] = [r.as_row() for r in eval_set.rejects]
+    summary["rejected_items"] = [r.as_row() for r in eval_set.rejects + unanswerable]
     parents = [checkpoint, decoder] + ([eval_set.speech] if eval_set.speech is not None else [])
     return publish_eval(store, settings.name, summary, results, kept, parents, settings.model_dump(mode="json"),
                         key, flow_run_id)
@@ -117,17 +117,13 @@ def speak_to_files(store: ArtifactStore, config: PipelineConfig, sentences: list
     out.mkdir(parents=True, exist_ok=True)
 
     def save(result: SpokenSentence, trace: AnswerTrace) -> None:
-        (out / f"{_file_name(result.id)}.wav").write_bytes(encode_audio(trace.audio, trace.sample_rate, "WAV"))
+        (out / f"{file_name_for(result.id)}.wav").write_bytes(encode_audio(trace.audio, trace.sample_rate, "WAV"))
         if on_spoken is not None:
             on_spoken(result)
 
     results = say_sentences(store, config, checkpoint, sentences, llm_states, asr, save)
     (out / "spoken.jsonl").write_text("".join(json.dumps(r.row()) + "\n" for r in results), encoding="utf-8")
     return {"checkpoint": str(checkpoint.ref()), "llm_states": llm_states, **sentence_metrics(results)}
-
-
-def _file_name(sentence_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", sentence_id)[:80] or "sentence"
 
 
 def compare_with_previous(store: ArtifactStore, config: PipelineConfig, eval_ref: str) -> str | None:

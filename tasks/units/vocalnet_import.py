@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from omniforge.config.media import MediaConfig
 from omniforge.config.units import UnitsConfig, VocalNetImportConfig
 from omniforge.errors import InputError
 from omniforge.hashing import sha256_bytes, stable_hash
@@ -39,7 +40,7 @@ from omniforge.storage.audio import audio_cell, decode_audio, encode_audio
 from omniforge.storage.schemas import REJECT_SCHEMA, UNIT_ROW_FIELDS, UNITS_SCHEMA, speech_schema
 from omniforge.tasks.build.publish import summarize
 from omniforge.tasks.common.audio_ops import resample
-from omniforge.tasks.common.records import RecordError, Reject, parse_record, read_relative
+from omniforge.tasks.common.records import MediaRefused, MediaRoots, RecordError, Reject, parse_record, read_media
 from omniforge.tasks.units.tokenizers import S3UnitTokenizer, tokenizer_version, unit_stats
 
 SPEECH_PLACEHOLDER = "<speech>"
@@ -82,9 +83,11 @@ def _paths(item: dict, key: str, count: int) -> list[str]:
     return paths
 
 
-def _read(root: str, path: str, field: str) -> bytes:
+def _read(root: str, path: str, field: str, media: MediaConfig) -> bytes:
     try:
-        return read_relative(path, [root])
+        return read_media(path, MediaRoots((root,), media))
+    except MediaRefused as err:
+        raise RecordError(field, err.reason, err.detail) from err
     except (OSError, ValueError, ImportError) as err:  # missing, or a path fsspec cannot open
         raise RecordError(field, "missing_file", f"{path} under {root} ({err}); units.vocalnet.root must be the "
                                                  "folder the index's paths are relative to") from err
@@ -129,7 +132,7 @@ def item_rows(item: object, root: str, config: VocalNetImportConfig, frame_rate:
         row = {"utterance_id": f"{dialogue_id}/{i}", "dialogue_id": dialogue_id, "turn_index": i, "role": role,
                "text": text, "backend": BACKEND, "sampling_rate": INPUT_SAMPLE_RATE}
         if role == "user":
-            original = _read(root, next(wavs), "speech")
+            original = _read(root, next(wavs), "speech", config.media)
             try:
                 wave, rate = decode_audio(original)
             except Exception as err:  # noqa: BLE001 - soundfile raises several types
@@ -140,7 +143,7 @@ def item_rows(item: object, root: str, config: VocalNetImportConfig, frame_rate:
         else:
             if not text:
                 raise RecordError(f"conversations[{i}].value", "empty_turn")
-            tokens = load_tokens(_read(root, next(token_files), "units"), "units", config.allow_pickle)
+            tokens = load_tokens(_read(root, next(token_files), "units", config.media), "units", config.allow_pickle)
             row.update(speaker="assistant", duration=len(tokens) / frame_rate, audio=None, audio_native=None,
                        native_sampling_rate=None, key=stable_hash({"text": text, "units": sha256_bytes(tokens.tobytes())}, 32))
             units.append({k: row[k] for k in UNIT_ROW_FIELDS}

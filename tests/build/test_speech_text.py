@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omniforge.config.build import TextConfig
 from omniforge.tasks.build.speech_text import Unspeakable, split_sentences, to_spoken
@@ -77,3 +82,49 @@ def test_text_in_a_script_the_voices_speak_is_kept():
     assert spoken("北京是中国的首都。", scripts=chinese) == "北京是中国的首都。"
     english = speakable_scripts([Voice("assistant", VoiceConfig()), Voice("user", VoiceConfig(backend="espeak", voice="en-gb+f3"))])
     assert english == {"LATIN"}
+
+
+MARKUP = "|\n\t <>[]()!*_~`$^=\\{};:#-.+1 a"
+
+
+@settings(max_examples=40, deadline=None)
+@given(unit=st.text(alphabet=MARKUP, min_size=1, max_size=6))
+def test_a_megabyte_of_any_markup_is_read_in_linear_time(unit):
+    """No pattern backtracks on a huge turn: any short piece of markup repeated to 1 MB is spoken or
+    refused with a reason within seconds (a quadratic pattern takes minutes at this size)."""
+    text = (unit * (2**20 // len(unit) + 1))[: 2**20]
+    began = time.perf_counter()
+    try:
+        result = to_spoken(text, TextConfig())
+        assert result.truncated and len(result.text) <= TextConfig().max_turn_chars
+    except Unspeakable as err:
+        assert err.reason
+    assert time.perf_counter() - began < 10
+
+
+def test_a_megabyte_table_line_in_a_source_plans_in_seconds(tmp_path):
+    """The review's case end to end through the build's planning: a record whose answer is 1 MB of
+    `|` is refused (nothing in it can be said), and the other record is planned."""
+    from omniforge.config.build import BuildConfig, SourceConfig
+    from omniforge.tasks.build.plan import plan_build
+    from omniforge.tasks.build.sources import load_source
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"id": "pipes", "conversations": [
+        {"from": "human", "value": "Draw a table."}, {"from": "gpt", "value": "|" * 2**20}]}) + "\n" +
+        json.dumps({"id": "fine", "conversations": [
+            {"from": "human", "value": "Where is Paris?"}, {"from": "gpt", "value": "Paris is in France."}]}) + "\n")
+    began = time.perf_counter()
+    plan = plan_build(load_source(SourceConfig(kind="jsonl", path=str(path))), BuildConfig(), with_espeak=False)
+    assert time.perf_counter() - began < 10
+    assert {u.dialogue_id for u in plan.utterances} == {"fine"}
+    [reject] = plan.rejects
+    assert (reject.record, reject.field, reject.reason) == ("pipes", "turns[1].text", "empty")
+
+
+def test_raw_text_past_the_cap_is_cut_before_it_is_read():
+    sentence = "This sentence has exactly eight words in it. "
+    result = to_spoken(sentence * 50 + "```python\nprint(1)\n```", TextConfig(max_turn_chars=300, max_raw_chars=1000))
+    assert result.truncated and result.text.startswith("This sentence")  # the code past the cap is never seen
+    with pytest.raises(ValueError, match="max_raw_chars"):
+        TextConfig(max_turn_chars=2000, max_raw_chars=1000)

@@ -14,7 +14,7 @@ from omniforge.config.build import SourceConfig
 from omniforge.config.corpus import CorpusSourceConfig
 from omniforge.config.units import VocalNetImportConfig
 from omniforge.tasks.build.sources import load_corpus_source, load_source, parse_records
-from omniforge.tasks.common.records import RecordError
+from omniforge.tasks.common.records import MediaRoots, RecordError
 from omniforge.tasks.evaluate.eval_sets import load_questions_file
 from omniforge.tasks.units.vocalnet_import import item_rows
 
@@ -95,7 +95,7 @@ def test_jsonl_sources_account_for_every_line(tmp_path, data):
 @given(records=st.lists(record_like | mutated_records(), max_size=6))
 def test_parsed_records_are_dialogues_or_rejects(tmp_path, records):
     sf.write(tmp_path / "q.wav", np.zeros(1600, dtype=np.float32), 16000)
-    batch = parse_records([(f"row {i}", r) for i, r in enumerate(records)], [str(tmp_path)])
+    batch = parse_records([(f"row {i}", r) for i, r in enumerate(records)], MediaRoots((str(tmp_path),)))
     assert len(batch.dialogues) + len(batch.rejects) == len(records)
     for dialogue in batch.dialogues:
         assert dialogue.turns and dialogue.turns[0].role == "user"

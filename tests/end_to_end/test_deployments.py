@@ -1,5 +1,5 @@
-"""Deployments on a real Prefect server with a real worker: a published units version triggers
-training. And Ray work spread over a real two-node cluster on loopback."""
+"""Deployments on a real Prefect server with a real worker: one build run triggers the whole chain
+to an evaluated model. And Ray work spread over a real two-node cluster on loopback."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from omniforge.storage import store_from_config
+from omniforge.storage import Kind, store_from_config
 from tests.conftest import free_port
 from tests.training_data import TINY_LM, data_config
 
@@ -62,38 +62,47 @@ def _flow_runs(api: str, deployment_name: str) -> list[dict]:
     return httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"deployment_id": {"any_": ids}}}).json()
 
 
-def test_new_units_version_triggers_the_training_deployment(prefect_api, tmp_path):
+def test_one_run_of_the_build_deployment_ends_in_an_evaluated_model(prefect_api, tmp_path):
+    """Deployed as a user would (`omniforge deploy`, a process worker), one run of the build deployment
+    and nothing else: its speech version triggers tokenization, the units training, the final checkpoint
+    the evaluation (which builds its held-out set). The deployments carry no path of this checkout."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "client")}
     store_url = str(tmp_path / "store")
     overrides = [f"store.url={store_url}", "build.source.demo.dialogues=6", "build.synthesis.workers=1",
                  "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
                  "units.decoder.steps=5",
                  "train.model.adapter_hidden_size=32", "train.model.tokenizer.vocab_size=300",
-                 f"train.model.llm={TINY_LM}", f"train.model.tts={TINY_LM}", f"train.log_dir={tmp_path / 'tb'}",
-                 "train.s2t.steps=2", "train.tts.steps=2", "train.s2s.steps=2", "deploy.evaluate_on_new_checkpoint=false",
-                 f"deploy.source_dir={os.getcwd()}"]
+                 f"train.model.llm={TINY_LM}", f"train.model.tts={TINY_LM}",
+                 "train.s2t.steps=2", "train.tts.steps=2", "train.s2s.steps=2",
+                 "evaluate.build.source.demo.dialogues=2", "evaluate.build.synthesis.workers=1",
+                 "evaluate.max_items=2", "evaluate.mos=false", "evaluate.max_text_tokens=8",
+                 "evaluate.max_speech_tokens=40", f"deploy.source_dir={os.getcwd()}"]
     sets = [arg for o in overrides for arg in ("--set", o)]
     deployed = subprocess.run(OMNIFORGE + ["deploy", "--config", "configs/demo.yaml"] + sets, env=env,
                               capture_output=True, text=True, timeout=300)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert "deployed build-demo" in deployed.stdout and "deployed train-demo" in deployed.stdout
+    for name in ("build-dialogues/build-demo", "tokenize-units/units-demo", "train/train-demo", "evaluate/evaluate-demo"):
+        assert f"deployed {name} (" in deployed.stdout
+    assert "prefect deployment run 'build-dialogues/build-demo'" in deployed.stdout
+    for deployment in httpx.post(f"{prefect_api}/deployments/filter", json={}).json():
+        assert os.getcwd() not in json.dumps(deployment["parameters"])  # train.log_dir travels relative
     worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "omniforge"],
                               env=env, cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _flow_runs(prefect_api, "train-demo") == []
-        for command in ("build-dialogues", "tokenize-units"):  # publishes speech, then units (the event)
-            done = subprocess.run(OMNIFORGE + [command, "--config", "configs/demo.yaml"] + sets, env=env,
-                                  capture_output=True, text=True, timeout=600)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        runs = _wait_for(lambda: _flow_runs(prefect_api, "train-demo"), 120, "the triggered training run")
-        assert len(runs) == 1
+        started = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "build-dialogues/build-demo"],
+                                 env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stdout + started.stderr
 
-        def finished():
-            [run] = _flow_runs(prefect_api, "train-demo")
-            return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+        def finished(name: str):
+            def check():  # the runs that were started (the build's cron has scheduled its next ones too)
+                runs = [r for r in _flow_runs(prefect_api, name) if r["state_type"] != "SCHEDULED"]
+                return runs if runs and all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+                                            for r in runs) else None
+            return check
 
-        run = _wait_for(finished, 900, "the training run to finish")
-        assert run["state_type"] == "COMPLETED", run["state"]
+        for name, minutes in (("build-demo", 10), ("units-demo", 10), ("train-demo", 15), ("evaluate-demo", 10)):
+            runs = _wait_for(finished(name), minutes * 60, f"the {name} run")
+            assert [r["state_type"] for r in runs] == ["COMPLETED"], (name, [r["state"] for r in runs])
     finally:
         worker.terminate()
         try:
@@ -105,7 +114,10 @@ def test_new_units_version_triggers_the_training_deployment(prefect_api, tmp_pat
     final = store.latest_manifest("checkpoint", "demo")
     assert final.stats["stage"] == "s2s" and final.stats["complete"]
     assert [str(p.ref()) for p in final.parents][:2] == ["speech/demo@1", "units/demo@1"]
-    assert final.flow_run_id == run["id"]
+    evaluation = store.latest_manifest("eval", "demo")
+    assert [str(p) for p in evaluation.parents_of(Kind.checkpoint)] == [str(final.ref())]
+    assert [str(p) for p in evaluation.parents_of(Kind.speech)] == ["speech/demo-eval@1"]
+    assert store.latest_manifest("decoder", "demo") is not None  # the units flow trained its decoder
 
 
 def test_synthesis_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
@@ -160,7 +172,7 @@ def test_credentials_reach_neither_a_deployment_nor_a_manifest(prefect_api, s3_e
         assert secret not in done.stdout + done.stderr
     assert "secret: '**********'" in done.stdout  # config show names it, masked
     deployments = httpx.post(f"{prefect_api}/deployments/filter", json={}).json()
-    assert {d["name"] for d in deployments} >= {"build-demo", "train-demo"}
+    assert {d["name"] for d in deployments} >= {"build-demo", "units-demo", "train-demo", "evaluate-demo"}
     for deployment in deployments:
         parameters = json.dumps(deployment["parameters"])
         assert secret not in parameters and key not in parameters and "endpoint_url" in parameters

@@ -182,3 +182,37 @@ def test_sampled_speech_is_reproducible_with_its_seed():
         heard.append(engine.answer([("user", "")], [wave]).units)
     assert heard[0] == heard[1] and heard[0] != heard[2]
     assert not generation_settings(GenerationLimits()).speech.do_sample
+
+
+def test_an_item_the_model_cannot_take_is_a_reject_and_the_evaluation_goes_on():
+    """A 35 s question (the speech encoder takes 30 s) between two answerable items: it is a reject
+    naming its turn and why, none of its turns are counted, both others are answered."""
+    from omniforge.storage.audio import encode_audio
+    from omniforge.tasks.common.records import Dialogue, Turn
+    from omniforge.tasks.evaluate.metrics import evaluate_items
+
+    engine, _ = _engine(max_text_tokens=3)
+    rng = np.random.default_rng(0)
+
+    def question(seconds: float) -> Turn:
+        return Turn("user", "q", encode_audio(rng.normal(0, 0.1, int(16000 * seconds)).astype(np.float32), 16000))
+
+    items = [Dialogue("short", [question(1.0), Turn("assistant", "a")]),
+             Dialogue("../too long", [question(1.0), Turn("assistant", "a"), question(35.0)]),
+             Dialogue("after", [question(2.0)])]
+    answered = []
+    results, rejects = evaluate_items(engine, items, Scorer(None, mos=False), lambda r, t: answered.append(r.item_id))
+    assert [r.item_id for r in results] == answered == ["short", "after"]
+    [reject] = rejects
+    assert (reject.record, reject.field, reject.reason) == ("../too long", "user turn 1", "unanswerable")
+    assert "too long" in reject.detail
+
+
+def test_any_item_id_names_a_file_of_its_own():
+    from omniforge.tasks.evaluate.report import file_name_for
+
+    ids = ["q1", "../x", "a/b", "a_b", "", "x" * 500, "é", "con:1", ".hidden"]
+    names = [file_name_for(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all(n and len(n) <= 90 and "/" not in n and not n.startswith(".") for n in names)
+    assert file_name_for("q1") == "q1"

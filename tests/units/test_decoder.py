@@ -192,3 +192,38 @@ def test_roundtrip_scores_own_and_held_out_answers(data_store):
     assert report["utterances"] == 3 and report["speech"] == str(speech.ref())
     assert report["original_wer"] < 0.3 <= report["resynthesis_wer"]  # 30 decoder steps cannot speak yet
     assert 1 <= report["resynthesis_dnsmos"] <= 5 and 1 <= report["original_dnsmos"] <= 5
+
+
+def test_a_decoder_trains_on_16khz_audio_and_says_so_when_there_is_none(data_store):
+    """A speech version without native-rate audio (a replicated set) trains the decoder on its 16 kHz
+    audio; one without any audio (a VocalNet import's answers) is a clear error, not a TypeError."""
+    import pyarrow as pa
+
+    from omniforge.storage import Kind, store_from_config
+    from omniforge.tasks.units.decoder import DecoderNeedsAudio, decoder_version, paired_rows, training_audio
+    from tests.training_data import data_config
+
+    store = store_from_config(data_config(data_store).store)
+    units = store.manifest("units/demo")
+    speech = store.manifest(units.parent_of(Kind.speech))
+    tokenizer = store.manifest(units.parent_of(Kind.tokenizer))
+    made = {}
+    for name, emptied in (("no-native", ["audio_native"]), ("no-audio", ["audio_native", "audio"])):
+        table = store.read_table(speech)
+        for column in emptied:
+            index = table.schema.get_field_index(column)
+            table = table.set_column(index, table.schema.field(index), pa.nulls(table.num_rows, table.schema.field(index).type))
+        writer = store.writer(Kind.speech, name, parents=[speech])
+        writer.write_table("data", table)
+        version = writer.publish()
+        writer = store.writer(Kind.units, name, parents=[version, tokenizer])
+        writer.write_table("data", store.read_table(units))
+        made[name] = writer.publish()
+
+    rows = paired_rows(store, made["no-native"])
+    assert rows and all(training_audio(row) == row["audio"]["bytes"] for row in rows)
+    config = data_config(data_store).units.model_copy(update={"name": "no-native"})
+    config.decoder.steps, config.decoder.seed = 2, 7
+    assert decoder_version(store, made["no-native"], config).stats["steps"] == 2
+    with pytest.raises(DecoderNeedsAudio, match="holds no audio"):
+        paired_rows(store, made["no-audio"])
