@@ -48,9 +48,9 @@ def on_published(kind: Kind, name: str) -> DeploymentEventTrigger:
     return DeploymentEventTrigger(expect={PUBLISHED}, match={"omniforge.kind": kind.value, "omniforge.name": name})
 
 
-def deploy(config: PipelineConfig) -> dict[str, str]:
-    """Register the deployments; returns each one's full name (FLOW/DEPLOYMENT, what `prefect deployment
-    run` takes) -> its id."""
+def deploy(config: PipelineConfig) -> dict[str, tuple[str, str]]:
+    """Register the deployments; returns job (build, units, train, evaluate) -> (its full name,
+    FLOW/DEPLOYMENT as `prefect deployment run` takes it, and its id)."""
     settings = config.deploy
     ensure_work_pool(settings.work_pool)
     source = str(Path(settings.source_dir).resolve())
@@ -71,7 +71,7 @@ def deploy(config: PipelineConfig) -> dict[str, str]:
         flow = Flow.from_source(source=source, entrypoint=FLOWS[job])
         deployment_id = flow.deploy(name=f"{job}-{name}", work_pool_name=settings.work_pool, parameters=parameters,
                                     build=False, push=False, print_next_steps=False, **options)
-        ids[f"{flow.name}/{job}-{name}"] = str(deployment_id)
+        ids[job] = (f"{flow.name}/{job}-{name}", str(deployment_id))
     return ids
 
 

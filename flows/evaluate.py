@@ -11,10 +11,11 @@ from prefect.cache_policies import NONE
 
 from omniforge.config import PipelineConfig
 from omniforge.flows.artifact_keys import artifact_key
-from omniforge.flows.run_ids import recording_run_id
 from omniforge.flows.build_dialogues import build_dialogues
+from omniforge.flows.run_ids import recording_run_id
 from omniforge.storage import Kind, store_from_config
 from omniforge.tasks.evaluate import steps as eval_steps
+from omniforge.tasks.evaluate.eval_sets import speech_version_named
 
 
 @task(name="evaluate", cache_policy=NONE)
@@ -36,8 +37,8 @@ def with_held_out_set(config: PipelineConfig) -> PipelineConfig:
     """When `evaluate.build` describes the set that `evaluate.eval_set` names (speech/<its name>), build
     it first (incremental: an existing one is planned and reused, nothing is synthesized twice), so an
     evaluation triggered by a new checkpoint finds its eval set wherever it runs."""
-    build = config.evaluate.build
-    if build is None or config.evaluate.eval_set.split("@")[0] != f"{Kind.speech.value}/{build.name}":
+    build, named = config.evaluate.build, speech_version_named(config.evaluate.eval_set)
+    if build is None or named is None or (named.kind, named.name) != (Kind.speech, build.name):
         return config
     held_out = build_dialogues(config.model_copy(update={"build": build}))
     return config.with_fields("evaluate", eval_set=held_out["speech_version"])

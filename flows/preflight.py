@@ -9,7 +9,7 @@ from omniforge.config import PipelineConfig
 from omniforge.config.build import SourceConfig
 from omniforge.config.corpus import CorpusSourceConfig
 from omniforge.storage import ArtifactStore, store_from_config
-from omniforge.tasks.evaluate.eval_sets import load_eval_set
+from omniforge.tasks.evaluate.eval_sets import load_eval_set, speech_version_named
 
 
 def check_store(config: PipelineConfig) -> ArtifactStore:
@@ -31,5 +31,5 @@ def check_eval_set(config: PipelineConfig, store: ArtifactStore) -> None:
     """A questions file must have an item with every wav readable (a speech version is checked by
     the store when it is opened)."""
     settings = config.evaluate
-    if settings.eval_set.endswith((".json", ".jsonl")):
+    if speech_version_named(settings.eval_set) is None:
         load_eval_set(settings.eval_set, store, settings.max_items, settings.eval_set_root, settings.eval_set_media)

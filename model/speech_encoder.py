@@ -7,9 +7,13 @@ masks padding in attention, so every item encodes as it would alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+if TYPE_CHECKING:  # only a type here; importing transformers costs seconds where no encoder runs
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 
 def max_input_frames(encoder: WhisperEncoder) -> int:

@@ -10,13 +10,16 @@ tokenizer takes an ASR encoder's states: they keep what was said and drop most o
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from omniforge.model.mel import INPUT_SAMPLE_RATE, MelSpectrogram, WhisperLogMel
 from omniforge.model.speech_encoder import encode_speech, encoder_lengths
+
+if TYPE_CHECKING:  # transformers takes seconds to import: log-mel units (every units worker) never need it
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 
 @dataclass(frozen=True)

@@ -265,11 +265,11 @@ def deploy(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from omniforge.flows.deployments import deploy as register
 
     deployed = register(resolved)
-    for name, deployment_id in deployed.items():
+    for name, deployment_id in deployed.values():
         typer.echo(f"deployed {name} ({deployment_id})")
     typer.echo(f"start a worker: prefect worker start --pool {resolved.deploy.work_pool}")
-    build = next(name for name in deployed if name.split("/")[1].startswith("build-"))
-    typer.echo(f"run the chain now (build -> units -> train -> evaluate): prefect deployment run '{build}'")
+    typer.echo(f"run the chain now (build -> units -> train -> evaluate): prefect deployment run "
+               f"'{deployed['build'][0]}'")
 
 
 @app.command("train")

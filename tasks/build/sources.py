@@ -3,7 +3,6 @@ dataset, or the built-in demo generator. A bad record becomes a reject naming it
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 import random

@@ -21,9 +21,9 @@ import numpy as np
 import soundfile as sf
 
 from omniforge.config.build import TTSConfig, VoiceConfig
-from omniforge.tasks.common.audio_ops import resample, semitones_to_factor
 from omniforge.errors import InputError
 from omniforge.tasks.build.checks import AudioRejected
+from omniforge.tasks.common.audio_ops import resample, semitones_to_factor
 
 
 class TTSUnavailable(InputError, RuntimeError):

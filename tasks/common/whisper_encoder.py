@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import WhisperConfig, WhisperModel
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from omniforge.tasks.common.asr import SHIPPED_MODELS, resolve_model
+
+if TYPE_CHECKING:  # transformers is imported where an encoder is built: it costs seconds per process
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 
@@ -83,6 +85,9 @@ def _encoder_state(variables: dict[str, np.ndarray], layers: int, d_model: int) 
 
 def whisper_encoder_from_ct2(model_dir: str | Path) -> WhisperEncoder:
     """The encoder of a CTranslate2 Whisper model directory, as a transformers module (fp32)."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
     variables = read_ct2_variables(Path(model_dir) / "model.bin", prefix="encoder/")
     positions, d_model = variables["encoder/position_encodings/encodings"].shape
     layers = len({m.group(1) for name in variables if (m := re.match(r"encoder/layer_(\d+)/", name))})
@@ -104,4 +109,6 @@ def load_speech_encoder(source: str) -> WhisperEncoder:
     """A shipped model's name or a CTranslate2 directory (read here), else a transformers Whisper checkpoint."""
     if source in SHIPPED_MODELS or (Path(source) / "model.bin").is_file():
         return whisper_encoder_from_ct2(resolve_model(source))
+    from transformers import WhisperModel
+
     return WhisperModel.from_pretrained(source).get_encoder()

@@ -47,10 +47,11 @@ def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None, r
                   media: MediaConfig | None = None) -> EvalSet:
     """The items of an eval set (at most `limit`); a questions file's unusable items are rejects.
     `root`: where its relative wav paths are looked up after the file's folder (`media_roots`)."""
-    if Path(source).suffix in (".json", ".jsonl"):
+    version = speech_version_named(source)
+    if version is None:
         loaded = load_questions_file(source, root, media)
     else:
-        manifest = store.manifest(store.resolve(ArtifactRef.parse(source)))
+        manifest = store.manifest(store.resolve(version))
         loaded = EvalSet(_from_speech_version(store, manifest), speech=manifest)
     if not loaded.items:
         reasons = "; ".join(f"{r.record}: {r.field}: {r.reason}{': ' + r.detail if r.detail else ''}"
@@ -58,6 +59,11 @@ def load_eval_set(source: str, store: ArtifactStore, limit: int | None = None, r
         raise EvalSetError(f"{source}: no usable item{' (' + reasons + ')' if reasons else ''}")
     loaded.items = loaded.items[:limit]
     return loaded
+
+
+def speech_version_named(source: str) -> ArtifactRef | None:
+    """The speech version an eval set names (speech/NAME[@version]); None for a questions file."""
+    return None if Path(source).suffix in (".json", ".jsonl") else ArtifactRef.parse(source)
 
 
 def input_wave(turn: Turn) -> np.ndarray:
