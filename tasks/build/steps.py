@@ -25,15 +25,22 @@ from omniforge.tasks.build.cache import UtteranceCache
 log = logging.getLogger(__name__)
 
 
+# How a build reads its input and asks for text (guards, caps, retries) is not what it makes: any change
+# they cause shows in the content hash, and a guard added later keeps the versions already built.
+TEXT_NOT_IN_RECIPE = {"normalizer_cache": True, "max_raw_chars": True,
+                      "rewrite": {"allow_http", "retries", "retry_backoff_s", "timeout_s"}}
+
+
 def build_recipe(config: PipelineConfig) -> dict:
-    """The settings that decide the dialogue dataset's content (parallelism does not)."""
-    return config.build.model_dump(mode="json", exclude={"synthesis": True, "text": {"normalizer_cache"}})
+    """The settings that decide the dialogue dataset's content (parallelism and input guards do not)."""
+    return config.build.model_dump(mode="json", exclude={"synthesis": True, "source": {"media"},
+                                                         "text": TEXT_NOT_IN_RECIPE})
 
 
 def corpus_recipe(config: PipelineConfig) -> dict:
     """The settings that decide the corpus's content: its text and the voice and text settings."""
     return {"corpus": config.corpus.model_dump(mode="json", include={"source", "dialogues"}),
-            "voice": config.build.tts.assistant.model_dump(mode="json"), "text": config.build.text.model_dump(mode="json", exclude={"normalizer_cache"})}
+            "voice": config.build.tts.assistant.model_dump(mode="json"), "text": config.build.text.model_dump(mode="json", exclude=TEXT_NOT_IN_RECIPE)}
 
 
 def load_and_plan(config: PipelineConfig) -> Plan:

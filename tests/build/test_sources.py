@@ -102,3 +102,18 @@ def test_demo_generator_is_stable_when_grown():
 def test_missing_path_is_a_config_error():
     with pytest.raises(ValueError, match="source.path is required"):
         SourceConfig(kind="jsonl")
+
+
+def test_input_guards_are_not_part_of_the_build_recipe():
+    """Guards and retries decide how input is read, not what is built (a change they cause shows in the
+    content hash): changing them, or adding them to an older store's config, keeps its versions."""
+    from omniforge.config import load_pipeline_config
+    from omniforge.tasks.build.steps import build_recipe, corpus_recipe
+
+    plain = load_pipeline_config("configs/demo.yaml", [])
+    guarded = load_pipeline_config("configs/demo.yaml", [
+        "build.source.media.max_bytes=4096", "build.source.media.allow_urls=true", "build.text.max_raw_chars=50000",
+        "build.text.rewrite.retries=9", "build.text.rewrite.timeout_s=5"])
+    assert build_recipe(guarded) == build_recipe(plain) and corpus_recipe(guarded) == corpus_recipe(plain)
+    other_text = load_pipeline_config("configs/demo.yaml", ["build.text.max_turn_chars=900"])
+    assert build_recipe(other_text) != build_recipe(plain)  # what decides the content still counts
