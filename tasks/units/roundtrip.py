@@ -12,7 +12,8 @@ from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.mos import UNAVAILABLE as MOS_UNAVAILABLE
 from omniforge.tasks.common.mos import dnsmos
-from omniforge.tasks.units.decoder import UnitDecoder, paired_rows
+from omniforge.tasks.units.decoder import UnitDecoder
+from omniforge.tasks.units.decoder_data import paired_rows
 
 
 def encoded_rows(store: ArtifactStore, units: Manifest, speech: Manifest, limit: int) -> list[dict]:

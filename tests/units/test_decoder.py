@@ -175,7 +175,8 @@ def test_cosyvoice2_paths_say_what_is_missing(tmp_path):
 
 def test_roundtrip_scores_own_and_held_out_answers(data_store):
     from omniforge.storage import Kind, store_from_config
-    from omniforge.tasks.units.decoder import decoder_version, open_decoder, paired_rows
+    from omniforge.tasks.units.decoder import decoder_version, open_decoder
+    from omniforge.tasks.units.decoder_data import paired_rows
     from omniforge.tasks.units.roundtrip import encoded_rows, roundtrip
     from tests.training_data import data_config
 
@@ -200,7 +201,8 @@ def test_a_decoder_trains_on_16khz_audio_and_says_so_when_there_is_none(data_sto
     import pyarrow as pa
 
     from omniforge.storage import Kind, store_from_config
-    from omniforge.tasks.units.decoder import DecoderNeedsAudio, decoder_version, paired_rows, training_audio
+    from omniforge.tasks.units.decoder import decoder_version
+    from omniforge.tasks.units.decoder_data import DecoderNeedsAudio, paired_rows, training_audio
     from tests.training_data import data_config
 
     store = store_from_config(data_config(data_store).store)
