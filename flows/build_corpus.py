@@ -23,7 +23,8 @@ def load_and_plan(config: PipelineConfig):
 def publish(plan, run: build_steps.SynthesisRun, config: PipelineConfig):
     store = store_from_config(config.store)
     return build_steps.publish(store, plan, build_steps.open_cache(store, config), config.corpus.name,
-                               build_steps.corpus_recipe(config), run, recording_run_id())
+                               build_steps.corpus_recipe(config), run, recording_run_id(),
+                               config.build.gate.on_reject)
 
 
 @flow(name="build-corpus", log_prints=True)

@@ -29,7 +29,8 @@ def synthesize(plan, config: PipelineConfig) -> build_steps.SynthesisRun:
 def publish(plan, run: build_steps.SynthesisRun, config: PipelineConfig):
     store = store_from_config(config.store)
     return build_steps.publish(store, plan, build_steps.open_cache(store, config), config.build.name,
-                               build_steps.build_recipe(config), run, recording_run_id())
+                               build_steps.build_recipe(config), run, recording_run_id(),
+                               config.build.gate.on_reject)
 
 
 @flow(name="build-dialogues", log_prints=True)

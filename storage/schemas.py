@@ -28,6 +28,10 @@ UNITS_SCHEMA = pa.schema([
 ])
 UNIT_ROW_FIELDS = ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")  # copied from speech rows
 
+# what the build's quality gate finds of an utterance (tasks/build/gate.py), besides what the ASR heard
+QUALITY_FIGURES = [("attempts", pa.int32()), ("asr_wer", pa.float32()), ("dnsmos", pa.float32()),
+                   ("speaking_rate", pa.float32()), ("speaker_similarity", pa.float32())]
+
 # the build's cache of finished utterances (by content key), outside any version
 UTTERANCE_CACHE_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -39,7 +43,12 @@ UTTERANCE_CACHE_SCHEMA = pa.schema([
     ("error_reason", pa.string()),
     ("error", pa.string()),
     ("asr_text", pa.string()),
+    *QUALITY_FIGURES,
 ])
+
+# a speech version's quality gate figures, one row per utterance it holds
+QUALITY_SCHEMA = pa.schema([("utterance_id", pa.string()), ("key", pa.string()), ("asr_text", pa.string()),
+                            *QUALITY_FIGURES])
 
 ANSWERS_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("turn", pa.int64()), ("question", pa.string()), ("references", pa.list_(pa.string())),

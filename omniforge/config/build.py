@@ -134,20 +134,44 @@ class SynthesisConfig(Section):
     retry_backoff_s: float = Field(0.5, ge=0, description="Wait before the first retry, doubled each time.")
 
 
-class AsrCheckConfig(Section):
-    enabled: bool = Field(False, description="Transcribe each utterance and reject those above max_wer.")
-    model: str = Field("tiny.en", description="faster-whisper model: a directory, or 'tiny.en' (shipped offline).")
-    max_wer: float = Field(0.5, ge=0, description="Largest word error rate accepted.")
-
-
 class ValidationConfig(Section):
-    """Checks every synthesized utterance passes before it enters the dataset."""
+    """Level checks every synthesized utterance passes before it enters the dataset."""
 
     min_duration_s: float = Field(0.3, ge=0, description="Shortest utterance.")
     max_duration_s: float = Field(40.0, gt=0, description="Longest utterance.")
     max_silence_ratio: float = Field(0.8, gt=0, le=1, description="Largest share of silent frames.")
     max_clipped_ratio: float = Field(0.01, ge=0, le=1, description="Largest share of clipped samples.")
-    asr: AsrCheckConfig = Field(default_factory=AsrCheckConfig, description="Optional ASR round-trip check.")
+
+
+class QualityGateConfig(Section):
+    """Does the speech say its text, well, in the chosen voice? Every synthesized utterance is heard
+    back on the synthesis workers; one that fails is said again (another tempo) up to `resynthesis`
+    times, then rejected with its reason and figures. A measure set to None is not taken."""
+
+    enabled: bool = Field(True, description="Run the gate (off: only the level checks).")
+    asr_model: str = Field("tiny.en", description="faster-whisper model that hears each utterance: a directory, "
+                           "or 'tiny.en' (shipped offline).")
+    max_wer: float | None = Field(0.5, ge=0, description="Largest word error rate of what the ASR hears against the "
+                                  "turn's text (skipped, looped or babbled words).")
+    min_mos: float | None = Field(None, ge=1, le=5, description="Lowest DNSMOS overall quality (~0.2-0.4 s per "
+                                  "utterance on one core, so off by default; TTS output scores ~2.5-3.3).")
+    speaking_rate: tuple[float, float] | None = Field((6.0, 30.0), description="Range of letters per second of "
+                                                      "voiced audio (a loop or a stall is slow, skipped text fast).")
+    min_speaker_similarity: float | None = Field(0.7, ge=-1, le=1, description="Lowest cosine similarity of the "
+                                                 "utterance's speaker embedding (Resemblyzer) to the chosen voice's, "
+                                                 "taken from `reference_text` said in that voice (wrong voice).")
+    reference_text: str = Field("The quick brown fox jumps over the lazy dog, and then it runs back home again.",
+                                description="What each voice says once for its reference speaker embedding.")
+    resynthesis: int = Field(2, ge=0, description="Tries after the first for an utterance that fails the gate or "
+                             "a level check; each one says it at another tempo.")
+    tempo_step: float = Field(0.08, gt=0, lt=0.5, description="Retry k says the turn at tempo 1 - step, 1 + step, "
+                              "1 - 2 step, ... times the voice's own.")
+    on_reject: Literal["cut", "drop"] = Field("cut", description="A dialogue with a rejected turn keeps the turns "
+                                              "before it (cut, when they end with an answer) or is left out (drop).")
+
+    @property
+    def asr(self) -> bool:
+        return self.enabled and self.max_wer is not None
 
 
 class BuildConfig(Section):
@@ -158,6 +182,8 @@ class BuildConfig(Section):
     text: TextConfig = Field(default_factory=TextConfig, description="Text normalization.")
     tts: TTSConfig = Field(default_factory=TTSConfig, description="Voices.")
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="Ray parallelism.")
-    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Audio checks.")
+    validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Audio level checks.")
+    gate: QualityGateConfig = Field(default_factory=QualityGateConfig, description="The quality gate: ASR round "
+                                    "trip, DNSMOS, speaking rate, speaker similarity; re-synthesis of failures.")
     cache_url: str | None = Field(None, description="Where finished utterances are cached (default: "
                                   "STORE/cache/tts). Makes re-runs and resumes incremental.")

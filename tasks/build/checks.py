@@ -1,4 +1,4 @@
-"""The checks every synthesized utterance passes before it enters a dataset."""
+"""The level checks every synthesized utterance passes before the quality gate hears it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ class AudioRejected(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+        self.figures: dict = {}  # the quality gate's figures of the rejected audio, when it was measured
 
 
 def check_audio(wave: np.ndarray, rate: int, expected_rate: int, config: ValidationConfig) -> None:

@@ -1,7 +1,8 @@
 """From parsed dialogues to the utterances to synthesize, each keyed by a content hash.
 
 The key covers everything that determines the audio (spoken text, voice settings, engine and
-voice-file identity, output rate), so an utterance is synthesized once, whatever run, version or
+voice-file identity, output rate, and the checks and quality gate that may reject it or ask for
+another try), so an utterance is synthesized once, whatever run, version or
 dialogue asks for it again.
 """
 
@@ -13,6 +14,7 @@ from omniforge.config.build import BuildConfig
 from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.tasks.common.records import Dialogue, Reject, SourceBatch
+from omniforge.tasks.build.gate import gate_identity
 from omniforge.tasks.build.speech_text import Unspeakable, to_spoken
 from omniforge.tasks.build.tts import engine_identity
 from omniforge.tasks.build.voices import (Voice, assistant_voice, describe_pool, speakable_scripts, user_voice_for,
@@ -54,14 +56,17 @@ class Plan:
 
 
 def utterance_key(segments: tuple[str, ...], voice: Voice, config: BuildConfig, provided: bytes | None) -> str:
+    # the checks and the gate decide which audio an utterance ends with (a retry, or none)
+    judged = {"validation": config.validation.model_dump(mode="json"), "gate": gate_identity(config.gate)}
     if provided is not None:
-        return stable_hash({"provided": sha256_bytes(provided), "rate": INPUT_SAMPLE_RATE}, length=32)
+        return stable_hash({"provided": sha256_bytes(provided), "rate": INPUT_SAMPLE_RATE, **judged}, length=32)
     return stable_hash({
         "segments": segments,
         "voice": voice.config.model_dump(mode="json"),
         "engine": engine_identity(voice.config, config.tts),
         "rate": INPUT_SAMPLE_RATE,
         "pause": config.text.segment_pause_s,
+        **judged,
     }, length=32)
 
 

@@ -38,9 +38,13 @@ def build_recipe(config: PipelineConfig) -> dict:
 
 
 def corpus_recipe(config: PipelineConfig) -> dict:
-    """The settings that decide the corpus's content: its text and the voice and text settings."""
+    """The settings that decide the corpus's content: its text, the voice and text settings, and what
+    rejects its audio."""
+    build = config.build
     return {"corpus": config.corpus.model_dump(mode="json", include={"source", "dialogues"}),
-            "voice": config.build.tts.assistant.model_dump(mode="json"), "text": config.build.text.model_dump(mode="json", exclude=TEXT_NOT_IN_RECIPE)}
+            "voice": build.tts.assistant.model_dump(mode="json"),
+            "text": build.text.model_dump(mode="json", exclude=TEXT_NOT_IN_RECIPE),
+            "validation": build.validation.model_dump(mode="json"), "gate": build.gate.model_dump(mode="json")}
 
 
 def load_and_plan(config: PipelineConfig) -> Plan:
@@ -101,12 +105,14 @@ def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig
 
 
 def publish(store: ArtifactStore, plan: Plan, cache: UtteranceCache, name: str, recipe: dict, run: SynthesisRun,
-            flow_run_id: str | None) -> BuildResult:
+            flow_run_id: str | None, on_reject: str) -> BuildResult:
     """dialogues/NAME and speech/NAME from the plan's cached audio (`recipe`: what decided it); a
-    dialogue with a transient failure is left out of this version, its reason in the rejects."""
+    dialogue with a transient failure is left out of this version, its reason in the rejects; one
+    with a rejected turn is cut or left out (`on_reject`)."""
     results = {**run.transient, **cache.rows_for({u.key for u in plan.utterances})}
     return publish_build(store, name, plan, results, config=recipe, config_hash=stable_hash(recipe),
-                         source=plan.source, synthesized=run.synthesized, flow_run_id=flow_run_id)
+                         source=plan.source, synthesized=run.synthesized, flow_run_id=flow_run_id,
+                         on_reject=on_reject)
 
 
 def summary_markdown(result: BuildResult) -> str:
@@ -124,4 +130,25 @@ def summary_markdown(result: BuildResult) -> str:
         f"| rejects | {s['rejects']} |",
     ]
     lines += [f"| rejects: {reason} | {count} |" for reason, count in sorted(s["rejects_by_reason"].items())]
-    return "\n".join(lines)
+    return "\n".join(lines + gate_markdown(s.get("gate")))
+
+
+BAR_WIDTH = 30
+
+
+def gate_markdown(gate: dict | None) -> list[str]:
+    """The quality gate's part of the build summary: retries, rejects, and a histogram per figure."""
+    if not gate:
+        return []
+    lines = ["", "## Quality gate", "",
+             f"{gate['resynthesized']} utterances were said again before they passed ({gate['extra_tries']} extra "
+             f"tries); rejected: {', '.join(f'{r} {n}' for r, n in sorted(gate['rejected'].items())) or 'none'}."]
+    for name, spread in gate["figures"].items():
+        lines += ["", f"### {name}: median {spread['median']:g} (min {spread['min']:g}, max {spread['max']:g}, "
+                      f"{spread['n']} utterances)", "", "```"]
+        widest = max(spread["counts"]) or 1
+        edges = spread["edges"]
+        lines += [f"{edges[i]:8.3g} - {edges[i + 1]:<8.3g} {count:6d} {'#' * round(BAR_WIDTH * count / widest)}"
+                  for i, count in enumerate(spread["counts"])]
+        lines.append("```")
+    return lines

@@ -4,8 +4,8 @@ One actor per worker loads its engines once (a Piper voice takes ~1 s to load; a
 ~0.1 s to say), so per-utterance overhead stays at one Ray call per batch. Results stream back
 to the driver, which checkpoints them into the utterance cache as they arrive.
 
-Only deterministic outcomes are remembered: audio, or a reject of the audio itself (too short,
-clipped, ASR mismatch). Any other failure (a timeout, out of memory, a bug) is retried with backoff
+Only deterministic outcomes are remembered: audio (with the quality gate's figures), or a reject of
+the audio itself (too short, clipped, not saying its text, the wrong voice) after the gate's tries. Any other failure (a timeout, out of memory, a bug) is retried with backoff
 and, if it persists, comes back marked `transient`: reported in the build, never cached. A worker
 process that dies is restarted by Ray and its batches retried, a bounded number of times.
 """
@@ -18,9 +18,11 @@ from collections.abc import Callable
 import numpy as np
 
 from omniforge.model.mel import INPUT_SAMPLE_RATE
-from omniforge.config.build import BuildConfig, TTSConfig, ValidationConfig, VoiceConfig
+from omniforge.config.build import (BuildConfig, QualityGateConfig, TextConfig, TTSConfig, ValidationConfig,
+                                    VoiceConfig)
 from omniforge.storage.audio import decode_audio, encode_audio
 from omniforge.tasks.build.checks import AudioRejected, check_audio
+from omniforge.tasks.build.gate import QualityGate, retry_voice
 from omniforge.tasks.common.audio_ops import join_segments, resample
 from omniforge.tasks.common.ray_runtime import map_on_actors
 from omniforge.tasks.build.tts import EngineSet
@@ -32,73 +34,84 @@ class SynthesisWorker:
 
     sample_rate = INPUT_SAMPLE_RATE  # of the `audio` column: what the model hears
 
-    def __init__(self, tts: TTSConfig, validation: ValidationConfig, pause_s: float, threads: int = 1,
-                 retries: int = 0, backoff_s: float = 0.0) -> None:
+    def __init__(self, tts: TTSConfig, validation: ValidationConfig, gate: QualityGateConfig, text: TextConfig,
+                 threads: int = 1, retries: int = 0, backoff_s: float = 0.0) -> None:
         self.engines = EngineSet(tts, threads)
-        self.validation = validation
-        self.pause_s = pause_s
+        self.validation, self.gate_config = validation, gate
+        self.pause_s = text.segment_pause_s
         self.retries, self.backoff_s = retries, backoff_s
-        self.transcriber = None
-        if validation.asr.enabled:
-            from omniforge.tasks.common.asr import Transcriber
-
-            self.transcriber = Transcriber(validation.asr.model, threads)
+        self.gate = QualityGate(gate, threads, self._say_reference, text.normalizer_cache)
 
     def run(self, jobs: list[dict]) -> list[dict]:
         return [self.one(job) for job in jobs]
 
     def one(self, job: dict) -> dict:
+        """Say the job (again at another tempo while the audio is rejected, up to the gate's
+        `resynthesis`); a failure that is not the audio's own is retried as it is, then `transient`."""
         row = {"key": job["key"], "audio": None, "audio_native": None, "native_sampling_rate": None,
                "duration": None, "backend": None, "error_reason": None, "error": None, "asr_text": None}
-        for attempt in range(self.retries + 1):
-            try:
-                native, native_rate, backend = self._speak(job)
-                wave = resample(native, native_rate, self.sample_rate)
-                check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
-                if self.transcriber is not None:
-                    row["asr_text"] = self._asr_check(wave, job)
-            except AudioRejected as err:  # the same text and voice would give the same audio again
-                return {**row, "error_reason": err.reason, "error": err.detail}
-            except Exception as err:  # noqa: BLE001 - anything else may pass on a retry; the build goes on
-                if attempt < self.retries:
-                    time.sleep(self.backoff_s * 2 ** attempt)
-                    continue
-                return {**row, "error_reason": "transient_failure", "transient": True,
-                        "error": f"{type(err).__name__}: {err} (after {attempt + 1} tries)"}
-            return {**row, "audio": encode_audio(wave, self.sample_rate),
-                    "audio_native": encode_audio(native, native_rate), "native_sampling_rate": native_rate,
-                    "duration": len(wave) / self.sample_rate, "backend": backend}
-        raise AssertionError("unreachable: the last try returns")
+        tries = 1 if job.get("provided_audio") is not None else 1 + self.gate_config.resynthesis
+        rejected = None
+        for attempt in range(tries):
+            for trial in range(self.retries + 1):
+                try:
+                    return {**row, **self._accepted(job, attempt), "attempts": attempt + 1}
+                except AudioRejected as err:  # the same text and voice would give the same audio again
+                    rejected = err
+                    break
+                except Exception as err:  # noqa: BLE001 - anything else may pass on a retry; the build goes on
+                    if trial < self.retries:
+                        time.sleep(self.backoff_s * 2 ** trial)
+                        continue
+                    return {**row, "error_reason": "transient_failure", "transient": True,
+                            "error": f"{type(err).__name__}: {err} (after {trial + 1} tries)"}
+        return {**row, **rejected.figures, "error_reason": rejected.reason, "error": rejected.detail,
+                "attempts": tries}
 
-    def _speak(self, job: dict) -> tuple[np.ndarray, int, str]:
+    def _accepted(self, job: dict, attempt: int) -> dict:
+        """Try `attempt`'s audio through the level checks and the gate: its row fields, or AudioRejected."""
+        native, native_rate, backend = self._speak(job, attempt)
+        wave = resample(native, native_rate, self.sample_rate)
+        check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
+        chosen = None if job.get("provided_audio") is not None else VoiceConfig.model_validate(job["voice"])
+        figures = self.gate.measure(wave, " ".join(job["segments"]), chosen)
+        try:
+            self.gate.check(figures)
+        except AudioRejected as err:
+            err.figures = figures.row()
+            raise
+        return {**figures.row(), "audio": encode_audio(wave, self.sample_rate),
+                "audio_native": encode_audio(native, native_rate), "native_sampling_rate": native_rate,
+                "duration": len(wave) / self.sample_rate, "backend": backend}
+
+    def _speak(self, job: dict, attempt: int) -> tuple[np.ndarray, int, str]:
         if job.get("provided_audio") is not None:
             try:
                 wave, rate = decode_audio(job["provided_audio"])
             except Exception as err:  # noqa: BLE001 - soundfile raises several types
                 raise AudioRejected("bad_audio", f"the provided speech cannot be decoded ({err})") from err
             return wave, rate, "provided"
-        voice = VoiceConfig.model_validate(job["voice"])
+        voice = retry_voice(VoiceConfig.model_validate(job["voice"]), attempt, self.gate_config.tempo_step)
+        wave, rate = self._say(job["segments"], voice)
+        return wave, rate, voice.backend
+
+    def _say(self, segments: list[str], voice: VoiceConfig) -> tuple[np.ndarray, int]:
         engine = self.engines.get(voice.backend)
         parts, rate = [], 0
-        for segment in job["segments"]:
+        for segment in segments:
             wave, rate = engine.synthesize(segment, voice)
             parts.append(wave)
-        return join_segments(parts, rate, self.pause_s), rate, voice.backend
+        return join_segments(parts, rate, self.pause_s), rate
 
-    def _asr_check(self, wave: np.ndarray, job: dict) -> str:
-        from omniforge.tasks.common.asr import word_error_rate
-
-        heard = self.transcriber.transcribe(wave)
-        wer = word_error_rate(" ".join(job["segments"]), heard)
-        if wer > self.validation.asr.max_wer:
-            raise AudioRejected("asr_mismatch", f"WER {wer:.2f} > {self.validation.asr.max_wer} (heard {heard!r})")
-        return heard
+    def _say_reference(self, voice: VoiceConfig) -> np.ndarray:
+        wave, rate = self._say([self.gate_config.reference_text], voice)
+        return resample(wave, rate, self.sample_rate)
 
 
 def worker_args(config: BuildConfig) -> tuple:
     """What a worker is built from (the same in a Ray actor and in the benchmark's bare loop)."""
     settings = config.synthesis
-    return (config.tts, config.validation, config.text.segment_pause_s, max(1, int(settings.cpus_per_worker)),
+    return (config.tts, config.validation, config.gate, config.text, max(1, int(settings.cpus_per_worker)),
             settings.retries, settings.retry_backoff_s)
 
 

@@ -41,15 +41,17 @@ def semitones_to_factor(semitones: float) -> float:
     return float(2.0 ** (semitones / 12.0))
 
 
-def silence_ratio(wave: np.ndarray, rate: int, frame_ms: float = 25.0, floor_db: float = -40.0) -> float:
-    """Share of frames more than |floor_db| below the loudest frame."""
+def silence_ratio(wave: np.ndarray, rate: int, frame_ms: float = 25.0, floor_db: float = -40.0,
+                  absolute_floor_db: float = -70.0) -> float:
+    """Share of frames more than |floor_db| below the loudest frame, or below `absolute_floor_db` of
+    full scale (so a wave of zeros or near-zeros is all silence)."""
     size = max(1, int(rate * frame_ms / 1000))
     frames = len(wave) // size
     if frames == 0:
         return 1.0
     energy = np.sqrt(np.mean(wave[: frames * size].reshape(frames, size) ** 2, axis=1)) + 1e-10
     level = 20 * np.log10(energy / energy.max())
-    return float(np.mean(level < floor_db))
+    return float(np.mean((level < floor_db) | (20 * np.log10(energy) < absolute_floor_db)))
 
 
 def clipped_ratio(wave: np.ndarray, threshold: float = 0.999) -> float:

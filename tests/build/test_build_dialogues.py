@@ -58,8 +58,10 @@ def test_rows_match_input_turns_and_rejects_carry_reasons(tmp_path):
                                ensure_ascii=False).encode("latin-1"))
     lines.insert(4, b'{"id": "broken", "messages": [')
     source.write_bytes(b"\n".join(lines) + b"\n")
+    # the gate's ASR is off here: tiny.en hears "What should I pack?" in this pool's espeak-ng voice as "I'll
+    # show that back." (the gate has its own tests, test_gate.py); the level checks still reject "Hi."
     config = config_for(tmp_path, "build.source.kind=jsonl", f"build.source.path={source}",
-                        "build.validation.min_duration_s=0.55")
+                        "build.validation.min_duration_s=0.55", "build.gate.max_wer=null")
     summary = build_dialogues(config)
 
     store = store_from_config(config.store)
