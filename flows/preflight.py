@@ -8,7 +8,7 @@ import fsspec
 from omniforge.config import PipelineConfig
 from omniforge.config.build import SourceConfig
 from omniforge.config.corpus import CorpusSourceConfig
-from omniforge.storage import ArtifactStore, store_from_config
+from omniforge.storage import ArtifactRef, ArtifactStore, store_from_config
 from omniforge.tasks.evaluate.eval_sets import load_eval_set, speech_version_named
 
 
@@ -18,9 +18,11 @@ def check_store(config: PipelineConfig) -> ArtifactStore:
     return store
 
 
-def check_source(setting: str, source: SourceConfig | CorpusSourceConfig) -> None:
-    """A JSONL source must exist (an HF dataset may be a hub name, so only its loader can tell);
-    `setting` names the section in the message (build.source, corpus.source)."""
+def check_source(setting: str, source: SourceConfig | CorpusSourceConfig, store: ArtifactStore) -> None:
+    """A JSONL source must exist (an HF dataset may be a hub name, so only its loader can tell), and
+    generated dialogues must be in the store; `setting` names the section in the message."""
+    if source.kind == "generated":
+        store.resolve(ArtifactRef.parse(source.path))
     if source.kind == "jsonl":
         fs, path = fsspec.core.url_to_fs(source.path)
         if not fs.exists(path):

@@ -44,7 +44,7 @@ def preflight(config: PipelineConfig, *, source: tuple[str, object] | None = Non
 
     store = checks.check_store(config)
     if source is not None:
-        checks.check_source(*source)
+        checks.check_source(*source, store)
     if eval_set:
         checks.check_eval_set(config, store)
     return store
@@ -165,6 +165,21 @@ def artifacts_gc(kind: Annotated[Optional[str], typer.Option(help="Only this kin
     else:
         typer.echo(f"{len(garbage)} unreferenced files ({total} bytes) older than {grace_hours:g} h; "
                    "--delete removes them")
+
+
+@app.command("generate-dialogues")
+def generate_dialogues(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Write multi-turn dialogues from single-turn instructions (generate.source) with an LLM (generate.chat);
+    build speech from them with --set build.source.kind=generated build.source.path=dialogues/NAME."""
+    resolved = load(config, set_)
+    if not resolved.generate.chat.model:
+        fail("error: generate.chat.model is not set (a model at generate.chat.endpoint, or a local model directory)")
+    preflight(resolved, source=("generate.source", resolved.generate.source))
+    from omniforge.flows.generate_dialogues import generate_dialogues as flow
+
+    summary = flow(resolved)
+    typer.echo(f"dialogues: {summary['dialogues_version']} ({summary['dialogues']} dialogues, {summary['rejects']} "
+               f"rejects) in {resolved.store.url}")
 
 
 @app.command("build-dialogues")

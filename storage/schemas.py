@@ -50,6 +50,12 @@ UTTERANCE_CACHE_SCHEMA = pa.schema([
 QUALITY_SCHEMA = pa.schema([("utterance_id", pa.string()), ("key", pa.string()), ("asr_text", pa.string()),
                             *QUALITY_FIGURES])
 
+# dialogues written by `generate-dialogues` from instructions: a JSONL file of records in the OpenAI messages
+# layout (what the build reads), and its cache of finished generations by content key (record: the JSON line)
+GENERATED_DIALOGUES_FILE = "dialogues.jsonl"
+GENERATED_CACHE_SCHEMA = pa.schema([("key", pa.string()), ("record", pa.string()), ("error_reason", pa.string()),
+                                    ("error", pa.string())])
+
 ANSWERS_SCHEMA = pa.schema([
     ("item_id", pa.string()), ("turn", pa.int64()), ("question", pa.string()), ("references", pa.list_(pa.string())),
     ("text", pa.string()), ("transcript", pa.string()), ("s2t_correct", pa.bool_()), ("s2s_correct", pa.bool_()),

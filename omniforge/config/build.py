@@ -23,8 +23,10 @@ class DemoSourceConfig(Section):
 class SourceConfig(Section):
     """Where the text dialogues come from."""
 
-    kind: Literal["demo", "jsonl", "hf"] = Field("demo", description="demo generator, JSONL file, or HF dataset.")
-    path: str | None = Field(None, description="JSONL path/URL (jsonl), or dataset directory / hub name (hf).")
+    kind: Literal["demo", "jsonl", "hf", "generated"] = Field("demo", description="demo generator, JSONL file, HF "
+                                                              "dataset, or dialogues made by `generate-dialogues`.")
+    path: str | None = Field(None, description="JSONL path/URL (jsonl), dataset directory / hub name (hf), or "
+                             "dialogues/NAME[@version] in the store (generated).")
     root: str | None = Field(None, description="Folder that relative wav paths in the records are also looked "
                              "up in, after the JSONL file's own folder (default: the working directory).")
     hf_split: str = Field("train", description="Split of the HF dataset.")
@@ -36,7 +38,7 @@ class SourceConfig(Section):
 
     @model_validator(mode="after")
     def _path_needed(self) -> "SourceConfig":
-        if self.kind in ("jsonl", "hf") and not self.path:
+        if self.kind in ("jsonl", "hf", "generated") and not self.path:
             raise ValueError(f"source.path is required when source.kind is {self.kind!r}")
         return self
 

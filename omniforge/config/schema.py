@@ -13,6 +13,7 @@ from omniforge.config.build import BuildConfig
 from omniforge.config.corpus import CorpusConfig
 from omniforge.config.deploy import DeployConfig
 from omniforge.config.evaluate import EvaluateConfig
+from omniforge.config.generate import GenerateConfig
 from omniforge.config.serve import ServeConfig
 from omniforge.config.train import TrainConfig
 from omniforge.config.units import UnitsConfig
@@ -99,6 +100,7 @@ class PipelineConfig(Section):
 
     store: StoreConfig = Field(default_factory=StoreConfig, description="Artifact store.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Dialogues from instructions.")
     build: BuildConfig = Field(default_factory=BuildConfig, description="Spoken-dialogue build.")
     corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="TTS corpus and TTS LM pretraining.")
     units: UnitsConfig = Field(default_factory=UnitsConfig, description="Speech units.")

@@ -18,7 +18,7 @@ from omniforge.config.build import QualityGateConfig, VoiceConfig
 from omniforge.hashing import stable_hash
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.tasks.build.checks import AudioRejected
-from omniforge.tasks.build.speech_text import Unspeakable, spell_out
+from omniforge.tasks.common.speech_text import Unspeakable, spell_out
 from omniforge.tasks.common.audio_ops import silence_ratio
 
 

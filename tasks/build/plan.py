@@ -15,7 +15,7 @@ from omniforge.hashing import sha256_bytes, stable_hash
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.tasks.common.records import Dialogue, Reject, SourceBatch
 from omniforge.tasks.build.gate import gate_identity
-from omniforge.tasks.build.speech_text import Unspeakable, to_spoken
+from omniforge.tasks.common.speech_text import Unspeakable, to_spoken
 from omniforge.tasks.build.tts import engine_identity
 from omniforge.tasks.build.voices import (Voice, assistant_voice, describe_pool, speakable_scripts, user_voice_for,
                                          user_voice_pool)

@@ -9,31 +9,18 @@ build goes on.
 from __future__ import annotations
 
 from omniforge.config.build import RewriteConfig
-from omniforge.tasks.common.chat_endpoint import ChatEndpoint, ChatEndpointError
+from omniforge.tasks.common.chat_endpoint import ChatEndpointError, ChatModel
 from omniforge.tasks.common.records import Reject, SourceBatch
 
 
 class Rewriter:
     def __init__(self, config: RewriteConfig) -> None:
         self.config = config
-        self.endpoint = ChatEndpoint(config) if config.endpoint else None
-        self._pipeline = None
+        self.model = ChatModel(config)
 
     def __call__(self, text: str) -> str:
         messages = [{"role": "system", "content": self.config.prompt}, {"role": "user", "content": text}]
-        if self.endpoint is not None:
-            new = self.endpoint.complete(messages, max_tokens=self.config.max_new_tokens, temperature=0)
-        else:
-            new = self._local(messages)
-        return new.strip() or text
-
-    def _local(self, messages: list[dict]) -> str:
-        if self._pipeline is None:
-            from transformers import pipeline
-
-            self._pipeline = pipeline("text-generation", model=self.config.model)
-        out = self._pipeline(messages, max_new_tokens=self.config.max_new_tokens, do_sample=False)
-        return out[0]["generated_text"][-1]["content"]
+        return self.model.complete(messages, self.config.max_new_tokens).strip() or text
 
 
 def rewrite_assistant_turns(batch: SourceBatch, config: RewriteConfig) -> int:

@@ -14,19 +14,22 @@ import fsspec
 from omniforge.config.build import DemoSourceConfig, SourceConfig
 from omniforge.config.corpus import CorpusSourceConfig
 from omniforge.hashing import stable_hash
+from omniforge.storage import ArtifactRef, ArtifactStore
+from omniforge.storage.schemas import GENERATED_DIALOGUES_FILE
 from omniforge.tasks.build.demo_facts import ANSWERS, CORPUS_TEMPLATES, COUNTRIES, FOLLOW_UPS, QUESTIONS
 from omniforge.tasks.build.english_text import english_sentences
 from omniforge.tasks.common.records import (Dialogue, MediaRoots, RecordError, Reject, SourceBatch, Turn, media_roots,
                                             parse_record, read_jsonl)
 
 
-def parse_records(records: Iterable[tuple[str, Any]], media: MediaRoots | None = None) -> SourceBatch:
+def parse_records(records: Iterable[tuple[str, Any]], media: MediaRoots | None = None,
+                  answered_only: bool = True) -> SourceBatch:
     batch = SourceBatch()
     for origin, record in records:
         try:
             if isinstance(record, RecordError):  # the reader could not even parse it
                 raise record
-            dialogue = parse_record(record, origin, media)
+            dialogue = parse_record(record, origin, media, answered_only)
         except RecordError as err:
             batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
             continue
@@ -125,21 +128,32 @@ def add_spoken_text(batch: SourceBatch, text: str, origin: str) -> None:
     batch.add(Dialogue(f"tts-{stable_hash(text.strip())}", [Turn("assistant", text.strip())], origin))
 
 
-def load_source(config: SourceConfig) -> SourceBatch:
-    """Read the configured source, then cap it reproducibly (seeded sample, original order kept)."""
+def load_source(config: SourceConfig, store: ArtifactStore | None = None, answered_only: bool = True) -> SourceBatch:
+    """Read the configured source, then cap it reproducibly (seeded sample, original order kept).
+    `store`: where `generated` dialogues are; `answered_only` False keeps records that end with a
+    question (instructions)."""
+    path = config.path
     if config.kind == "demo":
         records = ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
         media = None
     elif config.kind == "jsonl":
         records = read_jsonl(config.path, config.media.max_record_bytes)
         media = media_roots(config.path, config.media, config.root)
+    elif config.kind == "generated":
+        if store is None:
+            raise ValueError("generated dialogues are read from a store")
+        manifest = store.manifest(store.resolve(ArtifactRef.parse(config.path)))
+        path = str(manifest.ref())
+        records = read_jsonl(store.uri(manifest.files[GENERATED_DIALOGUES_FILE].path), config.media.max_record_bytes,
+                             store.options)
+        media = None
     else:
         records, media = read_hf(config), media_roots(None, config.media, config.root)
     records = list(records)
     if config.limit is not None and len(records) > config.limit:
         keep = sorted(random.Random(config.seed).sample(range(len(records)), config.limit))
         records = [records[i] for i in keep]
-    batch = parse_records(records, media)
-    batch.description = {"kind": config.kind, "path": config.path, "records": len(records),
+    batch = parse_records(records, media, answered_only)
+    batch.description = {"kind": config.kind, "path": path, "records": len(records),
                          "limit": config.limit, "seed": config.seed}
     return batch

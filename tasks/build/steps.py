@@ -11,16 +11,17 @@ from tqdm import tqdm
 
 from omniforge.config import PipelineConfig
 from omniforge.hashing import stable_hash
-from omniforge.storage import ArtifactStore
+from omniforge.storage import ArtifactStore, store_from_config
 from omniforge.tasks.common.records import SourceBatch
 from omniforge.tasks.build.plan import Plan, plan_build
 from omniforge.tasks.build.publish import BuildResult, publish_build
 from omniforge.tasks.common.ray_runtime import ray_session
+from omniforge.tasks.common.result_cache import ResultCache
+from omniforge.storage.schemas import UTTERANCE_CACHE_SCHEMA
 from omniforge.tasks.build.rewrite import rewrite_assistant_turns
 from omniforge.tasks.build.sources import add_spoken_text, load_corpus_source, load_source
 from omniforge.tasks.build.synthesis import remembered, synthesize_on_ray
 from omniforge.tasks.build.tts import espeak_available
-from omniforge.tasks.build.cache import UtteranceCache
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def corpus_recipe(config: PipelineConfig) -> dict:
 
 
 def load_and_plan(config: PipelineConfig) -> Plan:
-    batch: SourceBatch = load_source(config.build.source)
+    batch: SourceBatch = load_source(config.build.source, store_from_config(config.store))
     if config.build.text.rewrite.enabled:
         changed = rewrite_assistant_turns(batch, config.build.text.rewrite)
         log.info("rewrote %d assistant turns in spoken style", changed)
@@ -69,8 +70,10 @@ def load_corpus_and_plan(store: ArtifactStore, config: PipelineConfig) -> Plan:
     return plan_build(batch, config.build, with_espeak=False)
 
 
-def open_cache(store: ArtifactStore, config: PipelineConfig) -> UtteranceCache:
-    return UtteranceCache.for_store(store, config.build.cache_url, "tts", config.build.synthesis.checkpoint_every)
+def open_cache(store: ArtifactStore, config: PipelineConfig) -> ResultCache:
+    """The finished utterances (synthesized, checked and gated), by content key."""
+    return ResultCache.for_store(store, config.build.cache_url, "tts", UTTERANCE_CACHE_SCHEMA,
+                                 config.build.synthesis.checkpoint_every)
 
 
 @dataclass
@@ -79,7 +82,7 @@ class SynthesisRun:
     transient: dict[str, dict] = field(default_factory=dict)  # failures reported, not cached (retried next run)
 
 
-def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig) -> SynthesisRun:
+def synthesize_missing(plan: Plan, cache: ResultCache, config: PipelineConfig) -> SynthesisRun:
     """Synthesize every job whose key is not cached yet."""
     done = cache.done_keys()
     jobs = plan.jobs()
@@ -104,7 +107,7 @@ def synthesize_missing(plan: Plan, cache: UtteranceCache, config: PipelineConfig
     return run
 
 
-def publish(store: ArtifactStore, plan: Plan, cache: UtteranceCache, name: str, recipe: dict, run: SynthesisRun,
+def publish(store: ArtifactStore, plan: Plan, cache: ResultCache, name: str, recipe: dict, run: SynthesisRun,
             flow_run_id: str | None, on_reject: str) -> BuildResult:
     """dialogues/NAME and speech/NAME from the plan's cached audio (`recipe`: what decided it); a
     dialogue with a transient failure is left out of this version, its reason in the rejects; one

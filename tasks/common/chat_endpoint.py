@@ -1,6 +1,6 @@
-"""One client for OpenAI-compatible chat endpoints (vLLM, SGLang, llama.cpp server, hosted APIs): the
-build's rewrite and the dialogue generator ask through it, so retries, backoff and where the API key
-may go are decided once."""
+"""One client for OpenAI-compatible chat endpoints (vLLM, SGLang, llama.cpp server, hosted APIs), or a
+local transformers model when no endpoint is set: the build's rewrite and the dialogue generator ask
+through it, so retries, backoff and where the API key may go are decided once."""
 
 from __future__ import annotations
 
@@ -78,3 +78,26 @@ def _retry_after(response: httpx.Response, default: float) -> float:
         return min(float(response.headers["retry-after"]), MAX_RETRY_AFTER_S)
     except (KeyError, ValueError):
         return default
+
+
+class ChatModel:
+    """A chat model to ask: the configured endpoint, or, without one, a local transformers model
+    (`model`: a directory) run in this process."""
+
+    def __init__(self, config: ChatEndpointConfig) -> None:
+        if not config.model:
+            raise ChatEndpointError("a chat model needs `model` (a model at the endpoint, or a local directory)")
+        self.config = config
+        self.endpoint = ChatEndpoint(config) if config.endpoint else None
+        self._pipeline = None
+
+    def complete(self, messages: list[dict], max_tokens: int, temperature: float = 0.0) -> str:
+        if self.endpoint is not None:
+            return self.endpoint.complete(messages, max_tokens=max_tokens, temperature=temperature)
+        if self._pipeline is None:
+            from transformers import pipeline
+
+            self._pipeline = pipeline("text-generation", model=self.config.model)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        out = self._pipeline(messages, max_new_tokens=max_tokens, **sampling)
+        return out[0]["generated_text"][-1]["content"]

@@ -170,11 +170,12 @@ def _answers(record: dict) -> list[str]:
     return [str(a) for a in answers] if isinstance(answers, list) else []
 
 
-def read_jsonl(path: str, max_record_bytes: int = MediaConfig().max_record_bytes) -> Iterable[tuple[str, Any]]:
+def read_jsonl(path: str, max_record_bytes: int = MediaConfig().max_record_bytes,
+               storage_options: dict | None = None) -> Iterable[tuple[str, Any]]:
     """(origin, record) per non-blank line; a line that is not UTF-8, not JSON or longer than
     `max_record_bytes` comes as a RecordError for that line, so one bad line never stops the others
     (and no line is held whole past the cap)."""
-    with fsspec.open(path, "rb") as handle:
+    with fsspec.open(path, "rb", **(storage_options or {})) as handle:
         for number, raw in enumerate(_bounded_lines(handle, max_record_bytes), start=1):
             origin = f"line {number}"
             if raw is None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omniforge.config.build import TextConfig
-from omniforge.tasks.build.speech_text import Unspeakable, split_sentences, to_spoken
+from omniforge.tasks.common.speech_text import Unspeakable, split_sentences, to_spoken
 
 
 def spoken(text: str, segment: int = 300, turn: int = 1500, scripts=frozenset({"LATIN"})) -> str:

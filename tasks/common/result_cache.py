@@ -1,9 +1,10 @@
-"""Finished utterances, keyed by content hash, kept as Parquet shards under the store.
+"""Finished results (synthesized utterances, generated dialogues), keyed by content hash, kept as
+Parquet shards under the store.
 
 The cache is what makes builds resumable and incremental: the driver flushes a shard every few
 dozen results, each shard appears atomically (put-if-absent of a complete file), and a later run
 skips every key already there. Failures are cached too (with their reason): a text the engine
-cannot say is not retried on every run.
+cannot say, or an instruction the generator refuses, is not retried on every run.
 """
 
 from __future__ import annotations
@@ -19,22 +20,22 @@ import pyarrow.parquet as pq
 from omniforge.storage import ArtifactStore
 from omniforge.storage.store import read_parquet_bytes
 from omniforge.storage.fs import join, open_root, put_if_absent
-from omniforge.storage.schemas import UTTERANCE_CACHE_SCHEMA
-
 log = logging.getLogger(__name__)
 
-class UtteranceCache:
-    def __init__(self, url: str, options: dict | None = None, flush_every: int = 64) -> None:
+
+class ResultCache:
+    """Rows of `schema` (with a `key` column) in shards under `url`."""
+
+    def __init__(self, url: str, schema: pa.Schema, options: dict | None = None, flush_every: int = 64) -> None:
         self.fs, self.root = open_root(url, options)
-        self.flush_every = flush_every
+        self.schema, self.flush_every = schema, flush_every
         self._pending: list[dict] = []
 
     @classmethod
-    def for_store(cls, store: ArtifactStore, url: str | None, namespace: str, flush_every: int) -> "UtteranceCache":
+    def for_store(cls, store: ArtifactStore, url: str | None, namespace: str, schema: pa.Schema,
+                  flush_every: int) -> "ResultCache":
         """The cache at `url`, or by default beside the store's artifacts under cache/NAMESPACE."""
-        if url:
-            return cls(url, store.options, flush_every)
-        return cls(store.uri(f"cache/{namespace}"), store.options, flush_every)
+        return cls(url or store.uri(f"cache/{namespace}"), schema, store.options, flush_every)
 
     def _shards(self) -> list[str]:
         self.fs.invalidate_cache(self.root)
@@ -67,7 +68,7 @@ class UtteranceCache:
         if not self._pending:
             return
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(self._pending, schema=UTTERANCE_CACHE_SCHEMA), buffer)
+        pq.write_table(pa.Table.from_pylist(self._pending, schema=self.schema), buffer)
         put_if_absent(self.fs, join(self.root, f"part-{uuid.uuid4().hex}.parquet"), buffer.getvalue())
         self._pending = []
 

@@ -1,0 +1,1 @@
+"""Stage 0: multi-turn dialogues written by an LLM from single-turn instructions."""
