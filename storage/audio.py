@@ -25,5 +25,14 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int]:
     return wave.mean(axis=1), rate
 
 
+def audio_seconds(data: bytes) -> float | None:
+    """An encoded file's duration from its header, without decoding it; None when soundfile cannot
+    read it as audio."""
+    try:
+        return float(sf.info(io.BytesIO(data)).duration)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+
+
 def audio_cell(data: bytes | None, path: str | None = None) -> dict | None:
     return None if data is None else {"bytes": data, "path": path}

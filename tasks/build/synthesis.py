@@ -20,7 +20,7 @@ import numpy as np
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.config.build import (BuildConfig, QualityGateConfig, TextConfig, TTSConfig, ValidationConfig,
                                     VoiceConfig)
-from omniforge.storage.audio import decode_audio, encode_audio
+from omniforge.storage.audio import audio_seconds, decode_audio, encode_audio
 from omniforge.tasks.build.checks import AudioRejected, check_audio
 from omniforge.tasks.build.gate import QualityGate, retry_voice
 from omniforge.tasks.common.audio_ops import join_segments, resample
@@ -86,6 +86,9 @@ class SynthesisWorker:
 
     def _speak(self, job: dict, attempt: int) -> tuple[np.ndarray, int, str]:
         if job.get("provided_audio") is not None:
+            seconds = audio_seconds(job["provided_audio"])  # from the header: a long file is never decoded
+            if seconds is not None and seconds > self.validation.max_duration_s:
+                raise AudioRejected("too_long", f"{seconds:.2f} s > {self.validation.max_duration_s} s")
             try:
                 wave, rate = decode_audio(job["provided_audio"])
             except Exception as err:  # noqa: BLE001 - soundfile raises several types

@@ -17,7 +17,7 @@ import numpy as np
 from omniforge.config.media import MediaConfig
 from omniforge.errors import InputError
 from omniforge.hashing import stable_hash
-from omniforge.storage.audio import encode_audio
+from omniforge.storage.audio import audio_seconds, encode_audio
 
 Role = Literal["user", "assistant"]
 
@@ -240,7 +240,8 @@ class MediaRefused(InputError, ValueError):
 def read_media(path: str, roots: MediaRoots) -> bytes:
     """A media file's bytes: a relative path from the first of `roots.dirs` that holds it, an absolute
     path or URL as is; each only when it lies under one of the dirs (URLs anywhere only when allowed),
-    is a regular file and is at most `max_bytes`. Raises MediaRefused, or MediaNotFound."""
+    is a regular file and is at most `max_bytes`, and, when it is audio, lasts at most `max_audio_seconds`
+    by its header. Raises MediaRefused, or MediaNotFound."""
     remote = "://" in path or "::" in path
     anywhere = remote and roots.limits.allow_urls
     if remote and not anywhere and not any(_under(path, d) for d in roots.dirs):
@@ -264,6 +265,10 @@ def read_media(path: str, roots: MediaRoots) -> bytes:
             data = handle.read(limit + 1)
         if len(data) > limit:  # it grew after the check, or its size was not known
             raise MediaRefused("media_too_large", f"{path} is over media.max_bytes {limit}")
+        seconds = audio_seconds(data)  # None: not audio (a token file) or unreadable, which its reader says
+        if seconds is not None and seconds > roots.limits.max_audio_seconds:
+            raise MediaRefused("media_too_long", f"{path} lasts {seconds:.0f} s (media.max_audio_seconds "
+                                                 f"{roots.limits.max_audio_seconds:g})")
         return data
     raise MediaNotFound(f"{path} not found (tried {', '.join(dict.fromkeys(candidates))})")
 

@@ -77,6 +77,9 @@ def test_skipped_looped_and_silent_speech_are_rejected_with_their_reason(worker)
     silent = worker.one(job(TEXT, wav(np.zeros(2 * SynthesisWorker.sample_rate, np.float32))))
     assert silent["error_reason"] == "silent"
 
+    hour = encode_audio(np.zeros(3600 * 8000, np.float32), 8000)  # 100 KB of FLAC: refused by its header
+    assert worker.one(job(TEXT, hour))["error_reason"] == "too_long"
+
 
 def test_another_voice_is_rejected(worker):
     if not espeak_available():

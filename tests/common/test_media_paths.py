@@ -78,6 +78,21 @@ def test_media_past_the_size_cap_is_refused_before_it_is_read(data):
     assert len(read_media("big.wav", MediaRoots((str(data),), MediaConfig(max_bytes=5000)))) == 5000
 
 
+def test_audio_past_the_duration_cap_is_refused_from_its_header(data):
+    """20 minutes of silence are 59 KB of FLAC and 77 MB of samples: refused by the header, never decoded."""
+    import numpy as np
+
+    from omniforge.storage.audio import encode_audio
+
+    (data / "long.flac").write_bytes(encode_audio(np.zeros(16000 * 1200, np.float32), 16000))
+    roots = MediaRoots((str(data),), MediaConfig(max_audio_seconds=600))
+    with pytest.raises(MediaRefused, match="media_too_long: long.flac lasts 1200 s"):
+        read_media("long.flac", roots)
+    assert read_media("q.wav", roots) == (data / "q.wav").read_bytes()
+    (data / "tokens.npy").write_bytes(b"\x93NUMPY not audio")
+    assert read_media("tokens.npy", roots)  # not audio: its own reader decides
+
+
 def test_urls_under_a_url_source_are_its_own_files():
     fs = fsspec.filesystem("memory")
     fs.pipe("/bucket/set/q.wav", b"RIFF....")
