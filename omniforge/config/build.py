@@ -121,6 +121,15 @@ class TTSConfig(Section):
     cosyvoice_model_dir: str | None = Field(None, description="Local CosyVoice 2 model directory.")
 
 
+class PlanningConfig(Section):
+    """How making the text speakable is spread over Ray (it decides nothing about the result)."""
+
+    workers: int = Field(1, ge=1, description="Ray actors that normalize the text (NeMo's grammars: 13-60 ms a turn "
+                         "with a number); 1 plans in the driver, as small sources should.")
+    batch_size: int = Field(256, ge=1, description="Dialogues per call to a worker; a source of at most this many "
+                            "is planned in the driver.")
+
+
 class SynthesisConfig(Section):
     """How synthesis is spread over Ray."""
 
@@ -183,6 +192,7 @@ class BuildConfig(Section):
     source: SourceConfig = Field(default_factory=SourceConfig, description="Text dialogue source.")
     text: TextConfig = Field(default_factory=TextConfig, description="Text normalization.")
     tts: TTSConfig = Field(default_factory=TTSConfig, description="Voices.")
+    planning: PlanningConfig = Field(default_factory=PlanningConfig, description="Ray parallelism of the text.")
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="Ray parallelism.")
     validation: ValidationConfig = Field(default_factory=ValidationConfig, description="Audio level checks.")
     gate: QualityGateConfig = Field(default_factory=QualityGateConfig, description="The quality gate: ASR round "

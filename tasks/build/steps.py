@@ -13,7 +13,7 @@ from omniforge.config import PipelineConfig
 from omniforge.hashing import stable_hash
 from omniforge.storage import ArtifactStore, store_from_config
 from omniforge.tasks.common.records import SourceBatch
-from omniforge.tasks.build.plan import Plan, plan_build
+from omniforge.tasks.build.plan import Plan, plan_build, planned_on_ray
 from omniforge.tasks.build.publish import BuildResult, publish_build
 from omniforge.tasks.common.ray_runtime import ray_session
 from omniforge.tasks.common.result_cache import ResultCache
@@ -34,7 +34,7 @@ TEXT_NOT_IN_RECIPE = {"normalizer_cache": True, "max_raw_chars": True,
 
 def build_recipe(config: PipelineConfig) -> dict:
     """The settings that decide the dialogue dataset's content (parallelism and input guards do not)."""
-    return config.build.model_dump(mode="json", exclude={"synthesis": True, "source": {"media"},
+    return config.build.model_dump(mode="json", exclude={"synthesis": True, "planning": True, "source": {"media"},
                                                          "text": TEXT_NOT_IN_RECIPE})
 
 
@@ -53,7 +53,15 @@ def load_and_plan(config: PipelineConfig) -> Plan:
     if config.build.text.rewrite.enabled:
         changed = rewrite_assistant_turns(batch, config.build.text.rewrite)
         log.info("rewrote %d assistant turns in spoken style", changed)
-    return plan_build(batch, config.build, with_espeak=espeak_available())
+    return plan_source(batch, config, espeak_available())
+
+
+def plan_source(batch: SourceBatch, config: PipelineConfig, with_espeak: bool) -> Plan:
+    """`plan_build`, in a Ray session when the source is large enough to plan on Ray actors."""
+    if not planned_on_ray(config.build, len(batch.dialogues)):
+        return plan_build(batch, config.build, with_espeak)
+    with ray_session(config.ray):
+        return plan_build(batch, config.build, with_espeak)
 
 
 def load_corpus_and_plan(store: ArtifactStore, config: PipelineConfig) -> Plan:
@@ -67,7 +75,7 @@ def load_corpus_and_plan(store: ArtifactStore, config: PipelineConfig) -> Plan:
             if role == "assistant":
                 add_spoken_text(batch, text, f"{speech.ref()} {utterance}")
         batch.description["dialogues"] = str(speech.ref())
-    return plan_build(batch, config.build, with_espeak=False)
+    return plan_source(batch, config, with_espeak=False)
 
 
 def open_cache(store: ArtifactStore, config: PipelineConfig) -> ResultCache:
