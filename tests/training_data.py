@@ -10,10 +10,12 @@ TINY_LM = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, 
 
 
 def data_config(store_url: str, dialogues: int = 6) -> PipelineConfig:
+    # the gate's ASR is off: tiny.en mishears one of these questions and the gate would cut its dialogue,
+    # which the tests that train on this set are not about (the gate's own tests: tests/build/test_gate.py)
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={store_url}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
         "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
-        "units.decoder.steps=5"])
+        "units.decoder.steps=5", "build.gate.max_wer=null"])
 
 
 def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int = 2,

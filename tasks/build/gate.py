@@ -132,5 +132,6 @@ class QualityGate:
 
 
 def gate_identity(config: QualityGateConfig) -> dict | None:
-    """What of the gate decides which audio an utterance ends with (None: no gate)."""
-    return config.model_dump(mode="json") if config.enabled else None
+    """What of the gate decides which audio an utterance ends with (None: no gate); what becomes of a
+    dialogue with a rejected turn (`on_reject`) is the publishing's business, not the utterance's."""
+    return config.model_dump(mode="json", exclude={"on_reject"}) if config.enabled else None
