@@ -18,6 +18,8 @@ from omniforge.config.build import QualityGateConfig, VoiceConfig
 from omniforge.hashing import stable_hash
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.tasks.build.checks import AudioRejected
+from omniforge.tasks.common.asr import word_error_rate
+from omniforge.tasks.common.speaker import similarity
 from omniforge.tasks.common.speech_text import Unspeakable, spell_out
 from omniforge.tasks.common.audio_ops import silence_ratio
 
@@ -82,9 +84,6 @@ class QualityGate:
     def measure(self, wave: np.ndarray, text: str, voice: VoiceConfig | None) -> GateFigures:
         """Every configured figure of a wave at the input rate; `voice` None: provided audio (no
         chosen voice to compare with)."""
-        from omniforge.tasks.common.asr import word_error_rate
-        from omniforge.tasks.common.speaker import similarity
-
         figures = GateFigures()
         if not self.config.enabled:
             return figures
