@@ -72,6 +72,10 @@ class Manifest(BaseModel):
     stats: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
+    def made_as(self, content_hash: str, config_hash: str) -> bool:
+        """Whether this version already is this content made with this recipe (nothing new to publish)."""
+        return self.stats.get("content_hash") == content_hash and self.config_hash == config_hash
+
     def ref(self) -> ArtifactRef:
         return ArtifactRef(self.kind, self.name, self.version)
 

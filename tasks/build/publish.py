@@ -149,8 +149,7 @@ def publish_build(store: ArtifactStore, name: str, plan: Plan, results: dict[str
     summary.update(content_hash=fingerprint, voices=plan.voices, source=source, gate=gate_summary(quality, failed))
 
     previous = store.latest_manifest(Kind.speech, name)
-    if previous is not None and previous.stats.get("content_hash") == fingerprint \
-            and previous.config_hash == config_hash:
+    if previous is not None and previous.made_as(fingerprint, config_hash):
         current = {**previous.stats, "synthesized_this_run": synthesized, "reused_rows": previous.stats["turns"]}
         [dialogues] = previous.parents_of(Kind.dialogues)
         return BuildResult(store.manifest(dialogues), previous, current, published=False)

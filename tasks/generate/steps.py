@@ -138,15 +138,15 @@ def publish_generated(store: ArtifactStore, plan: GenerationPlan, cache: ResultC
             turns[job.turns] += 1
     content = "".join(line + "\n" for line in lines).encode()
     recipe = generation_recipe(config)
+    recipe_hash = stable_hash(recipe)
     stats = {"dialogues": len(lines), "user_turns": {str(k): turns[k] for k in sorted(turns)},
              "rejects": len(rejects), "rejects_by_reason": dict(Counter(r.reason for r in rejects)),
              "source": plan.source, "generator": {"endpoint": settings.chat.endpoint, "model": settings.chat.model},
              "generated_this_run": run.generated, "content_hash": hashlib.sha256(content).hexdigest()}
     previous = store.latest_manifest(Kind.dialogues, settings.name)
-    if previous is not None and previous.stats.get("content_hash") == stats["content_hash"] \
-            and previous.config_hash == stable_hash(recipe):
+    if previous is not None and previous.made_as(stats["content_hash"], recipe_hash):
         return previous, False
-    writer = store.writer(Kind.dialogues, settings.name, config=recipe, config_hash=stable_hash(recipe),
+    writer = store.writer(Kind.dialogues, settings.name, config=recipe, config_hash=recipe_hash,
                           flow_run_id=flow_run_id)
     writer.add_file(GENERATED_DIALOGUES_FILE, content)
     writer.write_table("rejects", pa.Table.from_pylist([r.as_row() for r in rejects], schema=REJECT_SCHEMA))
