@@ -41,7 +41,7 @@ def bare_loop(dialogues: int) -> tuple[float, float]:
     from omniforge.tasks.build.synthesis import make_worker
 
     cfg = config(tempfile.mkdtemp(), dialogues, 1)
-    jobs = load_and_plan(cfg).jobs()
+    jobs = list(load_and_plan(cfg).jobs())
     worker = make_worker(cfg.build)
     worker.run(jobs[:8])  # load the voice model and warm the engine up (a flow's actor gets no such favour)
     start = time.perf_counter()

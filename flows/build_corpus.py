@@ -32,6 +32,6 @@ def build_corpus(config: PipelineConfig) -> dict:
     """Build (or extend) the TTS corpus `config.corpus.name`; returns the summary."""
     logger = get_run_logger()
     plan = load_and_plan(config)
-    logger.info("planned %d corpus utterances (%d rejected)", len(plan.utterances), len(plan.rejects))
+    logger.info("planned %d corpus utterances (%d rejected)", plan.utterance_count, len(plan.rejects))
     result = publish(plan, synthesize(plan, config), config)
     return announce_build(result, config, artifact_key("corpus", config.corpus.name), "TTS corpus")

@@ -39,7 +39,7 @@ def build_dialogues(config: PipelineConfig) -> dict:
     logger = get_run_logger()
     plan = load_and_plan(config)
     logger.info("planned %d utterances from %d dialogues (%d rejected so far)",
-                len(plan.utterances), len({u.dialogue_id for u in plan.utterances}), len(plan.rejects))
+                plan.utterance_count, plan.dialogue_count, len(plan.rejects))
     result = publish(plan, synthesize(plan, config), config)
     return announce_build(result, config, artifact_key("build", config.build.name), "Spoken-dialogue build")
 

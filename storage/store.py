@@ -240,6 +240,7 @@ class VersionWriter:
             config=config, config_hash=config_hash, code_version=code_version(),
             flow_run_id=flow_run_id,
         )
+        self._waiting: dict[str, pa.Table] = {}  # rows `append` holds back until a shard is full
 
     @staticmethod
     def _parent(store: ArtifactStore, parent: Manifest | ArtifactRef) -> ParentEntry:
@@ -268,11 +269,50 @@ class VersionWriter:
             file = self._put(f"{table_name}-{len(entry.shards):05d}.parquet", buffer.getvalue())
             entry.shards.append(ShardEntry(**file.model_dump(), rows=chunk.num_rows))
 
-    def reuse_shards(self, table_name: str, source: Manifest, source_table: str | None = None) -> None:
-        """Reference every shard of `source`'s table (a parent's) without copying it."""
+    def append(self, table_name: str, table: pa.Table) -> None:
+        """Append rows to `table_name` a full shard at a time: the rest waits for more rows (or `flush`,
+        which `publish` calls), so rows added in small pieces still make full shards."""
+        waiting = self._waiting.get(table_name)
+        table = table if waiting is None else pa.concat_tables([waiting, table])
+        full = table.num_rows - table.num_rows % self.store.rows_per_shard
+        if full:
+            self.write_table(table_name, table.slice(0, full))
+        self._waiting[table_name] = table.slice(full)
+
+    def flush(self) -> None:
+        """Write the rows `append` holds back."""
+        for table_name, table in self._waiting.items():
+            if table.num_rows:
+                self.write_table(table_name, table)
+        self._waiting = {}
+
+    def reuse_shards(self, table_name: str, source: Manifest, source_table: str | None = None,
+                     first: bool = False) -> None:
+        """Reference every shard of `source`'s table (a parent's) without copying it, after the shards
+        written so far (`first`: before them)."""
         entry_from = self.store._table(source, source_table or table_name)
         entry = self.manifest.tables.setdefault(table_name, TableEntry(schema_fields=entry_from.schema_fields))
-        entry.shards.extend(s.model_copy() for s in entry_from.shards)
+        if entry.schema_fields != entry_from.schema_fields:
+            raise ValueError(f"table {table_name!r}: schema differs from {source.ref()}'s")
+        reused = [s.model_copy() for s in entry_from.shards]
+        entry.shards = reused + entry.shards if first else entry.shards + reused
+
+    def ensure_table(self, table_name: str, schema: pa.Schema) -> None:
+        """Give the version an (empty) table `table_name` when nothing was written to it."""
+        self.flush()
+        if table_name not in self.manifest.tables:
+            self.write_table(table_name, schema.empty_table())
+
+    def add_parents(self, parents: list[Manifest | ArtifactRef]) -> None:
+        """Parents known only once the files are written (a version published meanwhile)."""
+        self.manifest.parents.extend(self._parent(self.store, p) for p in parents)
+
+    def discard(self) -> None:
+        """Remove what was written, when the version turns out not to be needed."""
+        self._waiting = {}
+        path = self.store.path(self.data_dir)
+        if self.store.fs.exists(path):
+            self.store.fs.rm(path, recursive=True)
 
     def add_file(self, filename: str, data: bytes) -> None:
         self.manifest.files[filename] = self._put(filename, data)
@@ -285,6 +325,7 @@ class VersionWriter:
         return entry
 
     def publish(self) -> Manifest:
+        self.flush()
         return self.store.publish(self.manifest)
 
 

@@ -128,6 +128,8 @@ class PlanningConfig(Section):
                          "with a number); 1 plans in the driver, as small sources should.")
     batch_size: int = Field(256, ge=1, description="Dialogues per call to a worker; a source of at most this many "
                             "is planned in the driver.")
+    spill_dialogues: int = Field(500, ge=1, description="Planned dialogues per part of the plan on local disk: "
+                                 "what the driver holds at once while it plans, synthesizes and publishes.")
 
 
 class SynthesisConfig(Section):

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from itertools import groupby
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import audio_cell
 from omniforge.storage.schemas import DIALOGUE_SCHEMA, QUALITY_SCHEMA, REJECT_SCHEMA, speech_schema
 from omniforge.tasks.common.records import Reject
-from omniforge.tasks.common.incremental import unchanged_rows
 from omniforge.tasks.build.gate import FIGURES as GATE_FIGURES
 from omniforge.tasks.build.gate import REASONS as GATE_REASONS
 from omniforge.tasks.build.plan import Plan, Utterance
@@ -37,21 +39,22 @@ class BuildResult:
     published: bool = True
 
 
-def kept_utterances(plan: Plan, results: dict[str, dict], on_reject: str = "drop") -> tuple[list[Utterance], list[Reject]]:
-    """Utterances of dialogues whose every turn succeeded, and a reject per failed dialogue; with
-    `on_reject` "cut", a failed dialogue keeps its turns before the failed one when they end with an
-    answer."""
+def kept_utterances(utterances: list[Utterance], results: dict[str, dict],
+                    on_reject: str = "drop") -> tuple[list[Utterance], list[Reject]]:
+    """Of whole dialogues' `utterances`, those of dialogues whose every turn succeeded, and a reject per
+    failed dialogue; with `on_reject` "cut", a failed dialogue keeps its turns before the failed one
+    when they end with an answer."""
     by_dialogue: dict[str, list[Utterance]] = {}
-    for utterance in plan.utterances:
+    for utterance in utterances:
         by_dialogue.setdefault(utterance.dialogue_id, []).append(utterance)
     kept, rejects = [], []
-    for dialogue_id, utterances in by_dialogue.items():
-        failed = next((u for u in utterances if results.get(u.key, {}).get("audio") is None), None)
+    for dialogue_id, turns in by_dialogue.items():
+        failed = next((u for u in turns if results.get(u.key, {}).get("audio") is None), None)
         if failed is None:
-            kept.extend(utterances)
+            kept.extend(turns)
             continue
         row = results.get(failed.key, {})
-        before = utterances[: utterances.index(failed)] if on_reject == "cut" else []
+        before = turns[: turns.index(failed)] if on_reject == "cut" else []
         while before and before[-1].role != "assistant":
             before.pop()
         kept.extend(before)
@@ -70,22 +73,10 @@ def quality_rows(kept: list[Utterance], results: dict[str, dict]) -> pa.Table:
                                   **{n: results[u.key].get(n) for n in names}} for u in kept], schema=QUALITY_SCHEMA)
 
 
-def gate_summary(quality: pa.Table, rejects: list[Reject]) -> dict:
-    """How the gate went: utterances said more than once, rejects by reason, each figure's spread."""
-    attempts = [a for a in quality.column("attempts").to_pylist() if a is not None]
-    figures = {}
-    for name in GATE_FIGURES:
-        values = [v for v in quality.column(name).to_pylist() if v is not None]
-        if values:
-            figures[name] = histogram(values)
-    return {"resynthesized": sum(a > 1 for a in attempts), "extra_tries": sum(a - 1 for a in attempts),
-            "rejected": dict(Counter(r.reason for r in rejects if r.reason in GATE_REASONS)), "figures": figures}
-
-
-def histogram(values: list[float], bins: int = HISTOGRAM_BINS) -> dict:
-    counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
-    return {"n": len(values), "median": round(float(np.median(values)), 4), "min": round(float(min(values)), 4),
-            "max": round(float(max(values)), 4), "edges": [round(float(e), 4) for e in edges],
+def histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> dict:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"n": len(values), "median": round(float(np.median(values)), 4), "min": round(float(values.min()), 4),
+            "max": round(float(values.max()), 4), "edges": [round(float(e), 4) for e in edges],
             "counts": counts.tolist()}
 
 
@@ -101,17 +92,74 @@ def speech_row(utterance: Utterance, result: dict) -> dict:
     }
 
 
-def content_hash(table: pa.Table) -> str:
-    """Hash of the dataset's content, independent of row order and sharding: equal for a resumed
-    build and an uninterrupted one."""
-    ids = table.column("utterance_id").to_pylist()
-    columns = {name: table.column(name).to_pylist() for name in ("key", "speaker", "text", "audio", "audio_native")}
-    digest = hashlib.sha256()
-    for i in sorted(range(len(ids)), key=ids.__getitem__):
-        audio = hashlib.sha256(columns["audio"][i]["bytes"]).hexdigest()
-        native = hashlib.sha256(columns["audio_native"][i]["bytes"]).hexdigest()
-        digest.update(f"{ids[i]}|{columns['key'][i]}|{columns['speaker'][i]}|{columns['text'][i]}|{audio}|{native}\n".encode())
-    return digest.hexdigest()
+def row_digest(row: dict) -> int:
+    """One speech row's content (id, key, speaker, text and both audio files) as a 256-bit number."""
+    audio = hashlib.sha256(row["audio"]["bytes"]).hexdigest()
+    native = hashlib.sha256(row["audio_native"]["bytes"]).hexdigest()
+    line = f"{row['utterance_id']}|{row['key']}|{row['speaker']}|{row['text']}|{audio}|{native}"
+    return int.from_bytes(hashlib.sha256(line.encode()).digest(), "big")
+
+
+class SpeechTally:
+    """What a speech version's summary says of its rows, added up a part at a time (a dataset of any
+    size is summarized without holding it). The content hash is the sum of the rows' digests modulo
+    2^256: independent of row order and sharding, so equal for a resumed build and an uninterrupted one."""
+
+    def __init__(self) -> None:
+        self.roles: Counter[str] = Counter()
+        self.dialogue_ids: set[str] = set()
+        self.speakers: set[str] = set()
+        self.seconds = 0.0
+        self.digest = 0
+        self.attempts: list[np.ndarray] = []
+        self.figures: dict[str, list[np.ndarray]] = {name: [] for name in GATE_FIGURES}
+
+    def add(self, speech: pa.Table, quality: pa.Table | None = None) -> None:
+        """Rows of the speech schema (at least dialogue_id, role, speaker, duration), their gate figures."""
+        self.roles.update(speech.column("role").to_pylist())
+        self.dialogue_ids.update(speech.column("dialogue_id").to_pylist())
+        self.speakers.update(speech.column("speaker").to_pylist())
+        self.seconds += float(pc.sum(speech.column("duration")).as_py() or 0.0)
+        if quality is not None:
+            self.attempts.append(_values(quality, "attempts"))
+            for name in GATE_FIGURES:
+                self.figures[name].append(_values(quality, name))
+
+    def add_rows(self, rows: list[dict]) -> None:
+        self.digest = (self.digest + sum(row_digest(row) for row in rows)) % 2 ** 256
+
+    @property
+    def content_hash(self) -> str:
+        return f"{self.digest:064x}"
+
+    def summary(self, rejects: list[Reject], synthesized: int) -> dict:
+        return {
+            "dialogues": len(self.dialogue_ids),
+            "turns": sum(self.roles.values()),
+            "user_turns": self.roles["user"],
+            "assistant_turns": self.roles["assistant"],
+            "hours": round(self.seconds / 3600, 4),
+            "speakers": len(self.speakers),
+            "rejects": len(rejects),
+            "rejects_by_reason": dict(Counter(r.reason for r in rejects)),
+            "synthesized_this_run": synthesized,
+        }
+
+    def gate_summary(self, rejects: list[Reject]) -> dict:
+        """How the gate went: utterances said more than once, rejects by reason, each figure's spread."""
+        attempts = np.concatenate([np.zeros(0), *self.attempts])
+        figures = {}
+        for name, parts in self.figures.items():
+            values = np.concatenate([np.zeros(0), *parts])
+            if len(values):
+                figures[name] = histogram(values)
+        return {"resynthesized": int((attempts > 1).sum()), "extra_tries": int((attempts - 1).sum()),
+                "rejected": dict(Counter(r.reason for r in rejects if r.reason in GATE_REASONS)), "figures": figures}
+
+
+def _values(table: pa.Table, name: str) -> np.ndarray:
+    """A column's non-null values as float64."""
+    return np.asarray([v for v in table.column(name).to_pylist() if v is not None], dtype=np.float64)
 
 
 def dialogue_rows(kept: list[Utterance]) -> pa.Table:
@@ -121,59 +169,83 @@ def dialogue_rows(kept: list[Utterance]) -> pa.Table:
         "truncated": u.truncated, "key": u.key} for u in kept], schema=DIALOGUE_SCHEMA)
 
 
-def summarize(speech: pa.Table, dialogues: int, rejects: list[Reject], synthesized: int) -> dict:
-    durations = speech.column("duration").to_pylist()
-    roles = speech.column("role").to_pylist()
-    return {
-        "dialogues": dialogues,
-        "turns": speech.num_rows,
-        "user_turns": roles.count("user"),
-        "assistant_turns": roles.count("assistant"),
-        "hours": round(sum(durations) / 3600, 4),
-        "speakers": len(set(speech.column("speaker").to_pylist())),
-        "rejects": len(rejects),
-        "rejects_by_reason": dict(Counter(r.reason for r in rejects)),
-        "synthesized_this_run": synthesized,
-    }
+def previous_keys(store: ArtifactStore, previous: Manifest | None) -> dict[str, str]:
+    """utterance id -> key of the previous version's rows, when new shards may join its shards (the same
+    schema); empty otherwise (an older layout is rewritten whole)."""
+    if previous is None or not previous.tables["data"].holds(speech_schema()):
+        return {}
+    old = store.read_table(previous, columns=["utterance_id", "key"])
+    return dict(zip(old.column("utterance_id").to_pylist(), old.column("key").to_pylist()))
 
 
-def publish_build(store: ArtifactStore, name: str, plan: Plan, results: dict[str, dict],
-                  config: dict, config_hash: str, source: dict, synthesized: int,
-                  flow_run_id: str | None = None, on_reject: str = "drop") -> BuildResult:
-    kept, failed = kept_utterances(plan, results, on_reject)
-    rejects = plan.rejects + failed
-    new_table = pa.Table.from_pylist([speech_row(u, results[u.key]) for u in kept], schema=speech_schema())
-    quality = quality_rows(kept, results)
-    fingerprint = content_hash(new_table)
-    summary = summarize(new_table, len({u.dialogue_id for u in kept}), rejects, synthesized)
-    summary.update(content_hash=fingerprint, voices=plan.voices, source=source, gate=gate_summary(quality, failed))
+def dialogue_chunks(parts: Iterable[list[Utterance]], most: int) -> Iterator[list[Utterance]]:
+    """Whole dialogues' utterances, at most `most` a chunk (a longer dialogue alone): what publishing
+    holds with its audio at once."""
+    for part in parts:
+        chunk: list[Utterance] = []
+        for _, turns in groupby(part, key=lambda u: u.dialogue_id):
+            turns = list(turns)
+            if chunk and len(chunk) + len(turns) > most:
+                yield chunk
+                chunk = []
+            chunk += turns
+        if chunk:
+            yield chunk
 
+
+def publish_build(store: ArtifactStore, name: str, plan: Plan, lookup: Callable[[list[Utterance]], dict[str, dict]],
+                  config: dict, config_hash: str, synthesized: int, flow_run_id: str | None = None,
+                  on_reject: str = "drop") -> BuildResult:
+    """Both versions from the plan a shard's worth of whole dialogues at a time (`lookup`: the results
+    of their utterances).
+    Rows the previous version holds with the same key are not written again: its shards are referenced
+    when every one of its rows is still wanted, else those rows are copied from them."""
     previous = store.latest_manifest(Kind.speech, name)
-    if previous is not None and previous.made_as(fingerprint, config_hash):
+    old = previous_keys(store, previous)
+    text_writer = store.writer(Kind.dialogues, name, config=config, config_hash=config_hash, flow_run_id=flow_run_id)
+    speech_writer = store.writer(Kind.speech, name, config=config, config_hash=config_hash, flow_run_id=flow_run_id)
+    tally, failed, carried = SpeechTally(), [], set()
+    for chunk in dialogue_chunks(plan.parts(), store.rows_per_shard):
+        results = lookup(chunk)
+        kept, rejected = kept_utterances(chunk, results, on_reject)
+        failed += rejected
+        rows = [speech_row(u, results[u.key]) for u in kept]
+        table, quality = pa.Table.from_pylist(rows, schema=speech_schema()), quality_rows(kept, results)
+        tally.add(table, quality)
+        tally.add_rows(rows)
+        text_writer.append("data", dialogue_rows(kept))
+        speech_writer.append("quality", quality)
+        unchanged = {u.utterance_id for u in kept if old.get(u.utterance_id) == u.key}
+        carried |= unchanged
+        speech_writer.append("data", table.filter(pa.array([r["utterance_id"] not in unchanged for r in rows],
+                                                           type=pa.bool_())))
+    rejects = plan.rejects + failed
+    summary = tally.summary(rejects, synthesized)
+    summary.update(content_hash=tally.content_hash, voices=plan.voices, source=plan.source,
+                   gate=tally.gate_summary(failed))
+
+    if previous is not None and previous.made_as(tally.content_hash, config_hash):
+        text_writer.discard()
+        speech_writer.discard()
         current = {**previous.stats, "synthesized_this_run": synthesized, "reused_rows": previous.stats["turns"]}
         [dialogues] = previous.parents_of(Kind.dialogues)
         return BuildResult(store.manifest(dialogues), previous, current, published=False)
 
-    text_writer = store.writer(Kind.dialogues, name, config=config, config_hash=config_hash, flow_run_id=flow_run_id)
-    text_writer.write_table("data", dialogue_rows(kept))
     text_writer.write_table("rejects", pa.Table.from_pylist([r.as_row() for r in rejects], schema=REJECT_SCHEMA))
+    text_writer.ensure_table("data", DIALOGUE_SCHEMA)
     text_writer.stats.update({k: summary[k] for k in ("dialogues", "turns", "rejects", "rejects_by_reason", "source")})
     dialogues = text_writer.publish()
 
-    wanted = dict(zip(new_table.column("utterance_id").to_pylist(), new_table.column("key").to_pylist()))
-    same_schema = previous is not None and previous.tables["data"].holds(new_table.schema)
-    old_ids = unchanged_rows(store, previous, wanted) if same_schema else None  # older layouts are rewritten
-    reused = bool(old_ids)
-    parents = [dialogues] + ([previous] if reused else [])
-    speech_writer = store.writer(Kind.speech, name, parents=parents, config=config, config_hash=config_hash,
-                                 flow_run_id=flow_run_id)
+    reused = bool(old) and carried == old.keys()
     if reused:
-        speech_writer.reuse_shards("data", previous)
-        mask = pa.array([uid not in old_ids for uid in new_table.column("utterance_id").to_pylist()])
-        new_table = new_table.filter(mask)
-    if new_table.num_rows or not reused:
-        speech_writer.write_table("data", new_table)
-    speech_writer.write_table("quality", quality)
-    summary["reused_rows"] = summary["turns"] - new_table.num_rows if reused else 0
+        speech_writer.reuse_shards("data", previous, first=True)
+    elif carried:
+        for batch in store.iter_batches(previous, batch_size=store.rows_per_shard):
+            keep = pc.is_in(batch.column("utterance_id"), value_set=pa.array(sorted(carried), type=pa.string()))
+            speech_writer.append("data", pa.Table.from_batches([batch]).filter(keep))
+    speech_writer.ensure_table("data", speech_schema())
+    speech_writer.ensure_table("quality", QUALITY_SCHEMA)
+    speech_writer.add_parents([dialogues] + ([previous] if reused else []))
+    summary["reused_rows"] = len(carried) if reused else 0
     speech_writer.stats.update(summary)
     return BuildResult(dialogues, speech_writer.publish(), summary)

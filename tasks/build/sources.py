@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import posixpath
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import fsspec
@@ -22,20 +22,61 @@ from omniforge.tasks.common.records import (Dialogue, MediaRoots, RecordError, R
                                             parse_record, read_jsonl)
 
 
+class SourceStream:
+    """A source's dialogues read one record at a time (a source of any size passes through in bounded
+    memory): bad records become `rejects` as they are met, a repeated id is a reject, and
+    `description["records"]` counts what was read once the stream is exhausted."""
+
+    def __init__(self, records: Callable[[], Iterable[tuple[str, Any]]], media: MediaRoots | None = None,
+                 answered_only: bool = True, description: dict | None = None, limit: int | None = None,
+                 seed: int = 0) -> None:
+        self.records, self.media, self.answered_only = records, media, answered_only
+        self.limit, self.seed = limit, seed
+        self.description = dict(description or {})
+        self.rejects: list[Reject] = []
+
+    def _chosen(self) -> Iterator[tuple[str, Any]]:
+        """The records, capped reproducibly at `limit` (a seeded sample, original order kept: one pass to
+        count, one to read)."""
+        if self.limit is None:
+            yield from self.records()
+            return
+        total = sum(1 for _ in self.records())
+        if total <= self.limit:
+            yield from self.records()
+            return
+        keep = set(random.Random(self.seed).sample(range(total), self.limit))
+        yield from (record for index, record in enumerate(self.records()) if index in keep)
+
+    def __iter__(self) -> Iterator[Dialogue]:
+        seen: set[str] = set()
+        read = 0
+        for origin, record in self._chosen():
+            read += 1
+            try:
+                if isinstance(record, RecordError):  # the reader could not even parse it
+                    raise record
+                dialogue = parse_record(record, origin, self.media, self.answered_only)
+            except RecordError as err:
+                self.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
+                continue
+            if dialogue.id in seen:
+                self.rejects.append(Reject(dialogue.id, "id", "duplicate_id", origin))
+                continue
+            seen.add(dialogue.id)
+            yield dialogue
+        self.description["records"] = read
+
+    def batch(self) -> SourceBatch:
+        """The whole stream in memory."""
+        dialogues = list(self)
+        return SourceBatch(dialogues, self.rejects, self.description, {d.id for d in dialogues})
+
+
 def parse_records(records: Iterable[tuple[str, Any]], media: MediaRoots | None = None,
                   answered_only: bool = True) -> SourceBatch:
-    batch = SourceBatch()
-    for origin, record in records:
-        try:
-            if isinstance(record, RecordError):  # the reader could not even parse it
-                raise record
-            dialogue = parse_record(record, origin, media, answered_only)
-        except RecordError as err:
-            batch.rejects.append(Reject(_record_name(origin, record), err.field, err.reason, err.detail))
-            continue
-        if not batch.add(dialogue):
-            batch.rejects.append(Reject(dialogue.id, "id", "duplicate_id", origin))
-    return batch
+    """All of `records` as dialogues and rejects, in memory (eval sets, tests, small sources)."""
+    return SourceStream(lambda: records, media, answered_only).batch()
 
 
 def _record_name(origin: str, record: Any) -> str:
@@ -128,32 +169,36 @@ def add_spoken_text(batch: SourceBatch, text: str, origin: str) -> None:
     batch.add(Dialogue(f"tts-{stable_hash(text.strip())}", [Turn("assistant", text.strip())], origin))
 
 
-def load_source(config: SourceConfig, store: ArtifactStore | None = None, answered_only: bool = True) -> SourceBatch:
-    """Read the configured source, then cap it reproducibly (seeded sample, original order kept).
-    `store`: where `generated` dialogues are; `answered_only` False keeps records that end with a
+def open_source(config: SourceConfig, store: ArtifactStore | None = None, answered_only: bool = True) -> SourceStream:
+    """The configured source as a stream, capped reproducibly (`limit`: a seeded sample, original order
+    kept). `store`: where `generated` dialogues are; `answered_only` False keeps records that end with a
     question (instructions)."""
     path = config.path
     if config.kind == "demo":
-        records = ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
+        def records():
+            return ((f"demo {i}", r) for i, r in enumerate(demo_dialogues(config.demo, config.seed)))
         media = None
     elif config.kind == "jsonl":
-        records = read_jsonl(config.path, config.media.max_record_bytes)
+        def records():
+            return read_jsonl(config.path, config.media.max_record_bytes)
         media = media_roots(config.path, config.media, config.root)
     elif config.kind == "generated":
         if store is None:
             raise ValueError("generated dialogues are read from a store")
         manifest = store.manifest(store.resolve(ArtifactRef.parse(config.path)))
-        path = str(manifest.ref())
-        records = read_jsonl(store.uri(manifest.files[GENERATED_DIALOGUES_FILE].path), config.media.max_record_bytes,
-                             store.options)
+        path, url = str(manifest.ref()), store.uri(manifest.files[GENERATED_DIALOGUES_FILE].path)
+
+        def records():
+            return read_jsonl(url, config.media.max_record_bytes, store.options)
         media = None
     else:
-        records, media = read_hf(config), media_roots(None, config.media, config.root)
-    records = list(records)
-    if config.limit is not None and len(records) > config.limit:
-        keep = sorted(random.Random(config.seed).sample(range(len(records)), config.limit))
-        records = [records[i] for i in keep]
-    batch = parse_records(records, media, answered_only)
-    batch.description = {"kind": config.kind, "path": path, "records": len(records),
-                         "limit": config.limit, "seed": config.seed}
-    return batch
+        def records():
+            return read_hf(config)
+        media = media_roots(None, config.media, config.root)
+    description = {"kind": config.kind, "path": path, "limit": config.limit, "seed": config.seed}
+    return SourceStream(records, media, answered_only, description, config.limit, config.seed)
+
+
+def load_source(config: SourceConfig, store: ArtifactStore | None = None, answered_only: bool = True) -> SourceBatch:
+    """`open_source`, read whole into memory (instructions to generate from, tests, small sources)."""
+    return open_source(config, store, answered_only).batch()

@@ -5,21 +5,24 @@ in Prefect tasks."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 from tqdm import tqdm
 
 from omniforge.config import PipelineConfig
 from omniforge.hashing import stable_hash
 from omniforge.storage import ArtifactStore, store_from_config
-from omniforge.tasks.common.records import SourceBatch
-from omniforge.tasks.build.plan import Plan, plan_build, planned_on_ray
+from omniforge.config.build import RewriteConfig
+from omniforge.tasks.common.records import Dialogue, Reject, SourceBatch
+from omniforge.tasks.build.plan import Plan, Utterance, plan_build
 from omniforge.tasks.build.publish import BuildResult, publish_build
-from omniforge.tasks.common.ray_runtime import ray_session
+from omniforge.tasks.common.ray_runtime import batched, ray_session
 from omniforge.tasks.common.result_cache import ResultCache
 from omniforge.storage.schemas import UTTERANCE_CACHE_SCHEMA
 from omniforge.tasks.build.rewrite import rewrite_assistant_turns
-from omniforge.tasks.build.sources import add_spoken_text, load_corpus_source, load_source
+from omniforge.tasks.build.sources import SourceStream, add_spoken_text, load_corpus_source, open_source
 from omniforge.tasks.build.synthesis import remembered, synthesize_on_ray
 from omniforge.tasks.build.tts import espeak_available
 
@@ -49,19 +52,30 @@ def corpus_recipe(config: PipelineConfig) -> dict:
 
 
 def load_and_plan(config: PipelineConfig) -> Plan:
-    batch: SourceBatch = load_source(config.build.source, store_from_config(config.store))
+    """The build's plan, its source read as a stream (rewritten a batch at a time when asked)."""
+    source = open_source(config.build.source, store_from_config(config.store))
+    dialogues: Iterable[Dialogue] = source
     if config.build.text.rewrite.enabled:
-        changed = rewrite_assistant_turns(batch, config.build.text.rewrite)
-        log.info("rewrote %d assistant turns in spoken style", changed)
-    return plan_source(batch, config, espeak_available())
+        dialogues = rewritten(source, config.build.text.rewrite, config.build.planning.batch_size)
+    return plan_source(dialogues, source.rejects, source.description, config, espeak_available())
 
 
-def plan_source(batch: SourceBatch, config: PipelineConfig, with_espeak: bool) -> Plan:
-    """`plan_build`, in a Ray session when the source is large enough to plan on Ray actors."""
-    if not planned_on_ray(config.build, len(batch.dialogues)):
-        return plan_build(batch, config.build, with_espeak)
-    with ray_session(config.ray):
-        return plan_build(batch, config.build, with_espeak)
+def rewritten(source: SourceStream, config: RewriteConfig, batch_size: int) -> Iterator[Dialogue]:
+    """The source's dialogues with their assistant turns rewritten in spoken style; a failed rewrite
+    joins the source's rejects."""
+    changed = 0
+    for dialogues in batched(source, batch_size):
+        batch = SourceBatch(dialogues)
+        changed += rewrite_assistant_turns(batch, config)
+        source.rejects.extend(batch.rejects)
+        yield from batch.dialogues
+    log.info("rewrote %d assistant turns in spoken style", changed)
+
+
+def plan_source(dialogues: Iterable[Dialogue], rejects: list[Reject], description: dict, config: PipelineConfig,
+                with_espeak: bool) -> Plan:
+    """`plan_build`, on Ray actors when the source is large enough."""
+    return plan_build(dialogues, rejects, description, config.build, with_espeak, partial(ray_session, config.ray))
 
 
 def load_corpus_and_plan(store: ArtifactStore, config: PipelineConfig) -> Plan:
@@ -75,7 +89,7 @@ def load_corpus_and_plan(store: ArtifactStore, config: PipelineConfig) -> Plan:
             if role == "assistant":
                 add_spoken_text(batch, text, f"{speech.ref()} {utterance}")
         batch.description["dialogues"] = str(speech.ref())
-    return plan_source(batch, config, with_espeak=False)
+    return plan_source(batch.dialogues, batch.rejects, batch.description, config, with_espeak=False)
 
 
 def open_cache(store: ArtifactStore, config: PipelineConfig) -> ResultCache:
@@ -91,22 +105,24 @@ class SynthesisRun:
 
 
 def synthesize_missing(plan: Plan, cache: ResultCache, config: PipelineConfig) -> SynthesisRun:
-    """Synthesize every job whose key is not cached yet."""
+    """Synthesize every job whose key is not cached yet, reading the plan a part at a time."""
     done = cache.done_keys()
-    jobs = plan.jobs()
-    todo = [job for job in jobs if job["key"] not in done]
-    log.info("%d unique utterances, %d cached, %d to synthesize", len(jobs), len(jobs) - len(todo), len(todo))
-    run = SynthesisRun(len(todo))
+    unique = set(plan.keys())
+    todo = len(unique - done)
+    log.info("%d unique utterances, %d cached, %d to synthesize", len(unique), len(unique) - todo, todo)
+    del unique
+    run = SynthesisRun(todo)
     if not todo:
         return run
-    with ray_session(config.ray), tqdm(total=len(todo), desc="synthesizing", unit="utt") as bar:
+    jobs = (job for job in plan.jobs() if job["key"] not in done)
+    with ray_session(config.ray), tqdm(total=todo, desc="synthesizing", unit="utt") as bar:
         def on_result(rows: list[dict]) -> None:
             cache.add(remembered(rows))
             run.transient.update((r["key"], r) for r in rows if r.get("transient"))
             bar.update(len(rows))
 
         try:
-            synthesize_on_ray(todo, config.build, on_result)
+            synthesize_on_ray(jobs, config.build, on_result)
         finally:
             cache.flush()
     if run.transient:
@@ -120,10 +136,14 @@ def publish(store: ArtifactStore, plan: Plan, cache: ResultCache, name: str, rec
     """dialogues/NAME and speech/NAME from the plan's cached audio (`recipe`: what decided it); a
     dialogue with a transient failure is left out of this version, its reason in the rejects; one
     with a rejected turn is cut or left out (`on_reject`)."""
-    results = {**run.transient, **cache.rows_for({u.key for u in plan.utterances})}
-    return publish_build(store, name, plan, results, config=recipe, config_hash=stable_hash(recipe),
-                         source=plan.source, synthesized=run.synthesized, flow_run_id=flow_run_id,
-                         on_reject=on_reject)
+    where = cache.locations()
+
+    def lookup(utterances: list[Utterance]) -> dict[str, dict]:
+        keys = {u.key for u in utterances}
+        return {**{k: run.transient[k] for k in keys & run.transient.keys()}, **cache.rows_for(keys, where)}
+
+    return publish_build(store, name, plan, lookup, config=recipe, config_hash=stable_hash(recipe),
+                         synthesized=run.synthesized, flow_run_id=flow_run_id, on_reject=on_reject)
 
 
 def summary_markdown(result: BuildResult) -> str:

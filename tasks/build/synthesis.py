@@ -13,7 +13,7 @@ process that dies is restarted by Ray and its batches retried, a bounded number 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -127,16 +127,9 @@ def remembered(rows: list[dict]) -> list[dict]:
     return [row for row in rows if not row.get("transient")]
 
 
-def spoken_chars(job: dict) -> int:
-    """What a job costs to synthesize, in characters to say (provided audio is only resampled)."""
-    return 0 if job.get("provided_audio") is not None else sum(len(s) for s in job["segments"])
-
-
-def synthesize_on_ray(jobs: list[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> None:
-    """Run `jobs` on `config.synthesis.workers` Ray actors; call `on_result` with each finished
-    batch, in completion order. Longest jobs go first, so the last batches are short and the
-    workers finish together. Needs a Ray session (tasks.common.ray_runtime)."""
+def synthesize_on_ray(jobs: Iterable[dict], config: BuildConfig, on_result: Callable[[list[dict]], None]) -> None:
+    """Run `jobs` (read lazily: any number) on `config.synthesis.workers` Ray actors; call `on_result`
+    with each finished batch, in completion order. Needs a Ray session (tasks.common.ray_runtime)."""
     settings = config.synthesis
-    ordered = sorted(jobs, key=spoken_chars, reverse=True)
-    map_on_actors(SynthesisWorker, worker_args(config), ordered, settings.batch_size, settings.workers, on_result,
+    map_on_actors(SynthesisWorker, worker_args(config), jobs, settings.batch_size, settings.workers, on_result,
                   settings.cpus_per_worker, settings.gpus_per_worker, retries=settings.retries)

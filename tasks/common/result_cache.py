@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,13 +53,18 @@ class ResultCache:
             log.warning("skipping unreadable cache shard %s: %s", path, err)
             return None
 
-    def done_keys(self) -> set[str]:
-        keys: set[str] = set()
+    def locations(self) -> dict[str, str]:
+        """Each cached key's shard (the first shard holding it wins), read from the key columns only."""
+        where: dict[str, str] = {}
         for path in self._shards():
             table = self._read(path, ["key"])
             if table is not None:
-                keys.update(table.column("key").to_pylist())
-        return keys
+                for key in table.column("key").to_pylist():
+                    where.setdefault(key, path)
+        return where
+
+    def done_keys(self) -> set[str]:
+        return set(self.locations())
 
     def add(self, rows: list[dict]) -> None:
         self._pending.extend(rows)
@@ -72,17 +79,20 @@ class ResultCache:
         put_if_absent(self.fs, join(self.root, f"part-{uuid.uuid4().hex}.parquet"), buffer.getvalue())
         self._pending = []
 
-    def rows_for(self, keys: set[str]) -> dict[str, dict]:
-        """The cached result of each key (the first shard holding it wins)."""
+    def rows_for(self, keys: Iterable[str], where: dict[str, str] | None = None) -> dict[str, dict]:
+        """The cached result of each key; `where` (from `locations`, read once for many calls) says
+        which shards to read, so asking for a few keys reads only the shards that hold them."""
+        where = self.locations() if where is None else where
+        by_shard: dict[str, list[str]] = defaultdict(list)
+        for key in set(keys):
+            if key in where:
+                by_shard[where[key]].append(key)
         found: dict[str, dict] = {}
-        for path in self._shards():
-            missing = keys - found.keys()
-            if not missing:
-                break
+        for path, wanted in by_shard.items():
             table = self._read(path)
             if table is None:
                 continue
-            mask = pc.is_in(table.column("key"), value_set=pa.array(sorted(missing), type=pa.string()))
+            mask = pc.is_in(table.column("key"), value_set=pa.array(wanted, type=pa.string()))
             for row in table.filter(mask).to_pylist():
                 found.setdefault(row["key"], row)
         return found

@@ -38,7 +38,7 @@ from omniforge.model.mel import INPUT_SAMPLE_RATE
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import audio_cell, decode_audio, encode_audio
 from omniforge.storage.schemas import REJECT_SCHEMA, UNIT_ROW_FIELDS, UNITS_SCHEMA, speech_schema
-from omniforge.tasks.build.publish import summarize
+from omniforge.tasks.build.publish import SpeechTally
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.records import MediaRefused, MediaRoots, RecordError, Reject, parse_record, read_media
 from omniforge.tasks.units.tokenizers import S3UnitTokenizer, tokenizer_version, unit_stats
@@ -185,23 +185,22 @@ def import_vocalnet(store: ArtifactStore, config: UnitsConfig,
 
     rejects: list[Reject] = []
     speech_writer = store.writer(Kind.speech, settings.name, config=recipe, config_hash=recipe_hash, flow_run_id=flow_run_id)
-    unit_parts, speech_parts, pending = [], [], ([], [])
+    unit_parts, tally, pending = [], SpeechTally(), ([], [])
     dialogues = parsed_items(items, root, settings, S3UnitTokenizer.frame_rate, rejects)
     for count, (speech, units) in enumerate(dialogues, start=1):
         pending[0].extend(speech)
         pending[1].extend(units)
         if count % settings.shard_dialogues == 0:
-            speech_parts.append(_flush(speech_writer, pending, unit_parts))
+            tally.add(_flush(speech_writer, pending, unit_parts))
             pending = ([], [])
     if pending[0]:
-        speech_parts.append(_flush(speech_writer, pending, unit_parts))
-    if not speech_parts:
+        tally.add(_flush(speech_writer, pending, unit_parts))
+    if not unit_parts:
         first = rejects[0] if rejects else None
         raise ValueError(f"nothing imported from {settings.index}: all {len(items)} items were rejected"
                          + (f" (first: item {first.record}, field {first.field}: {first.reason} {first.detail})" if first else ""))
     speech_writer.write_table("rejects", pa.Table.from_pylist([r.as_row() for r in rejects], schema=REJECT_SCHEMA))
-    kept = pa.concat_tables(speech_parts)
-    summary = summarize(kept, len(set(kept.column("dialogue_id").to_pylist())), rejects, synthesized=0)
+    summary = tally.summary(rejects, synthesized=0)
     speech_writer.stats.update(summary, source={"kind": "vocalnet", "index": settings.index},
                                note="imported: user audio from the set; assistant turns have tokens, no audio")
     speech_version = speech_writer.publish()

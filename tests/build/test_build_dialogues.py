@@ -102,12 +102,13 @@ def test_rows_match_input_turns_and_rejects_carry_reasons(tmp_path):
 def test_rerun_and_incremental_build_synthesize_only_what_is_new(tmp_path):
     first = build_dialogues(config_for(tmp_path, "build.source.demo.dialogues=6"))
     assert first["published"] and first["speech_version"] == "speech/demo@1"
-    assert first["synthesized_this_run"] == len(load_and_plan(config_for(tmp_path, "build.source.demo.dialogues=6")).jobs())
+    planned = load_and_plan(config_for(tmp_path, "build.source.demo.dialogues=6"))
+    assert first["synthesized_this_run"] == len(list(planned.jobs()))
 
     again = build_dialogues(config_for(tmp_path, "build.source.demo.dialogues=6", "build.synthesis.workers=2"))
     assert not again["published"] and again["synthesized_this_run"] == 0 and again["speech_version"] == "speech/demo@1"
 
-    grown = config_for(tmp_path, "build.source.demo.dialogues=8")
+    grown = config_for(tmp_path, "build.source.demo.dialogues=8", "build.planning.spill_dialogues=3")  # 3 parts
     old_keys = {j["key"] for j in load_and_plan(config_for(tmp_path, "build.source.demo.dialogues=6")).jobs()}
     new_keys = {j["key"] for j in load_and_plan(grown).jobs()} - old_keys
     second = build_dialogues(grown)
@@ -120,3 +121,18 @@ def test_rerun_and_incremental_build_synthesize_only_what_is_new(tmp_path):
     assert {s.path for s in v1.tables["data"].shards} <= {s.path for s in v2.tables["data"].shards}
     assert [str(p.ref()) for p in v2.parents] == ["dialogues/demo@2", "speech/demo@1"]
     assert store.read_table(v2).num_rows == second["turns"] and store.verify(v2.ref()) == []
+
+    # back to the first 6: rows left, so v2's shards cannot be referenced; the 6 dialogues' rows are copied
+    # from them (nothing synthesized), and the version holds exactly what the first build held, in full shards
+    shrunk = build_dialogues(config_for(tmp_path, "build.source.demo.dialogues=6", "build.planning.spill_dialogues=4",
+                                        "store.rows_per_shard=5"))
+    assert shrunk["speech_version"] == "speech/demo@3" and shrunk["synthesized_this_run"] == 0
+    assert shrunk["content_hash"] == first["content_hash"] and shrunk["reused_rows"] == 0
+    v3 = store.manifest("speech/demo@3")
+    assert [str(p.ref()) for p in v3.parents] == ["dialogues/demo@3"] and store.verify(v3.ref()) == []
+    sizes = [shard.rows for shard in v3.tables["data"].shards]
+    assert sum(sizes) == first["turns"] and set(sizes[:-1]) == {5} and 0 < sizes[-1] <= 5
+    rows = {name: store.read_table(v).sort_by("utterance_id").drop_columns(["audio", "audio_native"])
+            for name, v in (("v1", v1), ("v3", v3))}
+    assert rows["v3"].equals(rows["v1"])
+    assert store.read_table(v3, "quality").num_rows == first["turns"]

@@ -110,18 +110,16 @@ def test_a_dialogue_with_a_rejected_turn_is_cut_or_dropped():
         return Utterance(f"{dialogue}/{index}", dialogue, index, role, role, "text", "text", ("text",),
                          Voice(role, JOE), key=f"{dialogue}/{index}")
 
-    class Plan:
-        utterances = [turn("a", i) for i in range(6)] + [turn("b", i) for i in range(2)]
-
+    utterances = [turn("a", i) for i in range(6)] + [turn("b", i) for i in range(2)]
     failed = {"a/4": "asr_mismatch", "b/1": "wrong_voice"}  # a's third question, b's only answer
     results = {u.key: {"audio": None, "error_reason": failed[u.key], "error": "x"} if u.key in failed else
-               {"audio": b"..."} for u in Plan.utterances}
-    kept, rejects = kept_utterances(Plan, results, "cut")
+               {"audio": b"..."} for u in utterances}
+    kept, rejects = kept_utterances(utterances, results, "cut")
     assert [u.utterance_id for u in kept] == ["a/0", "a/1", "a/2", "a/3"]  # b has no answered question left
     assert {(r.record, r.field, r.reason) for r in rejects} == {("a", "turns[4].audio", "asr_mismatch"),
                                                                 ("b", "turns[1].audio", "wrong_voice")}
     assert "keeps its first 4 turns" in next(r.detail for r in rejects if r.record == "a")
-    kept, rejects = kept_utterances(Plan, results, "drop")
+    kept, rejects = kept_utterances(utterances, results, "drop")
     assert kept == [] and len(rejects) == 2
 
 

@@ -1,5 +1,5 @@
 """Planning on Ray actors gives the driver's plan: the same utterances in the same order, the same
-rejects, whatever batch finishes first."""
+rejects, whatever batch finishes first, however the plan is cut into parts on disk."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def test_planning_on_ray_workers_is_the_drivers_plan(tmp_path):
               "ray.num_cpus=2"]
     driver = load_and_plan(load_pipeline_config("configs/demo.yaml", common))
     on_ray = load_and_plan(load_pipeline_config("configs/demo.yaml", [
-        *common, "build.planning.workers=2", "build.planning.batch_size=3"]))
-    assert [(u.utterance_id, u.text, u.key) for u in on_ray.utterances] == \
-           [(u.utterance_id, u.text, u.key) for u in driver.utterances]
+        *common, "build.planning.workers=2", "build.planning.batch_size=3", "build.planning.spill_dialogues=4"]))
+    assert [(u.utterance_id, u.text, u.key) for u in on_ray.utterances()] == \
+           [(u.utterance_id, u.text, u.key) for u in driver.utterances()]
     assert on_ray.rejects == driver.rejects and [r.record for r in driver.rejects] == ["d5"]
-    assert driver.utterances[3].text.startswith("It costs ten dollars, due on january second")  # d1: $10
+    assert (len(on_ray.spill.parts), len(driver.spill.parts)) == (4, 1)  # 13 planned dialogues, 4 a part
+    assert list(driver.utterances())[3].text.startswith("It costs ten dollars, due on january second")  # d1: $10

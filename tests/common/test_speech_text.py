@@ -115,9 +115,10 @@ def test_a_megabyte_table_line_in_a_source_plans_in_seconds(tmp_path):
         json.dumps({"id": "fine", "conversations": [
             {"from": "human", "value": "Where is Paris?"}, {"from": "gpt", "value": "Paris is in France."}]}) + "\n")
     began = time.perf_counter()
-    plan = plan_build(load_source(SourceConfig(kind="jsonl", path=str(path))), BuildConfig(), with_espeak=False)
+    source = load_source(SourceConfig(kind="jsonl", path=str(path)))
+    plan = plan_build(source.dialogues, source.rejects, source.description, BuildConfig(), with_espeak=False)
     assert time.perf_counter() - began < 10
-    assert {u.dialogue_id for u in plan.utterances} == {"fine"}
+    assert {u.dialogue_id for u in plan.utterances()} == {"fine"}
     [reject] = plan.rejects
     assert (reject.record, reject.field, reject.reason) == ("pipes", "turns[1].text", "empty")
 

@@ -35,7 +35,7 @@ def test_killed_build_resumes_to_the_same_dataset(tmp_path):
     store = store_from_config(killed.store)
     assert store.versions("speech", "demo") == []  # nothing half-published
 
-    total = len(load_and_plan(killed).jobs())
+    total = len(list(load_and_plan(killed).jobs()))
     resumed = build_dialogues(killed)
     assert 0 < resumed["synthesized_this_run"] < total  # finished work was kept, not redone
     uninterrupted = build_dialogues(config_for(tmp_path, *overrides, store="clean"))

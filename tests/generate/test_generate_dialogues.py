@@ -148,7 +148,7 @@ def test_killed_generation_resumes_and_the_build_reads_it(tmp_path, llm):
     build = load_pipeline_config("configs/demo.yaml", [
         f"store.url={tmp_path / 'store'}", "build.source.kind=generated", "build.source.path=dialogues/generated"])
     plan = load_and_plan(build)
-    spoken = Counter(u.dialogue_id for u in plan.utterances)
+    spoken = Counter(u.dialogue_id for u in plan.utterances())
     assert spoken == {i: 2 * n for i, n in counts.items()} and plan.source["path"] == str(manifest.ref())
 
 
