@@ -240,8 +240,9 @@ def publish_build(store: ArtifactStore, name: str, plan: Plan, lookup: Callable[
     if reused:
         speech_writer.reuse_shards("data", previous, first=True)
     elif carried:
+        wanted = pa.array(sorted(carried), type=pa.string())
         for batch in store.iter_batches(previous, batch_size=store.rows_per_shard):
-            keep = pc.is_in(batch.column("utterance_id"), value_set=pa.array(sorted(carried), type=pa.string()))
+            keep = pc.is_in(batch.column("utterance_id"), value_set=wanted)
             speech_writer.append("data", pa.Table.from_batches([batch]).filter(keep))
     speech_writer.ensure_table("data", speech_schema())
     speech_writer.ensure_table("quality", QUALITY_SCHEMA)
