@@ -134,6 +134,8 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
     torch_threads: int = Field(1, ge=1, description="Torch threads per worker (tiny models run fastest on one).")
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Parallelism across workers (FSDP for large models).")
+    max_failures: int = Field(2, ge=0, description="Times Ray Train starts the workers again after one dies (a "
+                              "killed process, a lost node); every stage then resumes from its last checkpoint.")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (GPU).")
     checkpoint_every: int = Field(100, ge=1, description="Save a checkpoint version every N steps (and at the end).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")

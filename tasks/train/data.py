@@ -147,8 +147,9 @@ def prefetch(items: Iterator, ahead: int) -> Iterator:
 
 def batch_plan(index: DialogueIndex, seed: int, batch_size: int, window: int, rank: int, world: int,
                start: int = 0) -> Iterator[tuple[int, list[int]]]:
-    """Endless (epoch, batch) for one worker, from global batch number `start` on. Every worker
-    gets the same number of batches per epoch (the remainder is dropped)."""
+    """Endless (epoch, batch) for one worker, from its own batch number `start` on (the batches every
+    worker has taken: global batch `start * world + rank`). Every worker gets the same number of
+    batches per epoch (the remainder is dropped)."""
     epoch, seen = 0, 0
     while True:
         batches = index.epoch_batches(epoch, seed, batch_size, window)

@@ -164,7 +164,7 @@ class StageRun:
             scheduler.load_state_dict(saved["scheduler"])
         first = state.step * settings.grad_accum
         batches = maker.stream(batch_plan(index, train.seed, settings.batch_size, train.bucket_window, workers.rank,
-                                          workers.world, start=first * workers.world), first, workers.rank, workers.world)
+                                          workers.world, start=first), first, workers.rank, workers.world)
         writer = self._tensorboard()
         final = None
         clock = time.perf_counter()

@@ -118,8 +118,10 @@ def _payload(config: PipelineConfig, start: Manifest, speech: Manifest, units: M
 
 def run_stages(config: PipelineConfig, start: Manifest, speech: Manifest, units: Manifest,
                flow_run_id: str | None) -> None:
-    """Train on Ray Train: `train.workers` processes (DDP or FSDP across them), CPU or one GPU each."""
-    from ray.train import RunConfig, ScalingConfig
+    """Train on Ray Train: `train.workers` processes (DDP or FSDP across them), CPU or one GPU each. A
+    worker that dies takes the group down; Ray Train starts it again (`train.max_failures` times) and
+    the loop resumes every stage from its last checkpoint in the store."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     payload = _payload(config, start, speech, units, flow_run_id)
@@ -130,7 +132,8 @@ def run_stages(config: PipelineConfig, start: Manifest, speech: Manifest, units:
             train_stages, train_loop_config=payload,
             scaling_config=ScalingConfig(num_workers=train.workers, use_gpu=train.use_gpu,
                                          resources_per_worker=resources),
-            run_config=RunConfig(name=f"train-{train.name}", storage_path=ray_storage))
+            run_config=RunConfig(name=f"train-{train.name}", storage_path=ray_storage,
+                                 failure_config=FailureConfig(max_failures=train.max_failures)))
         result = trainer.fit()
         if result.error is not None:
             raise RuntimeError(f"training failed: {result.error}") from result.error

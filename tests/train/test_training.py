@@ -134,6 +134,9 @@ def test_batches_are_deterministic_bucketed_and_resumable(data_store, tmp_path):
     rank0 = [b for e, b in zip(range(len(epoch_zero) // 2), batch_plan(index, 3, 2, 64, 0, 2))]
     rank1 = [b for e, b in zip(range(len(epoch_zero) // 2), batch_plan(index, 3, 2, 64, 1, 2))]
     assert not {n for _, b in rank0 for n in b} & {n for _, b in rank1 for n in b}
+    # `start` counts the worker's own batches: resumed after 2, it takes its third on
+    rank1_on = [b for _, b in zip(range(6), batch_plan(index, 3, 2, 64, 1, 2))]
+    assert rank1_on[2:] == [b for _, b in zip(range(4), batch_plan(index, 3, 2, 64, 1, 2, start=2))]
     # sorting each window by duration: batches hold neighbours in duration
     seconds = [index.dialogues[n].speech_seconds for _, numbers in first[:3] for n in numbers]
     spread = np.mean([np.ptp([index.dialogues[n].speech_seconds for n in numbers]) for _, numbers in first])
