@@ -134,8 +134,9 @@ class Plan:
         that the last batches are short and the workers finish together)."""
         seen: set[str] = set()
         for part in self.parts():
-            jobs = [u.job() for u in part if not (u.key in seen or seen.add(u.key))]
-            yield from sorted(jobs, key=spoken_chars, reverse=True)
+            jobs = {u.key: u.job() for u in part if u.key not in seen}
+            seen.update(jobs)
+            yield from sorted(jobs.values(), key=spoken_chars, reverse=True)
 
 
 def spoken_chars(job: dict) -> int:
