@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def canonical_json(value: Any) -> str:
@@ -19,3 +19,8 @@ def stable_hash(value: Any, length: int = 16) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_stream(stream: BinaryIO) -> str:
+    """The digest of a file read in chunks (never whole in memory)."""
+    return hashlib.file_digest(stream, "sha256").hexdigest()

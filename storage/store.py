@@ -15,13 +15,14 @@ from __future__ import annotations
 import io
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from omniforge.errors import InputError
-from omniforge.hashing import sha256_bytes
+from omniforge.hashing import sha256_bytes, sha256_stream
 from omniforge.storage.code_version import code_version
 from omniforge.storage.fs import StoreUnavailable, join, open_root, put_if_absent
 from omniforge.storage.manifest import FileEntry, Manifest, ParentEntry, ShardEntry, TableEntry, schema_fields
@@ -139,6 +140,12 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactNotFound(f"{ref} does not exist in {self.url}") from None
         return Manifest.model_validate_json(text)
+
+    def describe(self, relative: str) -> FileEntry:
+        """The manifest entry of a file written into the store by others (read back, streamed)."""
+        with self.fs.open(self.path(relative), "rb") as stream:
+            digest = sha256_stream(stream)
+        return FileEntry(path=relative, bytes=self.fs.size(self.path(relative)), sha256=digest)
 
     def read_bytes(self, relative: str) -> bytes:
         return self.fs.cat_file(self.path(relative))
@@ -316,6 +323,19 @@ class VersionWriter:
 
     def add_file(self, filename: str, data: bytes) -> None:
         self.manifest.files[filename] = self._put(filename, data)
+
+    def add_local_file(self, filename: str, local: Path) -> None:
+        """Copy a local file in, streamed (a model's weights never sit in memory twice)."""
+        relative = f"{self.data_dir}/{filename}"
+        self.store.fs.makedirs(self.store.path(relative.rsplit("/", 1)[0]), exist_ok=True)
+        self.store.fs.put_file(str(local), self.store.path(relative))
+        with open(local, "rb") as stream:
+            digest = sha256_stream(stream)
+        self.manifest.files[filename] = FileEntry(path=relative, bytes=local.stat().st_size, sha256=digest)
+
+    def add_written(self, entries: dict[str, FileEntry]) -> None:
+        """Files other processes wrote under `data_dir` (each worker's shards of a checkpoint)."""
+        self.manifest.files.update(entries)
 
     def _table_entry(self, table_name: str, schema: pa.Schema) -> TableEntry:
         fields = schema_fields(schema)

@@ -129,14 +129,21 @@ class TrainConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Speech augmentation (s2t, s2s).")
     seed: int = Field(0, description="Seed of the data order and augmentation.")
     bucket_window: int = Field(64, ge=1, description="Dialogues sorted by duration together (less padding).")
-    workers: int = Field(1, ge=1, description="Ray Train workers (one process each; DDP across them).")
+    workers: int = Field(1, ge=1, description="Ray Train workers (one process each). A step takes workers x "
+                         "grad_accum micro-batches: keep that product to resume a stage on another worker count.")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
     torch_threads: int = Field(1, ge=1, description="Torch threads per worker (tiny models run fastest on one).")
-    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Parallelism across workers (FSDP for large models).")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="Parallelism across workers: ddp (a whole replica "
+                                             "per worker) or fsdp (FSDP2: each transformer block's weights, "
+                                             "gradients and optimizer state sharded; for models one device cannot "
+                                             "hold).")
+    activation_checkpointing: bool = Field(False, description="Recompute each transformer block's activations in "
+                                           "the backward pass: less memory, ~1/3 more compute.")
     max_failures: int = Field(2, ge=0, description="Times Ray Train starts the workers again after one dies (a "
                               "killed process, a lost node); every stage then resumes from its last checkpoint.")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast (GPU).")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast under DDP; under FSDP on GPU, bf16 "
+                                               "parameters with fp32 gradient reduction (CPU stays fp32).")
     checkpoint_every: int = Field(100, ge=1, description="Save a checkpoint version every N steps (and at the end).")
     log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
     log_dir: PathOrURL = Field("omniforge-data/tensorboard", description="TensorBoard logs (local folder; "

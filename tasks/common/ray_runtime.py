@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain, islice
@@ -44,31 +45,71 @@ def map_on_actors(worker_class: type, init_args: tuple, items: Iterable, batch_s
     (each loads its models once), calling `on_result` as batches finish. Each actor keeps `queued`
     batches waiting, so it never idles while the driver takes a result and sends the next batch
     (that round trip costs as much as a small batch's work). `items` is read lazily, as batches are
-    sent, so a stream of any length passes in bounded memory. An actor whose process dies is
-    restarted and its batches retried, `retries` times at most. Needs a Ray session."""
-    import ray
+    sent, so a stream of any length passes in bounded memory. Needs a Ray session.
 
-    actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=retries,
-                                             max_task_retries=retries)
+    An actor that dies (its process killed, its node lost) gives the batches it held back to the
+    live actors, and a replacement is started (`retries` times per actor, all told) that takes work
+    once it is up. On a cluster that lost a node the replacement may never be placed; the run ends
+    all the same. Only batches whose results never came back run again."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
     batches = batched(items, batch_size)
     first = list(islice(batches, workers))  # no more actors than there are batches
-    pool = [actor.remote(*init_args) for _ in range(max(1, len(first)))]
     batches = chain(first, batches)
-    running: dict = {}  # result ref -> the actor computing it
+    returned: deque[list] = deque()  # batches a dead actor held: sent again before new ones
+    running: dict = {}  # result ref -> (actor, batch)
+    starting: dict = {}  # ready ref -> an actor not up yet
+    ready: list = []
+    spare = retries * max(1, len(first))
+    exhausted = False
 
-    def submit(worker) -> None:
-        batch = next(batches, None)
-        if batch is not None:
-            running[worker.run.remote(batch)] = worker
+    def start() -> None:
+        worker = actor.remote(*init_args)
+        starting[worker.__ray_ready__.remote()] = worker
+
+    def fill(worker) -> None:
+        """Top `worker`'s queue up to `queued` batches."""
+        nonlocal exhausted
+        while sum(holder is worker for holder, _ in running.values()) < queued:
+            batch = returned.popleft() if returned else next(batches, None)
+            if batch is None:
+                exhausted = True
+                return
+            running[worker.run.remote(batch)] = (worker, batch)
+
+    def lost(worker) -> None:
+        nonlocal spare
+        ray.kill(worker)  # unreachable may not mean dead: make sure it does no more work
+        if worker in ready:
+            ready.remove(worker)
+        returned.extend(running.pop(ref)[1] for ref in [r for r, (w, _) in running.items() if w is worker])
+        if spare:
+            spare -= 1
+            start()
+        elif not ready and not starting:
+            raise RuntimeError(f"every {worker_class.__name__} actor died ({retries} replacements per actor used)")
+        for live in ready:
+            fill(live)
 
     try:
-        for worker in pool:
-            for _ in range(queued):
-                submit(worker)
-        while running:
-            [done], _ = ray.wait(list(running), num_returns=1)
-            submit(running.pop(done))
-            on_result(ray.get(done))
+        for _ in range(max(1, len(first))):
+            start()
+        while running or returned or (starting and not exhausted):
+            [done], _ = ray.wait(list(running) + list(starting), num_returns=1)
+            worker = starting.pop(done) if done in starting else running[done][0]
+            try:
+                result = ray.get(done)
+            except RayActorError:
+                lost(worker)
+                continue
+            if done in running:
+                running.pop(done)
+                on_result(result)
+            else:
+                ready.append(worker)
+            fill(worker)
     finally:
-        for worker in pool:
+        for worker in ready + list(starting.values()):
             ray.kill(worker)

@@ -1,29 +1,34 @@
 """Checkpoints as versions of `checkpoint/NAME` in the artifact store.
 
-A version holds the model (`model/`: config.json + safetensors, HF layout), the tokenizer
-(`tokenizer/`), `state.json` (stage, step, whether the stage is complete, metrics) and, while a stage
-is unfinished, `training_state.pt` (optimizer and schedule) so a killed run resumes exactly.
-Its `config_hash` is the stage key: the hash of everything the stage's result depends on.
+A version holds the tokenizer (`tokenizer/`), `state.json` (stage, step, whether the stage is
+complete, metrics) and either the model (`model/`: config.json + safetensors, HF layout: a finished
+stage, what every consumer loads) or, while a stage is unfinished, its sharded training state
+(`training/`: weights, optimizer, schedule; `training_state.py`), from which a killed run resumes
+exactly, on any number of workers. Its `config_hash` is the stage key: the hash of everything the
+stage's result depends on.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from omniforge.config.train import TokenizerConfig
+from omniforge.errors import InputError
 from omniforge.model.modeling_omni import OmniModel
-from omniforge.storage import ArtifactStore
+from omniforge.storage import ArtifactStore, VersionWriter
 from omniforge.storage.manifest import Manifest
 from omniforge.storage.names import Kind
 from omniforge.tasks.train.text_tokenizer import ChatFormat
+
+
+class UnfinishedCheckpoint(InputError):
+    """A checkpoint named where a model is needed is an unfinished stage's training state."""
 
 
 @dataclass
@@ -38,27 +43,41 @@ class CheckpointState:
     seconds: float = 0.0            # wall-clock time the stage has trained so far (resumes add to it)
 
 
-def save_checkpoint(store: ArtifactStore, name: str, model: OmniModel, tokenizer: PreTrainedTokenizerBase,
-                    state: CheckpointState, parents: list[Manifest], config: dict[str, Any],
-                    training_state: dict[str, Any] | None = None, flow_run_id: str | None = None) -> Manifest:
-    writer = store.writer(Kind.checkpoint, name, parents=parents, config=config, config_hash=state.stage_key,
-                          flow_run_id=flow_run_id)
+def checkpoint_writer(store: ArtifactStore, name: str, state: CheckpointState, parents: list[Manifest],
+                      config: dict[str, Any], flow_run_id: str | None = None) -> VersionWriter:
+    return store.writer(Kind.checkpoint, name, parents=parents, config=config, config_hash=state.stage_key,
+                        flow_run_id=flow_run_id)
+
+
+def publish_checkpoint(writer: VersionWriter, model: OmniModel | None, tokenizer: PreTrainedTokenizerBase,
+                       state: CheckpointState) -> Manifest:
+    """Add the model (None: an unfinished stage, whose training state is already written), the
+    tokenizer and the state, then publish."""
     with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(Path(folder) / "model")
+        if model is not None:
+            model.save_pretrained(Path(folder) / "model")
         tokenizer.save_pretrained(Path(folder) / "tokenizer")
         for path in sorted(Path(folder).rglob("*")):
             if path.is_file():
-                writer.add_file(path.relative_to(folder).as_posix(), path.read_bytes())
+                writer.add_local_file(path.relative_to(folder).as_posix(), path)
     writer.add_file("state.json", json.dumps(state.__dict__, indent=2).encode())
-    if training_state is not None:
-        buffer = io.BytesIO()
-        torch.save(training_state, buffer)
-        writer.add_file("training_state.pt", buffer.getvalue())
     writer.stats.update({k: v for k, v in state.__dict__.items() if k != "history"})
     return writer.publish()
 
 
+def save_checkpoint(store: ArtifactStore, name: str, model: OmniModel, tokenizer: PreTrainedTokenizerBase,
+                    state: CheckpointState, parents: list[Manifest], config: dict[str, Any],
+                    flow_run_id: str | None = None) -> Manifest:
+    return publish_checkpoint(checkpoint_writer(store, name, state, parents, config, flow_run_id), model, tokenizer,
+                              state)
+
+
 def load_checkpoint(store: ArtifactStore, manifest: Manifest) -> tuple[OmniModel, PreTrainedTokenizerBase]:
+    if "model/config.json" not in manifest.files:
+        raise UnfinishedCheckpoint(f"{manifest.ref()} is an unfinished {manifest.stats.get('stage')} stage (step "
+                                   f"{manifest.stats.get('step')} of {manifest.stats.get('steps')}): it holds "
+                                   "sharded training state, not a model; finish it (`omniforge train` with the same "
+                                   "config resumes it) or name a finished version (checkpoint/NAME@VERSION)")
     with tempfile.TemporaryDirectory() as folder:
         for filename, entry in manifest.files.items():
             if filename.startswith(("model/", "tokenizer/")):
@@ -79,12 +98,6 @@ def checkpoint_chat(manifest: Manifest, tokenizer: PreTrainedTokenizerBase) -> C
 
 def checkpoint_state(store: ArtifactStore, manifest: Manifest) -> CheckpointState:
     return CheckpointState(**json.loads(store.read_bytes(manifest.files["state.json"].path)))
-
-
-def training_state(store: ArtifactStore, manifest: Manifest) -> dict[str, Any]:
-    """Optimizer, schedule and adapter state: tensors and plain values only (`weights_only`), so a
-    file planted in a shared store cannot run code on the trainers that resume from it."""
-    return torch.load(io.BytesIO(store.read_bytes(manifest.files["training_state.pt"].path)), weights_only=True)
 
 
 def latest_for_key(store: ArtifactStore, name: str, stage_key: str) -> Manifest | None:

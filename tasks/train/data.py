@@ -146,16 +146,19 @@ def prefetch(items: Iterator, ahead: int) -> Iterator:
 
 
 def batch_plan(index: DialogueIndex, seed: int, batch_size: int, window: int, rank: int, world: int,
-               start: int = 0) -> Iterator[tuple[int, list[int]]]:
+               start: int = 0, per_step: int | None = None) -> Iterator[tuple[int, list[int]]]:
     """Endless (epoch, batch) for one worker, from its own batch number `start` on (the batches every
-    worker has taken: global batch `start * world + rank`). Every worker gets the same number of
-    batches per epoch (the remainder is dropped)."""
+    worker has taken: global batch `start * world + rank`). An epoch uses a whole number of optimizer
+    steps (`per_step` micro-batches each, all workers together; the remainder is dropped), so every
+    step sees the same batches however workers and gradient accumulation split it."""
+    per_step = per_step or world
     epoch, seen = 0, 0
     while True:
         batches = index.epoch_batches(epoch, seed, batch_size, window)
-        usable = len(batches) // world
+        usable = len(batches) // per_step * per_step // world
         if usable == 0:
-            raise ValueError(f"{len(batches)} batches per epoch cannot feed {world} workers")
+            raise ValueError(f"{len(batches)} batches per epoch cannot feed {world} workers "
+                             f"({per_step} micro-batches per step)")
         for number in range(usable):
             if seen >= start:
                 yield epoch, batches[number * world + rank]

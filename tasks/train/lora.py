@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from omniforge.config.train import LoraConfig
 from omniforge.model.modeling_omni import OmniModel
 
@@ -20,18 +18,6 @@ def add_lora(model: OmniModel, settings: LoraConfig) -> None:
     model.llm = get_peft_model(model.llm, PeftLoraConfig(r=settings.rank, lora_alpha=settings.alpha,
                                                          lora_dropout=settings.dropout,
                                                          target_modules=settings.target_modules))
-
-
-def adapter_state(model: OmniModel) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model.llm).items()}
-
-
-def load_adapter_state(model: OmniModel, state: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
-    set_peft_model_state_dict(model.llm, state)
 
 
 def merged(model: OmniModel) -> OmniModel:

@@ -1,5 +1,5 @@
 """Deployments on a real Prefect server with a real worker: one build run triggers the whole chain
-to an evaluated model. And Ray work spread over a real two-node cluster on loopback."""
+to an evaluated model. And a real two-node Ray cluster on loopback losing a node mid-synthesis."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
+import psutil
 import pytest
 
 from omniforge.storage import Kind, store_from_config
@@ -120,34 +122,67 @@ def test_one_run_of_the_build_deployment_ends_in_an_evaluated_model(prefect_api,
     assert store.latest_manifest("decoder", "demo") is not None  # the units flow trained its decoder
 
 
-def test_synthesis_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
+def _kill_node(node_manager_port: int) -> None:
+    """SIGKILL one Ray node of this machine: its raylet (found by its port) and every process under it."""
+    [raylet] = [p for p in psutil.process_iter(["cmdline"])
+                if f"--node_manager_port={node_manager_port}" in " ".join(p.info["cmdline"] or [])
+                and "raylet" in " ".join(p.info["cmdline"] or [])]
+    for process in raylet.children(recursive=True) + [raylet]:
+        process.kill()
+
+
+def test_a_node_lost_mid_synthesis_leaves_a_finished_and_correct_build(tmp_path):
+    """A two-node cluster on loopback, one synthesis actor on each node. The second node is killed
+    once the first results are cached: its actor's batches go to the first node's, the build
+    finishes, every utterance is synthesized once, and the dataset equals an uninterrupted build's."""
     from omniforge.flows.build_dialogues import build_dialogues
 
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable))
-    port = free_port()
+    port, second = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     address = f"127.0.0.1:{port}"
     start = [ray_bin, "start", "--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+
+    def config(store: str):
+        config = data_config(str(tmp_path / store), dialogues=8).model_copy(deep=True)
+        config.ray.address = address
+        config.build.synthesis.workers, config.build.synthesis.batch_size = 2, 2
+        config.build.synthesis.checkpoint_every = 2
+        return config
+
     try:
         subprocess.run(start + ["--head", f"--port={port}", "--include-dashboard=false"], env=env, check=True,
                        capture_output=True, timeout=120)
-        subprocess.run(start + [f"--address={address}"], env=env, check=True, capture_output=True, timeout=120)
-        config = data_config(str(tmp_path / "store"), dialogues=8).model_copy(deep=True)
-        config.ray.address = address
-        config.build.synthesis.workers = 2
-        config.build.synthesis.batch_size = 2
-        summary = build_dialogues(config)
-        assert summary["synthesized_this_run"] > 4
+        subprocess.run(start + [f"--address={address}", f"--node-manager-port={second}"], env=env, check=True,
+                       capture_output=True, timeout=120)
+        cache, cached_at_kill = tmp_path / "killed" / "cache" / "tts", []
+
+        def kill_when_results_arrive() -> None:
+            _wait_for(lambda: list(cache.glob("*.parquet")), 300, "the first cached results")
+            cached_at_kill.append(len(list(cache.glob("*.parquet"))))
+            _kill_node(second)
+
+        killer = threading.Thread(target=kill_when_results_arrive)
+        killer.start()
+        survived = build_dialogues(config("killed"))
+        killer.join()
         import ray
         from ray._private.state import actors  # the GCS actor table (the state API needs the dashboard)
 
         ray.init(address=address, log_to_driver=False)
         try:
-            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+            _wait_for(lambda: len([n for n in ray.nodes() if n["Alive"]]) == 1, 120, "the killed node to be seen dead")
             workers = [a for a in actors().values() if a["ActorClassName"] == "SynthesisWorker"]
-            assert len({a["Address"]["NodeID"] for a in workers}) == 2
+            assert len({a["Address"]["NodeID"] for a in workers}) == 2  # both nodes had an actor
         finally:
             ray.shutdown()
+        assert len(list(cache.glob("*.parquet"))) > cached_at_kill[0]  # the first node carried on
+        uninterrupted = build_dialogues(config("clean"))
+        assert survived["synthesized_this_run"] == uninterrupted["synthesized_this_run"]  # none twice
+        assert survived["content_hash"] == uninterrupted["content_hash"]
+        shards = [[s.sha256 for s in store_from_config(config(name).store).latest_manifest("speech", "demo")
+                   .tables["data"].shards] for name in ("killed", "clean")]
+        assert shards[0] == shards[1]  # the same Parquet shards, byte for byte
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
 

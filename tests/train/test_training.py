@@ -18,7 +18,8 @@ from omniforge.config.train import StageConfig
 from omniforge.model.stage_objectives import set_trainable
 from omniforge.storage import store_from_config
 from omniforge.tasks.train import steps as train_steps
-from omniforge.tasks.train.checkpoints import load_checkpoint
+from omniforge.tasks.train import training_state
+from omniforge.tasks.train.checkpoints import UnfinishedCheckpoint, load_checkpoint
 from omniforge.tasks.train.data import BatchMaker, DialogueIndex, batch_plan
 from omniforge.tasks.train.loop import lr_factor
 from omniforge.tasks.train.text_tokenizer import ChatFormat
@@ -65,6 +66,19 @@ def test_each_stage_changes_exactly_its_modules(data_store, tmp_path):
     versions = store.versions("checkpoint", "stages")
     assert train_steps.run_stages_here(config, start, speech, units) == finals
     assert store.versions("checkpoint", "stages") == versions
+
+
+def test_activation_checkpointing_trains_the_same_weights(data_store, tmp_path):
+    """Recomputing each block's activations in the backward pass changes memory, not results."""
+    finals = {}
+    for name, extra in (("kept", ()), ("recomputed", ("train.activation_checkpointing=true",
+                                                       "train.init_from=checkpoint/kept@1"))):
+        config = tiny_training(data_store, str(tmp_path / "tb"), name=name, extra=("train.stages=[s2t]", *extra))
+        store, speech, units, start = _inputs(config)
+        finals[name] = train_steps.run_stages_here(config, start, speech, units)[-1]
+    kept, recomputed = _weights(store, finals["kept"]), _weights(store, finals["recomputed"])
+    assert any(not torch.equal(kept[k], _weights(store, "checkpoint/kept@1")[k]) for k in kept)
+    assert all(torch.allclose(kept[k], recomputed[k], atol=1e-6) for k in kept)
 
 
 RESUME_SCRIPT = """
@@ -192,7 +206,9 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(data_store, tmp_pat
                                for k in llm_changed)
     assert not any(k.startswith(("speech_encoder.", "speech_generator.")) for k in changed)
     partial = store.manifest(f"checkpoint/lora@{store.manifest(final).version - 1}")
-    assert not partial.stats["complete"] and "training_state.pt" in partial.files
+    assert not partial.stats["complete"] and training_state.has_state(partial) and "model/config.json" not in partial.files
+    with pytest.raises(UnfinishedCheckpoint, match="unfinished s2t stage"):
+        load_checkpoint(store, partial)
     with pytest.raises(ConfigError, match="tts.lora: only the s2t stage"):
         tiny_training(data_store, str(tmp_path), extra=("train.tts.lora={rank: 4}",))
 
@@ -207,19 +223,37 @@ class _Planted:
         return (open, (self.path, "w"))
 
 
-def test_a_planted_pickle_in_the_training_state_is_not_run(tmp_path):
-    import io
+@pytest.mark.parametrize("where", ["metadata", "tensor"])
+def test_a_planted_pickle_in_the_training_state_is_not_run(tmp_path, where):
+    """DCP pickles its metadata and any non-tensor value; a shared store's training state is read
+    without running either: the metadata through an allowlist, a value stored as a pickle refused."""
+    import json
     import pickle
 
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     from omniforge.storage import ArtifactStore
-    from omniforge.tasks.train.checkpoints import training_state
 
     store = ArtifactStore(str(tmp_path / "store"))
     writer = store.writer("checkpoint", "planted")
     target = tmp_path / "ran"
-    buffer = io.BytesIO()
-    torch.save({"optimizer": _Planted(str(target))}, buffer)
-    writer.add_file("training_state.pt", buffer.getvalue())
-    with pytest.raises(pickle.UnpicklingError):
-        training_state(store, writer.publish())
+    folder = tmp_path / "dcp"
+    model = torch.nn.Linear(2, 1, bias=False)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if where == "metadata":
+        folder.mkdir()
+        (folder / ".metadata").write_bytes(pickle.dumps(_Planted(str(target))))
+    else:  # a real DCP checkpoint of this model whose weight is stored as a pickled object
+        _, moments = get_state_dict(model, optimizer)
+        dcp.save({"model": {"weight": _Planted(str(target))}, "optimizer": moments["state"]}, checkpoint_id=str(folder))
+    assert not target.exists()
+    for path in folder.iterdir():
+        writer.add_file(f"training/{path.name}", path.read_bytes())
+    writer.add_file(training_state.PLAIN, json.dumps({"param_groups": optimizer.state_dict()["param_groups"],
+                                                      "scheduler": scheduler.state_dict()}).encode())
+    refusal = "io.open is not part of a checkpoint" if where == "metadata" else "model.weight is stored as a pickle"
+    with pytest.raises(BaseException, match=refusal):  # DCP raises a CheckpointException (a BaseException)
+        training_state.load(store, writer.publish(), model, optimizer, scheduler)
     assert not target.exists()
