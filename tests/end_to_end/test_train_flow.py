@@ -1,5 +1,5 @@
-"""End to end: the train flow on Ray Train with two workers; FSDP and DDP against one worker, sharded
-checkpoints resumed on another worker count, and a worker killed mid-stage."""
+"""End to end on Ray Train with two workers: FSDP and DDP (through the train flow) against one worker,
+sharded checkpoints resumed on another worker count, and a worker killed mid-stage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import torch
@@ -18,22 +17,6 @@ from omniforge.tasks.train.checkpoints import load_checkpoint
 from tests.training_data import tiny_training
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-
-
-def test_train_flow_on_ray_train_with_two_workers(data_store, tmp_path):
-    from omniforge.flows.train import train
-
-    config = tiny_training(data_store, str(tmp_path / "tb"), name="ray2", extra=("train.workers=2",))
-    result = train(config)
-    store = store_from_config(config.store)
-    final = store.manifest(result["checkpoint"])
-    assert final.stats["stage"] == "s2s" and final.stats["complete"]
-    assert set(result["stages"]) == {"s2t", "tts", "s2s"}
-    assert all(np.isfinite(result["stages"][s]["loss"]) for s in result["stages"])
-    assert final.flow_run_id is not None
-    versions = store.versions("checkpoint", "ray2")
-    assert train(config)["checkpoint"] == result["checkpoint"]  # every stage done: skipped, no Ray launch
-    assert store.versions("checkpoint", "ray2") == versions
 
 
 def _kill_one_worker_once(store_root: Path, after_versions: int, killed: list[int], stop: threading.Event) -> None:
@@ -99,11 +82,18 @@ def test_fsdp_trains_as_ddp_and_one_worker_and_resumes_on_any_worker_count(data_
     """FSDP and DDP on two Ray Train workers give one worker's losses and weights (same global
     batches); a stage saved by 2 workers resumes on 1, one saved by 1 resumes on 2, and a worker
     SIGKILLed mid-stage is started again and the stage resumes from its sharded checkpoint."""
+    from omniforge.flows.train import train
+
     store = store_from_config(_config(data_store, tmp_path, "one", 1).store)
     _train(_config(data_store, tmp_path, "one", 1), here=True)
     init = "checkpoint/one@1"  # every run starts from the same fresh model: the same stage keys
     _train(_config(data_store, tmp_path, "fsdp", 2, init=init))
-    _train(_config(data_store, tmp_path, "ddp", 2, "ddp", init=init))
+    ddp = _config(data_store, tmp_path, "ddp", 2, "ddp", init=init)
+    result = train(ddp)  # DDP through the train flow: a Prefect run launching Ray Train
+    assert set(result["stages"]) == {"s2t", "tts"} and store.manifest(result["checkpoint"]).flow_run_id is not None
+    versions = store.versions("checkpoint", "ddp")
+    assert train(ddp)["checkpoint"] == result["checkpoint"]  # every stage done: skipped, no Ray launch
+    assert store.versions("checkpoint", "ddp") == versions
     one = _losses(store, "one")
     assert len(one) == 5  # s2t steps 2 and 4, tts 2, 4 and 6
     assert _close(_losses(store, "fsdp"), one, 1e-4) and _close(_losses(store, "ddp"), one, 1e-4)
