@@ -258,9 +258,14 @@ class VersionWriter:
     def stats(self) -> dict[str, Any]:
         return self.manifest.stats
 
-    def _put(self, filename: str, data: bytes) -> FileEntry:
+    def _target(self, filename: str) -> str:
+        """The store-relative path of one of this version's files, its folder made."""
         relative = f"{self.data_dir}/{filename}"
         self.store.fs.makedirs(self.store.path(relative.rsplit("/", 1)[0]), exist_ok=True)
+        return relative
+
+    def _put(self, filename: str, data: bytes) -> FileEntry:
+        relative = self._target(filename)
         self.store.fs.pipe_file(self.store.path(relative), data)
         return FileEntry(path=relative, bytes=len(data), sha256=sha256_bytes(data))
 
@@ -326,8 +331,7 @@ class VersionWriter:
 
     def add_local_file(self, filename: str, local: Path) -> None:
         """Copy a local file in, streamed (a model's weights never sit in memory twice)."""
-        relative = f"{self.data_dir}/{filename}"
-        self.store.fs.makedirs(self.store.path(relative.rsplit("/", 1)[0]), exist_ok=True)
+        relative = self._target(filename)
         self.store.fs.put_file(str(local), self.store.path(relative))
         with open(local, "rb") as stream:
             digest = sha256_stream(stream)
