@@ -68,18 +68,15 @@ def worker_steps(payload: dict) -> None:
 
     import psutil
 
-    from omniforge.config import PipelineConfig
     from omniforge.tasks.common.threads import torch_threads
-    from omniforge.tasks.train.loop import StageRun, Workers
+    from omniforge.tasks.train.loop import StageRun, Workers, read_payload
 
     import peft  # noqa: F401 - loaded before the baseline: it is code, not training memory
     import transformers  # noqa: F401
 
     before = psutil.Process().memory_info().rss
     workers = Workers.from_ray()
-    config = PipelineConfig.model_validate(payload["config"])
-    store = store_from_config(config.store)
-    start, speech, units = (store.manifest(payload[k]) for k in ("start", "speech", "units"))
+    config, store, start, speech, units = read_payload(payload)
     run = StageRun(store, config, "s2t", start, speech, units, workers, None)
     seconds = []
     with torch_threads(config.train.torch_threads):
@@ -105,6 +102,7 @@ def sharding_rows(config, store, speech, units, args) -> list[dict]:
     from omniforge.tasks.common.ray_runtime import ray_session
     from omniforge.tasks.train import steps as train_steps
     from omniforge.tasks.train.checkpoints import load_checkpoint
+    from omniforge.tasks.train.loop import loop_payload
 
     llm = (f"train.model.llm={{hidden_size: {args.hidden}, num_hidden_layers: {args.layers}, num_attention_heads: "
            f"{args.hidden // 64}, num_key_value_heads: {args.hidden // 256}, intermediate_size: {args.hidden * 8 // 3}}}")
@@ -117,9 +115,8 @@ def sharding_rows(config, store, speech, units, args) -> list[dict]:
         run_config = load_pipeline_config("configs/demo.yaml", base + [
             f"train.workers={workers}", f"train.strategy={strategy}", f"train.s2t.grad_accum={2 // workers}"])
         with ray_session(run_config.ray), tempfile.TemporaryDirectory() as folder:
-            payload = {"config": run_config.model_dump(mode="json", context={"reveal_secrets": True}),
-                       "start": str(start.ref()), "speech": str(speech.ref()), "units": str(units.ref()),
-                       "steps": args.sharded_steps, "out": f"{folder}/measured.json"}
+            payload = {**loop_payload(run_config, start, speech, units, None), "steps": args.sharded_steps,
+                       "out": f"{folder}/measured.json"}
             TorchTrainer(worker_steps, train_loop_config=payload, scaling_config=ScalingConfig(num_workers=workers),
                          run_config=RunConfig(name=f"bench-{name}", storage_path=folder)).fit()
             measured[name] = json.loads(Path(payload["out"]).read_text())

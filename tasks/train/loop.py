@@ -304,28 +304,39 @@ class StageRun:
     def _plain(self, model: OmniModel) -> OmniModel | None:
         """The trained model as one plain OmniModel on rank 0 (adapters merged); None elsewhere. Under
         FSDP every worker takes part in gathering it."""
-        lora = self.settings.lora
-        if is_sharded(model):
-            weights = full_state(model)
-            if self.workers.rank != 0:
-                return None
+        lora, sharded = self.settings.lora, is_sharded(model)
+        weights = full_state(model) if sharded else None
+        if self.workers.rank != 0:
+            return None
+        if sharded:  # the gathered weights into a plain model of the same shape
             model = load_checkpoint(self.store, self.start)[0]
             if lora is not None:
                 add_lora(model, lora)
             model.load_state_dict(weights)
-        if self.workers.rank != 0:
-            return None
         return merged(model) if lora is not None else model
+
+
+def loop_payload(config: PipelineConfig, start: Manifest, speech: Manifest, units: Manifest,
+                 flow_run_id: str | None) -> dict[str, Any]:
+    """What a training worker is sent: the config (secrets included: the worker opens the store) and
+    the refs of the starting checkpoint and the data."""
+    return {"config": config.model_dump(mode="json", context={"reveal_secrets": True}), "start": str(start.ref()),
+            "speech": str(speech.ref()), "units": str(units.ref()), "flow_run_id": flow_run_id}
+
+
+def read_payload(payload: dict[str, Any]) -> tuple[PipelineConfig, ArtifactStore, Manifest, Manifest, Manifest]:
+    """A worker's side of `loop_payload`: the config, its store, the start, speech and units versions."""
+    config = PipelineConfig.model_validate(payload["config"])
+    store = store_from_config(config.store)
+    start, speech, units = (store.manifest(payload[key]) for key in ("start", "speech", "units"))
+    return config, store, start, speech, units
 
 
 def train_stages(payload: dict[str, Any], workers: Workers | None = None) -> list[str]:
     """Run the configured stages in order; returns each stage's final checkpoint ref. This is the
-    Ray Train loop (payload: config, start, speech, units refs, flow_run_id) and the local one."""
+    Ray Train loop (payload: `loop_payload`) and the local one."""
     workers = workers or Workers.from_ray()
-    config = PipelineConfig.model_validate(payload["config"])
-    store = store_from_config(config.store)
-    start = store.manifest(payload["start"])
-    speech, units = store.manifest(payload["speech"]), store.manifest(payload["units"])
+    config, store, start, speech, units = read_payload(payload)
     done = []
     with torch_threads(config.train.torch_threads):
         for stage in config.train.stages:

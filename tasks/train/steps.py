@@ -12,7 +12,7 @@ from omniforge.storage.manifest import Manifest
 from omniforge.storage.names import ArtifactRef, Kind
 from omniforge.tasks.common.ray_runtime import ray_session
 from omniforge.tasks.train.checkpoints import CheckpointState, latest_for_key, save_checkpoint
-from omniforge.tasks.train.loop import Workers, stage_key, train_stages
+from omniforge.tasks.train.loop import Workers, loop_payload, stage_key, train_stages
 from omniforge.tasks.train.model_factory import build_model
 from omniforge.tasks.train.text_tokenizer import ChatFormat, load_tokenizer
 
@@ -110,12 +110,6 @@ def stage_chain(store: ArtifactStore, config: PipelineConfig, start: Manifest, s
     return chain
 
 
-def _payload(config: PipelineConfig, start: Manifest, speech: Manifest, units: Manifest,
-             flow_run_id: str | None) -> dict:
-    return {"config": config.model_dump(mode="json", context={"reveal_secrets": True}), "start": str(start.ref()), "speech": str(speech.ref()),
-            "units": str(units.ref()), "flow_run_id": flow_run_id}
-
-
 def run_stages(config: PipelineConfig, start: Manifest, speech: Manifest, units: Manifest,
                flow_run_id: str | None) -> None:
     """Train on Ray Train: `train.workers` processes (DDP or FSDP across them), CPU or one GPU each. A
@@ -124,7 +118,7 @@ def run_stages(config: PipelineConfig, start: Manifest, speech: Manifest, units:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    payload = _payload(config, start, speech, units, flow_run_id)
+    payload = loop_payload(config, start, speech, units, flow_run_id)
     train = config.train
     resources = {"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}
     with ray_session(config.ray, log_to_driver=True), tempfile.TemporaryDirectory() as ray_storage:
@@ -142,7 +136,7 @@ def run_stages(config: PipelineConfig, start: Manifest, speech: Manifest, units:
 def run_stages_here(config: PipelineConfig, start: Manifest, speech: Manifest, units: Manifest,
                     flow_run_id: str | None = None) -> list[str]:
     """The same loop in this process (one worker, no Ray): for tests and debugging."""
-    return train_stages(_payload(config, start, speech, units, flow_run_id), Workers())
+    return train_stages(loop_payload(config, start, speech, units, flow_run_id), Workers())
 
 
 def stage_markdown(stage: str, manifest: Manifest) -> str:

@@ -51,15 +51,18 @@ def _train(config, here: bool = False) -> None:
 RESUMED = [("s2t", 2), ("s2t", 4), ("tts", 2), ("tts", 4), ("tts", 6)]
 
 
+def _versions(store, name: str) -> list:
+    """The manifests of checkpoint/NAME, in version order."""
+    return [store.manifest(f"checkpoint/{name}@{v}") for v in store.versions("checkpoint", name)]
+
+
 def _steps(store, name: str) -> list[tuple[str, int]]:
-    """(stage, step) of each version of checkpoint/NAME, in version order."""
-    manifests = (store.manifest(f"checkpoint/{name}@{v}") for v in store.versions("checkpoint", name))
-    return [(m.stats["stage"], m.stats["step"]) for m in manifests]
+    return [(m.stats["stage"], m.stats["step"]) for m in _versions(store, name)]
 
 
 def _losses(store, name: str) -> dict[tuple[str, int], float]:
-    manifests = [store.manifest(f"checkpoint/{name}@{v}") for v in store.versions("checkpoint", name)]
-    return {(m.stats["stage"], m.stats["step"]): m.stats["metrics"]["loss"] for m in manifests if m.stats["step"]}
+    return {(m.stats["stage"], m.stats["step"]): m.stats["metrics"]["loss"] for m in _versions(store, name)
+            if m.stats["step"]}
 
 
 def _weights(store, name: str) -> dict[str, torch.Tensor]:
@@ -98,8 +101,7 @@ def test_fsdp_trains_as_ddp_and_one_worker_and_resumes_on_any_worker_count(data_
     assert len(one) == 5  # s2t steps 2 and 4, tts 2, 4 and 6
     assert _close(_losses(store, "fsdp"), one, 1e-4) and _close(_losses(store, "ddp"), one, 1e-4)
     assert _close(_weights(store, "fsdp"), _weights(store, "one"), 1e-4)
-    saved_by = {name: next(store.manifest(f"checkpoint/{name}@{v}") for v in store.versions("checkpoint", name)
-                           if store.manifest(f"checkpoint/{name}@{v}").stats["step"] == 2) for name in ("one", "fsdp")}
+    saved_by = {name: next(m for m in _versions(store, name) if m.stats["step"] == 2) for name in ("one", "fsdp")}
     assert len([f for f in saved_by["fsdp"].files if f.endswith(".distcp")]) == 2  # a shard file per worker
 
     _copy(store, saved_by["fsdp"], "on-one")  # s2t at step 2, saved by two FSDP workers: resumed by one
