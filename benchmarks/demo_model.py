@@ -18,6 +18,12 @@ class DemoChain:
     frame_vocoder: object  # the demo config's `units.decoder.frame` sizes
     questions: list[np.ndarray]  # 16 kHz waves
 
+    @property
+    def vocoder(self) -> object:
+        """The demo's own mel -> wave (`units.decoder.vocoder`): its frame vocoder, or the HiFi-GAN it names."""
+        named = self.config.units.decoder.vocoder
+        return self.frame_vocoder if named == "frame" else named
+
 
 def demo_chain(questions: int) -> DemoChain:
     from omniforge.config import load_pipeline_config

@@ -74,7 +74,6 @@ def main() -> None:
     chain = demo_chain(args.questions + 1)
     config, model, chat, unit_to_mel, waves = chain.config, chain.model, chain.chat, chain.unit_to_mel, chain.questions
     torch.set_num_threads(config.evaluate.torch_threads)
-    d = config.units.decoder
     fusion = [m for name, m in model.speech_generator.named_children() if name != "model"]
     # the encoder runs layer by layer (model/speech_encoder.py), so its children are timed
     timer = ComputeTimer([*model.speech_encoder.modules(), model.speech_projector, model.llm,
@@ -84,7 +83,7 @@ def main() -> None:
     runtime = config.evaluate.decoder
     chains = {}
     for label, settings in (("demo", runtime), ("torch, exact chunks", EXACT_TORCH.model_copy(update={"threads": runtime.threads}))):
-        decoder = speaking_decoder(unit_to_mel, d.vocoder, settings)
+        decoder = speaking_decoder(unit_to_mel, chain.vocoder, settings)
         engine = StreamingEngine(model, chat, decoder, generation)
         timer.watch([engine.features, decoder.vocoder])
         engine.answer([("user", "")], [waves[0]])  # warm-up

@@ -1,6 +1,7 @@
 """`pipeline`: build dialogues -> (TTS corpus -> its units -> TTS pretraining) -> tokenize units ->
-train stages -> evaluate (on its held-out set), one Prefect flow with a subflow per stage. Each stage is handed the exact
-versions the previous one made, and every artifact records this pipeline run."""
+train stages, and the units -> audio decoder at the same time -> evaluate (on its held-out set),
+one Prefect flow with a subflow per stage. Each stage is handed the exact versions the previous one
+made, and every artifact records this pipeline run."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from omniforge.flows.artifact_keys import artifact_key
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.flows.evaluate import evaluate
 from omniforge.flows.pretrain_tts import pretrain_tts
-from omniforge.flows.tokenize_units import tokenize_units
+from omniforge.flows.tokenize_units import decoder, tokenize_units, trains_decoder
 from omniforge.flows.train import train
 from omniforge.storage import store_from_config
 from omniforge.tasks.evaluate import steps as evaluate_steps
@@ -30,9 +31,14 @@ def pipeline(config: PipelineConfig) -> dict:
         summary.update(corpus=pretrained["corpus"], corpus_units=pretrained["corpus_units"],
                        pretrained_tts=pretrained["checkpoint"])
     config = config.with_fields("units", speech=built["speech_version"])
-    units = tokenize_units(config)
+    units = tokenize_units(config, with_decoder=False)
     config = config.with_fields("train", speech=built["speech_version"], units=units["units_version"])
+    # the decoder trains while the model does: neither needs the other (units.decoder.threads and
+    # train.torch_threads share the cores between them), and only the evaluation needs both
+    decoding = decoder.submit(units["units_version"], config) if trains_decoder(config) else None
     trained = train(config)
+    if decoding is not None:
+        summary["decoder"] = decoding.result()
     evaluated = evaluate(config.with_fields("evaluate", checkpoint=trained["checkpoint"]))  # builds its held-out set
     summary.update(units=units["units_version"], checkpoint=trained["checkpoint"], eval=evaluated["eval_version"],
                    report=evaluated["report"], metrics=evaluated["metrics"])

@@ -12,7 +12,7 @@ from prefect import flow
 
 from omniforge.config import PipelineConfig
 from omniforge.flows.build_corpus import build_corpus
-from omniforge.flows.tokenize_units import tokenize_units
+from omniforge.flows.tokenize_units import decoder, tokenize_units, trains_decoder
 from omniforge.flows.train import train
 from omniforge.tasks.train import steps as train_steps
 
@@ -30,7 +30,14 @@ def pretrain_tts(config: PipelineConfig, speech: str | None = None, units: str |
     """Pretrain on the given speech/units versions of the corpus, or on the corpus built and tokenized
     now; returns the train flow's summary (its `checkpoint` is the pretrained TTS) with the `corpus`
     and `corpus_units` versions it learned from."""
+    decoding = None
     if speech is None or units is None:
         speech = build_corpus(config)["speech_version"]
-        units = tokenize_units(corpus_units(config, speech))["units_version"]
-    return {**train(train_steps.tts_pretraining(config, speech, units)), "corpus": speech, "corpus_units": units}
+        on_corpus = corpus_units(config, speech)
+        units = tokenize_units(on_corpus, with_decoder=False)["units_version"]
+        # the decoder (of the corpus's speech) trains while the TTS LM does, as in the pipeline
+        decoding = decoder.submit(units, on_corpus) if trains_decoder(config) else None
+    pretrained = train(train_steps.tts_pretraining(config, speech, units))
+    if decoding is not None:
+        pretrained["decoder"] = decoding.result()
+    return {**pretrained, "corpus": speech, "corpus_units": units}

@@ -33,13 +33,21 @@ def tokenize(speech, tokenizer, config: PipelineConfig):
 
 
 @task(name="decoder", cache_policy=NONE)
-def decoder(units, config: PipelineConfig):
-    return steps.decoder_for(store_from_config(config.store), units, config, recording_run_id())
+def decoder(units_version: str, config: PipelineConfig) -> str:
+    """The units -> audio decoder of `units_version`'s tokenizer (trained now if it has none); its ref."""
+    store = store_from_config(config.store)
+    return str(steps.decoder_for(store, store.manifest(units_version), config, recording_run_id()).ref())
+
+
+def trains_decoder(config: PipelineConfig) -> bool:
+    """Only the learned backend trains a decoder: CosyVoice 2's needs no training, only its weights at evaluation."""
+    return config.units.decoder.backend == "learned"
 
 
 @flow(name="tokenize-units", log_prints=True)
-def tokenize_units(config: PipelineConfig) -> dict:
-    """Make (or extend) units/NAME from the configured speech version; returns its stats."""
+def tokenize_units(config: PipelineConfig, with_decoder: bool = True) -> dict:
+    """Make (or extend) units/NAME from the configured speech version; returns its stats. With
+    `with_decoder` False the caller trains the decoder itself (the pipeline does, alongside the model)."""
     logger = get_run_logger()
     speech, tokenizer = get_tokenizer(config)
     logger.info("tokenizer %s for %s", tokenizer.ref(), speech.ref())
@@ -48,8 +56,8 @@ def tokenize_units(config: PipelineConfig) -> dict:
         announce(units, config.store.url)
     result = {**units.stats, "units_version": str(units.ref()), "tokenizer_version": str(tokenizer.ref()),
               "published": new}
-    if config.units.decoder.backend == "learned":  # CosyVoice 2's needs no training, only its weights at evaluation
-        result["decoder_version"] = str(decoder(units, config).ref())
+    if with_decoder and trains_decoder(config):
+        result["decoder_version"] = decoder(result["units_version"], config)
     markdown = steps.summary_markdown(units, new)
     create_markdown_artifact(markdown, key=artifact_key("units", config.units.name), description="Speech units")
     logger.info("\n%s", markdown)

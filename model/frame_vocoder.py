@@ -60,14 +60,19 @@ class FrameVocoder(nn.Module):
         self.head = nn.Linear(settings.dim, grid.n_fft + 2)  # log magnitude and phase of n_fft // 2 + 1 bins
         self.register_buffer("window", torch.hann_window(grid.n_fft), persistent=False)
 
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, frames) log mel -> (B, n_fft // 2 + 1, frames) complex STFT."""
+    def log_polar(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, n_mels, frames) log mel -> each STFT bin's log magnitude and phase, (B, n_fft // 2 + 1,
+        frames) each: what training compares, without complex arithmetic in the backward pass."""
         x = self.norm(self.inp(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
         log_magnitude, phase = self.head(self.out_norm(x.transpose(1, 2))).transpose(1, 2).chunk(2, dim=1)
-        magnitude = torch.exp(log_magnitude.clamp(max=self.settings.max_log_magnitude))
-        return torch.polar(magnitude, phase)
+        return log_magnitude.clamp(max=self.settings.max_log_magnitude), phase
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, frames) log mel -> (B, n_fft // 2 + 1, frames) complex STFT."""
+        log_magnitude, phase = self.log_polar(mel)
+        return torch.polar(torch.exp(log_magnitude), phase)
 
     def waveform(self, spectrum: torch.Tensor) -> torch.Tensor:
         """(B, bins, frames) complex -> (B, frames * hop) samples."""

@@ -273,45 +273,56 @@ def stream_generate(model: OmniModel, input_ids: list[torch.Tensor], speech: lis
 
 def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: int,
            settings: GenerationSettings, generator: torch.Generator | None) -> Iterator[StreamEvent]:
-    """Feed every item's pending inputs, then sample speech while budgets last. Returns when no
-    item can write without reading more text."""
+    """Feed every item's pending inputs, then sample speech while budgets last, one token for every
+    writing item per TTS forward (picked together). Returns when no item can write without reading
+    more text."""
     while True:
         fed = _feed_pending(voice_lm, voices)
         progressed = False
+        writers = []
         for i, voice in enumerate(voices):
             if voice.done or voice.budget <= 0 or voice.logits is None or voice.pending:
                 continue
-            if voice.written >= _speech_limit(voice, settings):
-                if voice.final:  # the text is all read and the speech is as long as it may be: end it
-                    voice.done, voice.logits = True, None
-                    progressed = True
-                    yield from _flush(i, voice)
-                    yield StreamEvent("end", i)
-                else:  # wait for more text
-                    voice.budget = 0
-                    yield from _flush(i, voice)
-                continue
-            logits = voice.logits.clone()
-            allowed = torch.full_like(logits, -math.inf)
-            allowed[units] = 0
-            if voice.final:
-                allowed[eos] = 0
-            token = int(pick((logits + allowed)[None], settings.speech, generator)[0])
-            voice.logits = None
-            progressed = True
-            if token == eos or voice.written >= settings.max_speech_tokens:
-                voice.done = True
+            if voice.written < _speech_limit(voice, settings):
+                writers.append(i)
+            elif voice.final:  # the text is all read and the speech is as long as it may be: end it
+                voice.done, voice.logits = True, None
+                progressed = True
                 yield from _flush(i, voice)
                 yield StreamEvent("end", i)
-                continue
-            voice.chunk.append(token - units.start)
-            voice.written += 1
-            voice.budget -= 1
-            voice.pending.append(tts.embed(torch.tensor([token], device=logits.device))[0])
-            if voice.budget <= 0 or len(voice.chunk) >= tts.config.stream_write:
+            else:  # wait for more text
+                voice.budget = 0
                 yield from _flush(i, voice)
+        if writers:
+            progressed = True
+            yield from _write_tokens(writers, voices, tts, units, eos, settings, generator)
         if not fed and not progressed:
             return
+
+
+def _write_tokens(writers: list[int], voices: list[_Voice], tts, units: slice, eos: int,
+                  settings: GenerationSettings, generator: torch.Generator | None) -> Iterator[StreamEvent]:
+    """The next speech token of each writing item: units only, or end-of-speech once its text is all read."""
+    logits = torch.stack([voices[i].logits for i in writers])
+    allowed = torch.full_like(logits, -math.inf)
+    allowed[:, units] = 0
+    allowed[[row for row, i in enumerate(writers) if voices[i].final], eos] = 0
+    tokens = pick(logits + allowed, settings.speech, generator)
+    embeds = tts.embed(tokens)
+    for row, (i, token) in enumerate(zip(writers, tokens.tolist(), strict=True)):
+        voice = voices[i]
+        voice.logits = None
+        if token == eos or voice.written >= settings.max_speech_tokens:
+            voice.done = True
+            yield from _flush(i, voice)
+            yield StreamEvent("end", i)
+            continue
+        voice.chunk.append(token - units.start)
+        voice.written += 1
+        voice.budget -= 1
+        voice.pending.append(embeds[row])
+        if voice.budget <= 0 or len(voice.chunk) >= tts.config.stream_write:
+            yield from _flush(i, voice)
 
 
 def _speech_limit(voice: _Voice, settings: GenerationSettings) -> float:

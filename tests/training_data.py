@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from omniforge.config import PipelineConfig, load_pipeline_config
 
+# the demo's decoder, at a size and step count that trains in seconds (its units -> mel network and frame vocoder)
+TINY_DECODER = ("units.decoder.steps=5", "units.decoder.frame.steps=5", "units.decoder.frame.dim=16",
+                "units.decoder.frame.hidden=32", "units.decoder.frame.layers=1")
 TINY_LM = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
            "intermediate_size": 64}
 
@@ -15,7 +18,7 @@ def data_config(store_url: str, dialogues: int = 6) -> PipelineConfig:
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={store_url}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
         "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
-        "units.decoder.steps=5", "build.gate.max_wer=null"])
+        *TINY_DECODER, "build.gate.max_wer=null"])
 
 
 def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int = 2,
@@ -26,7 +29,7 @@ def tiny_training(store_url: str, log_dir: str, name: str = "tiny", steps: int =
     for stage in ("s2t", "tts", "s2s"):
         overrides += [f"train.{stage}.steps={steps}", f"train.{stage}.batch_size=2", f"train.{stage}.warmup_steps=1"]
     return load_pipeline_config("configs/demo.yaml", [f"store.url={store_url}", "units.kmeans.k=32",
-                                                      "units.decoder.steps=5", "ray.num_cpus=2"]
+                                                      *TINY_DECODER, "ray.num_cpus=2"]
                                 + overrides + list(extra))
 
 
@@ -34,7 +37,7 @@ def corpus_config(store_url: str, sentences: int, extra: tuple[str, ...] = ()) -
     """A small TTS corpus over the small dataset's answers, tokenized with the dataset's tokenizer."""
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={store_url}", "build.synthesis.workers=1", "ray.num_cpus=2", "units.kmeans.k=32",
-        "units.batch_size=4", "units.decoder.steps=5", "corpus.name=corpus-test", f"corpus.source.sentences={sentences}",
+        "units.batch_size=4", *TINY_DECODER, "corpus.name=corpus-test", f"corpus.source.sentences={sentences}",
         "corpus.dialogues=speech/demo", *extra])
 
 

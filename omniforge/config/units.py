@@ -105,12 +105,25 @@ class DecoderConfig(Section):
                                                                "see `frame`).")
     frame: FrameVocoderConfig = Field(default_factory=FrameVocoderConfig,
                                       description="The frame vocoder's sizes and training (vocoder: frame).")
+    threads: int | None = Field(None, ge=1, description="Torch threads while training it (None: every core). How "
+                                "it is trained, not what it is: its version ignores this. `omniforge run` trains it "
+                                "alongside the model's stages, so the two can share the cores (with train.torch_threads).")
+
+    def identity(self) -> dict:
+        """The settings that decide the decoder: the frame vocoder's count only where it is used (a
+        HiFi-GAN decoder keeps its version), and the thread count never does."""
+        unused = {"cosyvoice2", "threads"} | ({"frame"} if self.vocoder != "frame" else set())
+        return self.model_dump(mode="json", exclude=unused)
 
 
 class DecoderRuntimeConfig(Section):
     """How a units -> audio decoder runs when it speaks (evaluation, serving); not what it is, so
     changing these never retrains it."""
 
+    vocoder: Literal["own", "universal", "LJSpeech"] = Field("own", description="Mel -> wave to speak with: `own`, "
+                                                             "the decoder's (its frame vocoder, or the HiFi-GAN it "
+                                                             "names); or that pretrained HiFi-GAN over the decoder's "
+                                                             "units -> mel network, whatever vocoder it was trained with.")
     threads: int = Field(1, ge=1, description="Threads of the vocoder (its convolutions are most of the speech "
                          "chain's cost on a CPU).")
     runtime: Literal["torch", "onnxruntime"] = Field("onnxruntime", description="Runs the learned decoder's "

@@ -215,11 +215,14 @@ EXACT_TORCH = DecoderRuntimeConfig(runtime="torch", max_chunk_seconds=0.0)
 
 def load_decoder(files: dict[str, bytes], vocoder: str = "universal",
                  runtime: DecoderRuntimeConfig = EXACT_TORCH) -> UnitAudioDecoder:
-    """A saved decoder: its units -> mel network with its own frame vocoder, or else the named HiFi-GAN."""
+    """A saved decoder: its units -> mel network with its own frame vocoder, or else the named HiFi-GAN;
+    with the HiFi-GAN `runtime.vocoder` names, if it names one."""
     description = json.loads(files["decoder.json"])
     grid = MelGrid(**description["grid"])
     model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), grid)
     model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
+    if runtime.vocoder != "own":
+        return speaking_decoder(model, runtime.vocoder, runtime)
     if "frame_vocoder" in description:
         frame = FrameVocoder(FrameVocoderSettings(**description["frame_vocoder"]), grid)
         frame.load_state_dict(load_safetensors(files["frame_vocoder.safetensors"]))
@@ -383,9 +386,7 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     d = config.decoder
     if d.backend == "cosyvoice2":
         return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
-    # the frame vocoder's settings count only where it is used: a HiFi-GAN decoder keeps its version
-    unused = {"cosyvoice2"} | ({"frame"} if d.vocoder != "frame" else set())
-    settings = {"decoder": d.model_dump(mode="json", exclude=unused), "tokenizer": str(tokenizer)}
+    settings = {"decoder": d.identity(), "tokenizer": str(tokenizer)}
     settings_hash = stable_hash(settings)
     existing = store.find_version(Kind.decoder, tokenizer.name, settings_hash)
     if existing is not None:
@@ -394,6 +395,15 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
         raise MissingDecoder(f"no units -> audio decoder for {tokenizer} with these units.decoder settings; train it "
                              f"with `omniforge tokenize-units -c CONFIG --set units.speech={units.parent_of(Kind.speech)} "
                              f"units.name={units.name} units.tokenizer={tokenizer.name}` (same units.decoder settings)")
+    with torch_threads(d.threads or torch.get_num_threads()):
+        return _train_decoder(store, units, config, settings, settings_hash, flow_run_id)
+
+
+def _train_decoder(store: ArtifactStore, units: Manifest, config: UnitsConfig, settings: dict, settings_hash: str,
+                   flow_run_id: str | None) -> Manifest:
+    """The learned decoder's units -> mel network, and its frame vocoder where it has one, trained on
+    `units` and published as a `decoder` version."""
+    tokenizer, d = units.parent_of(Kind.tokenizer), config.decoder
     vocab = store.manifest(tokenizer).stats["vocab_size"]
     grid = MelGrid(unit_rate=config.frame_rate)
     net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)

@@ -17,7 +17,7 @@ import pytest
 
 from omniforge.storage import Kind, store_from_config
 from tests.conftest import free_port
-from tests.training_data import TINY_LM, data_config
+from tests.training_data import TINY_DECODER, TINY_LM, data_config
 
 pytestmark = pytest.mark.slow
 OMNIFORGE = [sys.executable, "-m", "omniforge.cli"]
@@ -72,7 +72,7 @@ def test_one_run_of_the_build_deployment_ends_in_an_evaluated_model(prefect_api,
     store_url = str(tmp_path / "store")
     overrides = [f"store.url={store_url}", "build.source.demo.dialogues=6", "build.synthesis.workers=1",
                  "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
-                 "units.decoder.steps=5",
+                 *TINY_DECODER,
                  "train.model.adapter_hidden_size=32", "train.model.tokenizer.vocab_size=300",
                  f"train.model.llm={TINY_LM}", f"train.model.tts={TINY_LM}",
                  "train.s2t.steps=2", "train.tts.steps=2", "train.s2s.steps=2",

@@ -12,12 +12,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 def test_evaluate_flow_publishes_a_report_with_lineage(data_store, tmp_path):
     from omniforge.flows.evaluate import evaluate
     from omniforge.tasks.train import steps as train_steps
-    from tests.training_data import tiny_training
+    from tests.training_data import TINY_DECODER, tiny_training
 
     config = tiny_training(data_store, str(tmp_path / "tb"), extra=(
         "train.name=evaluated", "evaluate.checkpoint=checkpoint/evaluated", "evaluate.eval_set=speech/demo",
         "evaluate.max_items=2", "evaluate.max_text_tokens=12", "evaluate.max_speech_tokens=60",
-        "units.decoder.steps=5", "evaluate.keep_wavs=1", "evaluate.name=evaluated"))
+        *TINY_DECODER, "evaluate.keep_wavs=1", "evaluate.name=evaluated"))
     store = store_from_config(config.store)
     speech, units = train_steps.resolve_inputs(store, config)
     start = train_steps.initial_checkpoint(store, config, speech, units, None)

@@ -6,7 +6,7 @@ import pytest
 
 from omniforge.config import load_pipeline_config
 from omniforge.storage import Kind, store_from_config
-from tests.training_data import TINY_LM
+from tests.training_data import TINY_DECODER, TINY_LM
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 def small_pipeline(tmp_path, dialogues: int, *extra: str):
     overrides = [
         f"store.url={tmp_path / 'store'}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
-        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4", "units.decoder.steps=5",
+        "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4", *TINY_DECODER,
         "train.model.adapter_hidden_size=32", "train.model.tokenizer.vocab_size=300", f"train.model.llm={TINY_LM}",
         f"train.model.tts={TINY_LM}", "train.checkpoint_every=2", "train.torch_threads=1",
         f"train.log_dir={tmp_path / 'tb'}", "evaluate.build.source.demo.dialogues=2", "evaluate.build.synthesis.workers=1",

@@ -22,7 +22,7 @@ SPOKEN = ("train.name=spoken", "evaluate.checkpoint=checkpoint/spoken", "evaluat
 @pytest.fixture(scope="module")
 def spoken_checkpoint(data_store, tmp_path_factory):
     from omniforge.tasks.train import steps as train_steps
-    from tests.training_data import tiny_training
+    from tests.training_data import TINY_DECODER, tiny_training
 
     config = tiny_training(data_store, str(tmp_path_factory.mktemp("tb")), extra=SPOKEN)
     store = store_from_config(config.store)
@@ -32,7 +32,7 @@ def spoken_checkpoint(data_store, tmp_path_factory):
 
 
 def omniforge(data_store: str, *args: str, overrides: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    sets = [f"store.url={data_store}", "units.kmeans.k=32", "units.decoder.steps=5", *SPOKEN, *overrides]
+    sets = [f"store.url={data_store}", "units.kmeans.k=32", *TINY_DECODER, *SPOKEN, *overrides]
     return subprocess.run([sys.executable, "-m", "omniforge.cli", *args, "--config", "configs/demo.yaml"]
                           + [a for s in sets for a in ("--set", s)], capture_output=True, text=True, timeout=600)
 

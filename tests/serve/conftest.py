@@ -40,7 +40,7 @@ def served(data_store, tmp_path_factory) -> Served:
     from omniforge.storage.audio import decode_audio
     from omniforge.tasks.serve.app import open_served_engine
     from omniforge.tasks.train import steps as train_steps
-    from tests.training_data import tiny_training
+    from tests.training_data import TINY_DECODER, tiny_training
 
     config = tiny_training(data_store, str(tmp_path_factory.mktemp("tb")), extra=tuple(SERVE))
     store = store_from_config(config.store)
@@ -52,7 +52,7 @@ def served(data_store, tmp_path_factory) -> Served:
     questions = [decode_audio(r["audio"]["bytes"])[0] for r in rows if r["role"] == "user"]
 
     port, log = free_port(), tmp_path_factory.mktemp("serve") / "server.log"
-    overrides = [f"store.url={data_store}", "units.kmeans.k=32", "units.decoder.steps=5", *SERVE]
+    overrides = [f"store.url={data_store}", "units.kmeans.k=32", *TINY_DECODER, *SERVE]
     server = subprocess.Popen([sys.executable, "-m", "omniforge.cli", "serve", "--config", "configs/demo.yaml",
                                "--port", str(port)]
                               + [arg for o in overrides for arg in ("--set", o)],

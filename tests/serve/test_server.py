@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from omniforge.tasks.serve.engine import AnswerEvent, AnswerRequest, BatchedAnswerer, UserTurn
+from tests.training_data import TINY_DECODER
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -252,7 +253,7 @@ def test_the_server_refuses_turn_limits_its_encoder_cannot_take(served, data_sto
     from tests.serve.conftest import SERVE
 
     config = load_pipeline_config("configs/demo.yaml", [f"store.url={data_store}", "units.kmeans.k=32",
-                                                        "units.decoder.steps=5", *SERVE, "serve.max_turn_seconds=35"])
+                                                        *TINY_DECODER, *SERVE, "serve.max_turn_seconds=35"])
     with pytest.raises(InputError, match="serve.max_turn_seconds=35 is longer than .* accepts \\(30 s\\)"):
         open_answerer(store_from_config(config.store), config)
 
@@ -422,7 +423,7 @@ def test_the_served_engine_answers_in_the_chat_format_its_checkpoint_was_trained
     from tests.serve.conftest import SERVE
 
     config = load_pipeline_config("configs/demo.yaml", [f"store.url={data_store}", "units.kmeans.k=32",
-                                                        "units.decoder.steps=5", *SERVE,
+                                                        *TINY_DECODER, *SERVE,
                                                         "train.model.tokenizer.system_prompt=Talk like a pirate."])
     engine = open_served_engine(store_from_config(config.store), config)
     assert engine.chat.system_prompt == served.engine.chat.system_prompt != "Talk like a pirate."

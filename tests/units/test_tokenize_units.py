@@ -9,7 +9,7 @@ import torch
 
 from omniforge.config import load_pipeline_config
 from omniforge.config.build import TTSConfig
-from omniforge.config.units import S3TokenizerConfig
+from omniforge.config.units import DecoderRuntimeConfig, S3TokenizerConfig
 from omniforge.flows.build_dialogues import build_dialogues
 from omniforge.flows.tokenize_units import tokenize_units
 from omniforge.model.frame_vocoder import FrameVocoder
@@ -33,6 +33,7 @@ from omniforge.tasks.units.tokenizers import (
     speech_rows,
     tokenizer_state,
 )
+from tests.training_data import TINY_DECODER
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -94,7 +95,7 @@ def config_for(tmp_path, dialogues: int, *overrides: str):
     return load_pipeline_config("configs/demo.yaml", [
         f"store.url={tmp_path / 'store'}", f"build.source.demo.dialogues={dialogues}", "build.synthesis.workers=1",
         "build.tts.users.size=4", "ray.num_cpus=2", "units.kmeans.k=32", "units.batch_size=4",
-        "units.decoder.steps=5", *overrides])
+        *TINY_DECODER, *overrides])
 
 
 def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
@@ -154,12 +155,13 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
 
 def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_path):
     build_dialogues(config_for(tmp_path, 4))
-    tokenize_units(config_for(tmp_path, 4))
+    tokenize_units(config_for(tmp_path, 4, "units.decoder.vocoder=universal"))
     store = store_from_config(config_for(tmp_path, 4).store)
     units = store.manifest("units/demo@1")
     hifigan = store.manifest("decoder/demo@1")
     # the frame vocoder's settings do not touch a HiFi-GAN decoder: it is reused as it is
-    assert decoder_version(store, units, config_for(tmp_path, 4, "units.decoder.frame.steps=9").units).ref() == hifigan.ref()
+    assert decoder_version(store, units, config_for(tmp_path, 4, "units.decoder.vocoder=universal",
+                                                    "units.decoder.frame.steps=9").units).ref() == hifigan.ref()
     frame_units = config_for(tmp_path, 4, "units.decoder.vocoder=frame", "units.decoder.frame.steps=3",
                              "units.decoder.frame.dim=16", "units.decoder.frame.hidden=32",
                              "units.decoder.frame.layers=1", "units.decoder.frame.crop_frames=16",
@@ -171,7 +173,15 @@ def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_pat
     turns = store.manifest("speech/demo@1").stats
     assert frame.stats["frame_vocoder_examples"] == 2 * turns["assistant_turns"] + turns["user_turns"]
     assert decoder_version(store, units, frame_units).ref() == frame.ref()  # trained once
+    # how many threads trained it is not what it is
+    threads = frame_units.model_copy(update={"decoder": frame_units.decoder.model_copy(update={"threads": 1})})
+    assert decoder_version(store, units, threads, train=False).ref() == frame.ref()
     spoken = open_decoder(store, frame)
     assert isinstance(spoken.vocoder, FrameVocoder)
+    # a runtime may speak with a pretrained HiFi-GAN instead, over the same units -> mel network
+    hifi = open_decoder(store, frame, DecoderRuntimeConfig(vocoder="universal", runtime="torch"))
+    assert not isinstance(hifi.vocoder, FrameVocoder)
+    assert all(torch.equal(a, b) for a, b in zip(hifi.unit_to_mel.state_dict().values(),
+                                                 spoken.unit_to_mel.state_dict().values()))
     row = store.read_table(units).to_pylist()[0]
     assert len(spoken.decode(row["units"])) == len(row["units"]) * 22050 // 25
