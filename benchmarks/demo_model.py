@@ -18,10 +18,10 @@ class DemoChain:
     frame_vocoder: object  # the demo config's `units.decoder.frame` sizes
     questions: list[np.ndarray]  # 16 kHz waves
 
-    @property
-    def vocoder(self) -> object:
-        """The demo's own mel -> wave (`units.decoder.vocoder`): its frame vocoder, or the HiFi-GAN it names."""
-        named = self.config.units.decoder.vocoder
+    def vocoder(self, runtime) -> object:
+        """The mel -> wave a `DecoderRuntimeConfig` speaks with: the HiFi-GAN it names, or the demo
+        decoder's own (`units.decoder.vocoder`: its frame vocoder, or the HiFi-GAN named there)."""
+        named = self.config.units.decoder.vocoder if runtime.vocoder == "own" else runtime.vocoder
         return self.frame_vocoder if named == "frame" else named
 
 

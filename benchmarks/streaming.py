@@ -81,9 +81,10 @@ def main() -> None:
                           model.speech_generator.model.get_input_embeddings(), *fusion, unit_to_mel])
     generation = GenerationSettings(max_text_tokens=12, max_speech_tokens=60)
     runtime = config.evaluate.decoder
+    vocoder = chain.vocoder(runtime)
     chains = {}
     for label, settings in (("demo", runtime), ("torch, exact chunks", EXACT_TORCH.model_copy(update={"threads": runtime.threads}))):
-        decoder = speaking_decoder(unit_to_mel, chain.vocoder, settings)
+        decoder = speaking_decoder(unit_to_mel, vocoder, settings)
         engine = StreamingEngine(model, chat, decoder, generation)
         timer.watch([engine.features, decoder.vocoder])
         engine.answer([("user", "")], [waves[0]])  # warm-up
