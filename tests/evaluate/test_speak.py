@@ -13,6 +13,7 @@ import soundfile as sf
 from omniforge.config.schema import StoreConfig
 from omniforge.storage import Kind, store_from_config
 from omniforge.tasks.evaluate.speak import SentenceFileError, read_sentences
+from tests.training_data import TINY_DECODER
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SPOKEN = ("train.name=spoken", "evaluate.checkpoint=checkpoint/spoken", "evaluate.max_speech_tokens=80",
@@ -22,7 +23,7 @@ SPOKEN = ("train.name=spoken", "evaluate.checkpoint=checkpoint/spoken", "evaluat
 @pytest.fixture(scope="module")
 def spoken_checkpoint(data_store, tmp_path_factory):
     from omniforge.tasks.train import steps as train_steps
-    from tests.training_data import TINY_DECODER, tiny_training
+    from tests.training_data import tiny_training
 
     config = tiny_training(data_store, str(tmp_path_factory.mktemp("tb")), extra=SPOKEN)
     store = store_from_config(config.store)
