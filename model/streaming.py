@@ -10,7 +10,9 @@ fewer, masked out). Events come out as they happen: text tokens, chunks of speec
 
 from __future__ import annotations
 
+import copy
 import math
+from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -35,6 +37,10 @@ class GenerationSettings:
     # the length guard: at most this many speech tokens per text token read so far (None: off), so a TTS
     # LM that never says end-of-speech stops near the text's length instead of at max_speech_tokens
     max_units_per_text_token: float | None = None
+    # after its first chunk, an answer writes at most this many speech tokens per batch step (None: all
+    # its budget allows), so one answer's long write (its speech after the text ended) does not hold up
+    # every other answer's step, and a joining answer's first audio
+    speech_per_step: int | None = None
     text: SamplingSettings = SamplingSettings()
     speech: SamplingSettings = SamplingSettings()
 
@@ -71,9 +77,28 @@ class _Voice:
     final: bool = False        # <sep> queued: write until EOS
     done: bool = False
     written: int = 0
-    text_read: int = 0         # text positions queued so far (the length guard's measure)
+    text_read: int = 0         # text positions gone in so far (the length guard's measure)
     chunk: list[int] = field(default_factory=list)
     logits: torch.Tensor | None = None  # at the last fed position
+    # text read while speech was still owed (a step's writes are capped): it waits here, with the
+    # budget it brings, so the TTS LM's sequence keeps the read-write order
+    later: deque[tuple[torch.Tensor, float]] = field(default_factory=deque)
+
+    def read(self, embedding: torch.Tensor, budget: float) -> None:
+        """Queue a text position (or `<sep>`, with an unbounded budget) and what it lets be written."""
+        self.later.append((embedding, budget))
+        self.release()
+
+    def release(self) -> None:
+        """What was read goes in once the speech owed before it is written."""
+        while self.later and self.budget <= 0:
+            embedding, budget = self.later.popleft()
+            self.pending.append(embedding)
+            self.budget += budget
+            if budget == math.inf:
+                self.final = True
+            else:
+                self.text_read += 1
 
 
 class _CachedLM:
@@ -127,6 +152,27 @@ class _CachedLM:
                  layer.values.new_zeros(rows, layer.values.shape[1], 0, layer.values.shape[3])) for layer in template.layers]
 
 
+class _PromptHead:
+    """The text a prompt has before its first speech turn (the chat format's system turn and user
+    header, the same in every conversation), prefilled once: answers joining later start from a copy
+    of its KV cache and prefill only the rest of their prompt."""
+
+    def __init__(self, lm: torch.nn.Module, ids: torch.Tensor) -> None:
+        self.lm, self.ids = lm, ids
+        cached = _CachedLM(lm, 1, ids.device)
+        cached.feed(lm.get_input_embeddings()(ids)[None], torch.ones(1, len(ids), dtype=torch.long, device=ids.device))
+        self.cache = cached.past
+
+    def start(self, batch: int) -> _CachedLM:
+        """A cached LM of `batch` rows that has read the head."""
+        lm = _CachedLM(self.lm, batch, self.ids.device)
+        lm.past = copy.deepcopy(self.cache)
+        lm.past.batch_repeat_interleave(batch)
+        lm.mask = torch.ones(batch, len(self.ids), dtype=torch.long, device=self.ids.device)
+        lm.positions = torch.full((batch,), len(self.ids), dtype=torch.long, device=self.ids.device)
+        return lm
+
+
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     """Zeros before the existing history along `dim`, up to `length` positions."""
     missing = length - tensor.shape[dim]
@@ -171,6 +217,7 @@ class StreamingBatch:
         self.answers: list[_Answer] = []
         self.llm: _CachedLM | None = None
         self.voice_lm: _CachedLM | None = None
+        self.head: _PromptHead | None = None
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -182,8 +229,13 @@ class StreamingBatch:
         the text tokens to say instead of the LLM's (the LLM reads them, so its states are those it has
         on that text); `llm_states` False: the TTS LM reads the text's embeddings alone (stage-1 TTS)."""
         model = self.model
+        head = self._head_for(input_ids)
+        if head is None:
+            llm = _CachedLM(model.llm, len(keys), self.device)
+        else:
+            llm = head.start(len(keys))
+            input_ids = [ids[len(head.ids):] for ids in input_ids]
         embeds, mask, _ = model.splice(input_ids, speech, left_pad=True)
-        llm = _CachedLM(model.llm, len(keys), self.device)
         out = llm.feed(embeds, mask, hidden=True)
         voice_lm = _CachedLM(model.speech_generator.model, len(keys), self.device)
         if self.llm is None:
@@ -194,6 +246,20 @@ class StreamingBatch:
         self.answers += [_Answer(key, out.logits[i, -1], out.hidden_states[-1][i, -1],
                                  forced=None if forced is None else list(forced[i]), llm_states=llm_states)
                          for i, key in enumerate(keys)]
+
+    def _head_for(self, input_ids: list[torch.Tensor]) -> "_PromptHead | None":
+        """The cached head these prompts all start with (computed now if they share one), or None."""
+        def starts(head: torch.Tensor) -> bool:
+            return all(len(ids) > len(head) and torch.equal(ids[:len(head)], head) for ids in input_ids)
+
+        if self.head is not None and starts(self.head.ids):
+            return self.head
+        first = input_ids[0]
+        placeholders = (first == self.model.config.speech_token_id).nonzero().flatten()
+        if len(placeholders) == 0 or placeholders[0] == 0 or not starts(first[:placeholders[0]]):
+            return None
+        self.head = _PromptHead(self.model.llm, first[:placeholders[0]])
+        return self.head
 
     @torch.no_grad()
     def step(self) -> list[StreamEvent]:
@@ -218,16 +284,14 @@ class StreamingBatch:
                 if token == config.eos_token_id or answer.n_read >= settings.max_text_tokens:
                     answer.reading = False
                     if not answer.voice.done:
-                        answer.voice.pending.append(self.sep)
-                        answer.voice.final, answer.voice.budget = True, math.inf
+                        answer.voice.read(self.sep, math.inf)
                     continue
                 events.append(StreamEvent("text", answer.key, [token]))
                 answer.n_read += 1
                 if answer.voice.done:  # its speech hit max_speech_tokens; the text goes on alone
                     continue
-                answer.voice.pending.append(fused[row] if answer.llm_states else plain[row])
-                answer.voice.text_read += 1
-                answer.voice.budget += model.schedule.write_budget(answer.n_read)
+                answer.voice.read(fused[row] if answer.llm_states else plain[row],
+                                  model.schedule.write_budget(answer.n_read))
         keys = [a.key for a in self.answers]
         events += [StreamEvent(e.kind, keys[e.item], e.tokens) for e in _write(
             self.voice_lm, [a.voice for a in self.answers], tts, self.units, config.eos_token_id, settings, self.generator)]
@@ -275,13 +339,22 @@ def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: in
            settings: GenerationSettings, generator: torch.Generator | None) -> Iterator[StreamEvent]:
     """Feed every item's pending inputs, then sample speech while budgets last, one token for every
     writing item per TTS forward (picked together). Returns when no item can write without reading
-    more text."""
+    more text, or only items that wrote `settings.speech_per_step` tokens this step (their first chunk
+    aside) could; those flush what they wrote and go on next step."""
+    wrote = [0] * len(voices)
+
+    def capped(i: int, voice: _Voice) -> bool:
+        cap = settings.speech_per_step
+        return cap is not None and wrote[i] >= cap and voice.written >= tts.config.stream_write
+
     while True:
         fed = _feed_pending(voice_lm, voices)
         progressed = False
         writers = []
         for i, voice in enumerate(voices):
             if voice.done or voice.budget <= 0 or voice.logits is None or voice.pending:
+                continue
+            if capped(i, voice):
                 continue
             if voice.written < _speech_limit(voice, settings):
                 writers.append(i)
@@ -292,11 +365,16 @@ def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: in
                 yield StreamEvent("end", i)
             else:  # wait for more text
                 voice.budget = 0
+                voice.release()
                 yield from _flush(i, voice)
         if writers:
             progressed = True
+            for i in writers:
+                wrote[i] += 1
             yield from _write_tokens(writers, voices, tts, units, eos, settings, generator)
         if not fed and not progressed:
+            for i, voice in enumerate(voices):
+                yield from _flush(i, voice)
             return
 
 
@@ -321,6 +399,7 @@ def _write_tokens(writers: list[int], voices: list[_Voice], tts, units: slice, e
         voice.written += 1
         voice.budget -= 1
         voice.pending.append(embeds[row])
+        voice.release()
         if voice.budget <= 0 or len(voice.chunk) >= tts.config.stream_write:
             yield from _flush(i, voice)
 

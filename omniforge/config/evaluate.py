@@ -20,6 +20,11 @@ class GenerationLimits(Section):
                                                    "end-of-speech stops near its text's length instead of talking to "
                                                    "max_speech_tokens (the demo corpus: 3.8 per token on average, "
                                                    "5.6 at the 99th percentile, 8.3 at most); None: off.")
+    speech_per_step: int | None = Field(4, ge=1, description="After its first chunk, an answer writes at most "
+                                        "this many speech units per step of the batch (read-write order kept; greedy "
+                                        "output unchanged), so one answer's long write, its speech after the text "
+                                        "ended, does not stall the others and a joining answer's first audio. At least "
+                                        "W/R (10/3) keeps the speech up with the text; None: no cap.")
     speech_temperature: float | None = Field(None, gt=0, description="Sample the TTS LM's units at this "
                                              "temperature (the paper: 1.0, as greedy repeats itself); None: "
                                              "greedy, which the demo's small TTS LM speaks better with.")

@@ -37,6 +37,7 @@ def generation_settings(limits: GenerationLimits) -> GenerationSettings:
     temperature = limits.speech_temperature
     return GenerationSettings(max_text_tokens=limits.max_text_tokens, max_speech_tokens=limits.max_speech_tokens,
                               max_units_per_text_token=limits.max_units_per_text_token,
+                              speech_per_step=limits.speech_per_step,
                               speech=SamplingSettings() if temperature is None else
                               SamplingSettings(do_sample=True, temperature=temperature))
 

@@ -19,8 +19,8 @@ def small_pipeline(tmp_path, dialogues: int, *extra: str):
         f"train.model.tts={TINY_LM}", "train.checkpoint_every=2", "train.torch_threads=1",
         f"train.log_dir={tmp_path / 'tb'}", "evaluate.build.source.demo.dialogues=2", "evaluate.build.synthesis.workers=1",
         "evaluate.build.tts.users.size=4", "evaluate.max_text_tokens=12", "evaluate.max_speech_tokens=60",
-        "evaluate.keep_wavs=1", "corpus.enabled=true", "corpus.source.sentences=3", "corpus.pretrain.steps=2",
-        "corpus.pretrain.batch_size=2", "corpus.pretrain.warmup_steps=1"]
+        "evaluate.keep_wavs=1", "evaluate.mos=false", "corpus.enabled=true", "corpus.source.sentences=3",
+        "corpus.pretrain.steps=2", "corpus.pretrain.batch_size=2", "corpus.pretrain.warmup_steps=1"]
     for stage in ("s2t", "tts", "s2s"):
         overrides += [f"train.{stage}.steps=2", f"train.{stage}.batch_size=2", f"train.{stage}.warmup_steps=1"]
     return load_pipeline_config("configs/demo.yaml", overrides + list(extra))

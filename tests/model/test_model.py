@@ -161,27 +161,37 @@ def test_cached_streaming_equals_uncached_recomputation():
     assert all(len(e.tokens) <= model.config.stream_write for e in events if e.kind == "speech")
 
 
-def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone():
+@pytest.mark.parametrize("speech_per_step", [None, 2])
+def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone(speech_per_step):
     """A conversation joins the batch at a step boundary and another leaves mid-answer: each
-    remaining answer is token for token what it would be on its own."""
+    remaining answer is token for token what it would be on its own, also when each step writes at
+    most 2 speech tokens per answer after its first chunk (the text read meanwhile waits its turn)."""
     model = tiny_model(seed=3).double()
     features, lengths = torch.randn(3, 16, 60, dtype=torch.float64), torch.tensor([60, 35, 48])
     speech = model.speech_embeddings(features, lengths)
     prompts = [torch.tensor([1, SPEECH_TOKEN, 7, 8]), torch.tensor([1, 9, SPEECH_TOKEN, 3, 11]),
                torch.tensor([2, SPEECH_TOKEN])]
-    settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=24)
+    settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=24, speech_per_step=speech_per_step)
     batch = StreamingBatch(model, settings)
     batch.add(["a"], prompts[:1], speech[:1])
-    events = []
+    events, steps = [], []
     for _ in range(3):
-        events += batch.step()
+        steps.append(batch.step())
+        events += steps[-1]
     batch.add(["b", "c"], prompts[1:], speech[1:])  # they join while "a" is mid-answer
-    events += batch.step()
+    steps.append(batch.step())
+    events += steps[-1]
     batch.remove("c")  # its listener left
     removed_at = len(events)
     assert len(batch) == 2
     while len(batch):
-        events += batch.step()
+        steps.append(batch.step())
+        events += steps[-1]
+    if speech_per_step is not None:
+        for key in ("a", "b"):
+            per_step = [sum(len(e.tokens) for e in step if e.kind == "speech" and e.item == key) for step in steps]
+            spoken = [n for n in per_step if n]
+            assert spoken[0] == model.config.stream_write and max(spoken[1:]) == speech_per_step
     for key, item in (("a", 0), ("b", 1)):
         text = [e.tokens[0] for e in events if e.kind == "text" and e.item == key]
         units = [u for e in events if e.kind == "speech" and e.item == key for u in e.tokens]
@@ -317,3 +327,27 @@ def test_forced_text_is_read_as_the_llm_would_have_written_it():
     assert [u for e in forced if e.kind == "speech" for u in e.tokens] == units
     plain = list(stream_generate(model, prompt, speech, settings, forced=[text], llm_states=False))
     assert [u for e in plain if e.kind == "speech" for u in e.tokens] != units  # no LLM states: other speech
+
+
+def test_answers_sharing_a_prompt_head_prefill_it_once_and_answer_as_alone():
+    model = tiny_model(seed=2)
+    speech = model.speech_embeddings(torch.randn(3, 16, 60), torch.tensor([60, 44, 30]))
+    head = [1, 9, 4]  # the system turn and user header every conversation's prompt starts with
+    prompts = [torch.tensor(head + [SPEECH_TOKEN, 7]), torch.tensor(head + [SPEECH_TOKEN, 3, 11]),
+               torch.tensor(head + [SPEECH_TOKEN, 6, SPEECH_TOKEN, 2])]
+    settings = GenerationSettings(max_text_tokens=8, max_speech_tokens=20)
+    batch = StreamingBatch(model, settings)
+    batch.add(["a"], prompts[:1], [speech[0]])
+    first = batch.head
+    events = batch.step()
+    batch.add(["b", "c"], prompts[1:], [speech[1], speech[2], speech[0]])
+    assert batch.head is first and first.ids.tolist() == head  # computed once, for the first answer
+    while len(batch):
+        events += batch.step()
+    for key, item, spoken in (("a", 0, [speech[0]]), ("b", 1, [speech[1]]), ("c", 2, [speech[2], speech[0]])):
+        text = [e.tokens[0] for e in events if e.kind == "text" and e.item == key]
+        units = [u for e in events if e.kind == "speech" and e.item == key for u in e.tokens]
+        assert (text, units) == generate_reference(model, prompts[item], spoken, settings)
+    typed = StreamingBatch(model, settings)
+    typed.add(["t"], [torch.tensor(head + [7, 8])], [])  # no speech turn: no head to share
+    assert typed.head is None
