@@ -44,18 +44,20 @@ from benchmarks.common import report, result_row  # noqa: E402
 
 
 HIFIGAN = "universal"  # the pretrained HiFi-GAN that `units.decoder.vocoder: universal` names
+RATE = 16000  # the clients' audio (the questions' own rate: each session.update says so)
+PIECE_SECONDS = 0.1  # what a microphone client sends at a time
 
 
 def say(ws, wave: np.ndarray, paced: bool) -> float:
     """Send a spoken question and commit it: as a microphone does, 100 ms of audio every 100 ms
     (`paced`), or all at once. Returns when the commit left (first audio counts from there)."""
-    step = 16000 // 10
+    step = round(RATE * PIECE_SECONDS)
     for start in range(0, len(wave), step if paced else len(wave)):
         chunk = np.clip(wave[start:start + (step if paced else len(wave))], -1, 0.99997)
         ws.send(json.dumps({"type": "input_audio_buffer.append",
                             "audio": base64.b64encode((chunk * 32768).astype("<i2").tobytes()).decode()}))
         if paced:
-            time.sleep(len(chunk) / 16000)
+            time.sleep(len(chunk) / RATE)
     ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
     return time.perf_counter()
 
@@ -67,7 +69,7 @@ def converse(url: str, questions: list[np.ndarray], results: list[tuple[float, f
     with connect(url, max_size=None, open_timeout=60) as ws:
         rate = json.loads(ws.recv(timeout=60))["session"]["omniforge"]["model_output_rate"]
         ws.send(json.dumps({"type": "session.update", "session": {"audio": {  # the model's own rates
-            "input": {"format": {"type": "audio/pcm", "rate": 16000}},
+            "input": {"format": {"type": "audio/pcm", "rate": RATE}},
             "output": {"format": {"type": "audio/pcm", "rate": rate}}}}}))
         json.loads(ws.recv(timeout=60))  # session.updated
         for wave in questions:
@@ -168,7 +170,7 @@ def soak_client(url: str, questions: list[np.ndarray], until: float, seed: int, 
         with connect(url, max_size=None, open_timeout=60) as ws:
             json.loads(ws.recv(timeout=60))  # session.created
             ws.send(json.dumps({"type": "session.update", "session": {"audio": {"input": {"format": {
-                "type": "audio/pcm", "rate": 16000}}}}}))
+                "type": "audio/pcm", "rate": RATE}}}}}))
             json.loads(ws.recv(timeout=60))
             for _ in range(chance.randint(1, 4)):
                 if time.perf_counter() >= until:
