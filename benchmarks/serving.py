@@ -51,9 +51,9 @@ PIECE_SECONDS = 0.1  # what a microphone client sends at a time
 def say(ws, wave: np.ndarray, paced: bool) -> float:
     """Send a spoken question and commit it: as a microphone does, 100 ms of audio every 100 ms
     (`paced`), or all at once. Returns when the commit left (first audio counts from there)."""
-    step = round(RATE * PIECE_SECONDS)
-    for start in range(0, len(wave), step if paced else len(wave)):
-        chunk = np.clip(wave[start:start + (step if paced else len(wave))], -1, 0.99997)
+    piece = round(RATE * PIECE_SECONDS) if paced else len(wave)
+    for start in range(0, len(wave), piece):
+        chunk = np.clip(wave[start:start + piece], -1, 0.99997)
         ws.send(json.dumps({"type": "input_audio_buffer.append",
                             "audio": base64.b64encode((chunk * 32768).astype("<i2").tobytes()).decode()}))
         if paced:

@@ -74,7 +74,7 @@ class _Voice:
 
     pending: list[torch.Tensor] = field(default_factory=list)  # input embeddings not yet fed
     budget: float = 0          # speech tokens to write before reading more
-    final: bool = False        # <sep> queued: write until EOS
+    final: bool = False        # <sep> gone in: write until EOS
     done: bool = False
     written: int = 0
     text_read: int = 0         # text positions gone in so far (the length guard's measure)
@@ -122,7 +122,7 @@ class _CachedLM:
         return out
 
     def select(self, keep: list[int]) -> None:
-        """Keep only these rows (the others' answers ended)."""
+        """Keep these rows, in this order (the others' answers ended; a row named twice is copied)."""
         index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
         if self.past is not None:
             self.past.batch_select_indices(index)
@@ -158,18 +158,15 @@ class _PromptHead:
     of its KV cache and prefill only the rest of their prompt."""
 
     def __init__(self, lm: torch.nn.Module, ids: torch.Tensor) -> None:
-        self.lm, self.ids = lm, ids
-        cached = _CachedLM(lm, 1, ids.device)
-        cached.feed(lm.get_input_embeddings()(ids)[None], torch.ones(1, len(ids), dtype=torch.long, device=ids.device))
-        self.cache = cached.past
+        self.ids = ids
+        self.cached = _CachedLM(lm, 1, ids.device)
+        self.cached.feed(lm.get_input_embeddings()(ids)[None], torch.ones(1, len(ids), dtype=torch.long, device=ids.device))
 
     def start(self, batch: int) -> _CachedLM:
-        """A cached LM of `batch` rows that has read the head."""
-        lm = _CachedLM(self.lm, batch, self.ids.device)
-        lm.past = copy.deepcopy(self.cache)
-        lm.past.batch_repeat_interleave(batch)
-        lm.mask = torch.ones(batch, len(self.ids), dtype=torch.long, device=self.ids.device)
-        lm.positions = torch.full((batch,), len(self.ids), dtype=torch.long, device=self.ids.device)
+        """A cached LM of `batch` rows that has read the head (its one row, repeated)."""
+        lm = copy.copy(self.cached)
+        lm.past = copy.deepcopy(self.cached.past)
+        lm.select([0] * batch)
         return lm
 
 
