@@ -82,7 +82,7 @@ def main() -> None:
 
     warm_up()
     start = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
     rates: dict[str, float] = {}
     audio: dict[str, float] = {}

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# Two pytest-xdist workers (OMNIFORGE_TEST_WORKERS=N to change, 0 for none): most of the suite waits on servers,
+# subprocesses and Ray starting, so two run in about the time of one.
+exec .venv/bin/python -m pytest -n "${OMNIFORGE_TEST_WORKERS:-2}" "$@"

@@ -11,8 +11,10 @@ import pytest
 from omniforge.offline_env import apply_offline_defaults  # noqa: E402  (before Prefect or Ray loads)
 
 apply_offline_defaults()
-# each test session gets its own Prefect database (the temporary server keeps its state there)
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="omniforge-prefect-"))
+# each test session gets its own Prefect database (the temporary server keeps its state there); so does
+# each pytest-xdist worker, which inherits the controller's environment
+if "PREFECT_HOME" not in os.environ or "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="omniforge-prefect-")
 
 
 def free_port() -> int:
@@ -39,11 +41,25 @@ def s3_endpoint():
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One temporary Prefect server (own database) for the session's flow runs, stopped cleanly."""
+    """One temporary Prefect server (own database) for the session's flow runs, stopped cleanly. Its
+    port is free when Prefect picks it, but another test worker's Ray may take it before the server
+    is up (its health check then meets another protocol): a few tries, each on a new port."""
+    import httpx
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    for attempt in range(3):
+        harness = prefect_test_harness(server_startup_timeout=120)
+        try:
+            harness.__enter__()
+        except (httpx.HTTPError, RuntimeError):
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield
+        finally:
+            harness.__exit__(None, None, None)
+        return
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ def ray_session(config: RayConfig, log_to_driver: bool = False) -> Iterator[None
         return
     if config.address:
         ray.init(address=config.address, log_to_driver=log_to_driver)
-    else:
-        ray.init(num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+    else:  # "local": a new local Ray, even where `ray start` runs one on this machine (Ray would join that)
+        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
     try:
         yield
     finally:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -131,6 +134,33 @@ def _kill_node(node_manager_port: int) -> None:
         process.kill()
 
 
+def _stop_cluster(port: int) -> None:
+    """SIGKILL every process of the cluster whose GCS listens on `port` (`ray stop` would stop every Ray on the
+    machine, another test's too): those naming the port or one of its session folders, and their children."""
+    def command(process: psutil.Process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.Error:
+            return ""
+
+    marks = {f":{port}"} | {match.group(0) for process in psutil.process_iter() if f":{port}" in command(process)
+                            for match in [re.search(r"session_[0-9_-]+", command(process))] if match}
+    doomed = {process for process in psutil.process_iter() if any(mark in command(process) for mark in marks)}
+    for process in list(doomed):
+        try:
+            doomed.update(process.children(recursive=True))
+        except psutil.Error:
+            pass
+    for process in doomed:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # where `ray start` says it runs
+    if current.exists() and f":{port}" in current.read_text():
+        current.unlink()
+
+
 def test_a_node_lost_mid_synthesis_leaves_a_finished_and_correct_build(tmp_path):
     """A two-node cluster on loopback, one synthesis actor on each node. The second node is killed
     once the first results are cached: its actor's batches go to the first node's, the build
@@ -184,7 +214,7 @@ def test_a_node_lost_mid_synthesis_leaves_a_finished_and_correct_build(tmp_path)
                    .tables["data"].shards] for name in ("killed", "clean")]
         assert shards[0] == shards[1]  # the same Parquet shards, byte for byte
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_cluster(port)
 
 
 def test_credentials_reach_neither_a_deployment_nor_a_manifest(prefect_api, s3_endpoint, tmp_path):

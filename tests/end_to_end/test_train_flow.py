@@ -20,11 +20,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 def _kill_one_worker_once(store_root: Path, after_versions: int, killed: list[int], stop: threading.Event) -> None:
-    """SIGKILL one Ray Train worker process once `after_versions` checkpoint versions exist."""
+    """SIGKILL one Ray Train worker process once `after_versions` checkpoint versions exist: one of this test's
+    (its local Ray runs under this process), never another test's."""
     while not stop.is_set():
         if store_root.is_dir() and len([d for d in store_root.iterdir() if d.name.startswith("v")]) >= after_versions:
-            for process in psutil.process_iter(["cmdline"]):
-                if "RayTrainWorker" in " ".join(process.info["cmdline"] or []):
+            for process in psutil.Process().children(recursive=True):
+                try:
+                    command = " ".join(process.cmdline())
+                except psutil.Error:  # gone meanwhile
+                    continue
+                if "RayTrainWorker" in command:
                     process.kill()
                     killed.append(process.pid)
                     return

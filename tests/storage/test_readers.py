@@ -43,7 +43,7 @@ def test_ray_data_reads_the_shards(published):
     import ray
 
     _, _, paths = published
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     try:
         ds = ray.data.read_parquet(paths)
         assert ds.count() == 10
