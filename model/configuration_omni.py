@@ -34,6 +34,8 @@ class OmniConfig(PretrainedConfig):
         text_vocab_size: int | None = None,
         stream_read: int = 3,
         stream_write: int = 10,
+        stream_aligned: bool = False,
+        stream_lookahead: int = 1,
         gate_init_bias: float | None = None,
         speech_token_id: int | None = None,
         eos_token_id: int | None = None,
@@ -45,10 +47,12 @@ class OmniConfig(PretrainedConfig):
         self.speech_encoder_ds_rate = speech_encoder_ds_rate
         self.adapter_hidden_size = adapter_hidden_size
         self.unit_vocab_size = unit_vocab_size
-        # the TTS LM shares the LLM's text tokenizer: text ids first, then units, then <sep>
+        # the TTS LM shares the LLM's text tokenizer: text ids first, then units, then <sep> (and <read>, aligned)
         self.text_vocab_size = text_vocab_size or self.llm_config.vocab_size
         self.stream_read = stream_read
         self.stream_write = stream_write
+        self.stream_aligned = stream_aligned      # the TTS LM says <read> when a text token is spoken (read_write.py)
+        self.stream_lookahead = stream_lookahead  # aligned: text tokens read ahead of the one being spoken
         self.gate_init_bias = gate_init_bias  # only how a fresh gate starts (see GateFusion)
         self.speech_token_id = speech_token_id
         super().__init__(eos_token_id=eos_token_id, **kwargs)
@@ -59,7 +63,7 @@ class OmniConfig(PretrainedConfig):
 
     @property
     def tts_vocab_size(self) -> int:
-        return self.text_vocab_size + self.unit_vocab_size + 1
+        return self.text_vocab_size + self.unit_vocab_size + (2 if self.stream_aligned else 1)
 
     @property
     def unit_offset(self) -> int:
@@ -70,6 +74,11 @@ class OmniConfig(PretrainedConfig):
     def sep_token_id(self) -> int:
         """TTS-LM id of `<sep>` (the text is finished)."""
         return self.text_vocab_size + self.unit_vocab_size
+
+    @property
+    def read_token_id(self) -> int | None:
+        """TTS-LM id of `<read>` (aligned read-write only): the speech of a text token is written."""
+        return self.sep_token_id + 1 if self.stream_aligned else None
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -30,10 +30,11 @@ SPEECH_END = 0                     # control row, counted after the units: eos =
 CONTROL_TOKENS = 3                 # speech end, task id, fill
 
 
-def released_to_ours(state: dict[str, torch.Tensor], text_vocab: int, unit_vocab: int, eos_token_id: int
-                     ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """An `llm.pt` state dict -> a state dict for our TTS LM (`model.*`, `lm_head.weight`), and the
-    released parameters (or rows) that have no place in it."""
+def released_to_ours(state: dict[str, torch.Tensor], text_vocab: int, unit_vocab: int, eos_token_id: int,
+                     rows: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """An `llm.pt` state dict -> a state dict for our TTS LM of `rows` ids (`model.*`, `lm_head.weight`),
+    and the released parameters (or rows) that have no place in it. Rows CosyVoice 2 has nothing for
+    (aligned read-write's `<read>`) start at zero."""
     ours = {name[len("llm.model."):]: value for name, value in state.items()
             if name.startswith(BODY) and name != BODY + "embed_tokens.weight"}
     qwen_embed = state[BODY + "embed_tokens.weight"]
@@ -41,9 +42,8 @@ def released_to_ours(state: dict[str, torch.Tensor], text_vocab: int, unit_vocab
     if state[SPEECH_EMBEDDING].shape[0] < unit_vocab:
         raise ValueError(f"{SPEECH_EMBEDDING} has {state[SPEECH_EMBEDDING].shape[0]} rows, fewer than the "
                          f"{unit_vocab} units")
-    total, hidden = text_vocab + unit_vocab + 1, qwen_embed.shape[1]
-    embed = qwen_embed.new_zeros(total, hidden)
-    head = qwen_embed.new_zeros(total, hidden)
+    embed = qwen_embed.new_zeros(rows, qwen_embed.shape[1])
+    head = qwen_embed.new_zeros(rows, qwen_embed.shape[1])
     shared = min(text_vocab, len(qwen_embed))
     embed[:shared], head[:shared] = qwen_embed[:shared], qwen_head[:shared]
     embed[text_vocab:text_vocab + unit_vocab] = state[SPEECH_EMBEDDING][:unit_vocab]

@@ -45,23 +45,26 @@ class SpeechGenerator(GateFusion):
         return units + self.config.unit_offset
 
     def sequence(self, text_inputs: torch.Tensor, units: torch.Tensor, schedule: ReadWrite,
-                 read_units: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 read_units: torch.Tensor | None = None,
+                 counts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One item's interleaved input embeddings and, aligned with them, the target each position
-        predicts (a speech token or EOS; IGNORE_INDEX where the next slot is text or <sep>). The speech
-        positions read `read_units` (a noised copy of `units`) when given, and always predict `units`."""
-        slots = interleave(len(text_inputs), len(units), schedule)
+        predicts (a speech token, <read> or EOS; IGNORE_INDEX where the next slot is text or <sep> the
+        schedule reads by itself). The speech positions read `read_units` (a noised copy of `units`)
+        when given, and always predict `units`. `counts`: each text token's speech (aligned only)."""
+        slots = interleave(len(text_inputs), len(units), schedule, counts)
         speech_embeds = self.embed(self.unit_ids(units if read_units is None else read_units))
         sep = self.embed(torch.tensor([self.config.sep_token_id], device=units.device))[0]
+        said = {Slot.EOS: self.config.eos_token_id, Slot.READ: self.config.read_token_id}
         inputs, targets = [], []
         for position, (slot, index) in enumerate(slots[:-1]):
+            if slot is Slot.READ:  # a target only
+                continue
             inputs.append(text_inputs[index] if slot is Slot.TEXT else sep if slot is Slot.SEP else speech_embeds[index])
             following, next_index = slots[position + 1]
             if following is Slot.SPEECH:
                 targets.append(int(units[next_index]) + self.config.unit_offset)
-            elif following is Slot.EOS:
-                targets.append(self.config.eos_token_id)
             else:
-                targets.append(IGNORE_INDEX)
+                targets.append(said.get(following, IGNORE_INDEX))
         return torch.stack(inputs), torch.tensor(targets, device=units.device)
 
 
@@ -100,11 +103,10 @@ class OmniModel(PreTrainedModel):
                      speech_token_id: int, eos_token_id: int, **config_kwargs) -> "OmniModel":
         """Assemble the model from its parts, extending the TTS LM's vocabulary to the LLM's text
         vocabulary + the units + <sep>. Adapter and gate fusion start fresh."""
-        text_vocab = llm.get_input_embeddings().num_embeddings
-        tts_lm.resize_token_embeddings(text_vocab + unit_vocab_size + 1)
         config = OmniConfig(encoder_config=speech_encoder.config, llm_config=llm.config, tts_config=tts_lm.config,
-                            unit_vocab_size=unit_vocab_size, text_vocab_size=text_vocab,
+                            unit_vocab_size=unit_vocab_size, text_vocab_size=llm.get_input_embeddings().num_embeddings,
                             speech_token_id=speech_token_id, eos_token_id=eos_token_id, **config_kwargs)
+        tts_lm.resize_token_embeddings(config.tts_vocab_size)  # its config is config.tts_config: updated too
         return cls(config, speech_encoder=speech_encoder, llm=llm, tts_lm=tts_lm)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -113,7 +115,8 @@ class OmniModel(PreTrainedModel):
 
     @property
     def schedule(self) -> ReadWrite:
-        return ReadWrite(self.config.stream_read, self.config.stream_write)
+        config = self.config
+        return ReadWrite(config.stream_read, config.stream_write, config.stream_aligned, config.stream_lookahead)
 
     # ------------------------------------------------------------------ speech -> LLM inputs
     def speech_embeddings(self, features: torch.Tensor, mel_lengths: torch.Tensor) -> list[torch.Tensor]:
@@ -164,17 +167,19 @@ class OmniModel(PreTrainedModel):
                         output_hidden_states=output_hidden_states)
 
     def tts_loss(self, text_ids: list[torch.Tensor], units: list[torch.Tensor],
-                 llm_hidden: list[torch.Tensor] | None = None,
-                 read_units: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 llm_hidden: list[torch.Tensor] | None = None, read_units: list[torch.Tensor] | None = None,
+                 unit_counts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Text(-states) -> speech units on read-write interleaved sequences. Without `llm_hidden`
         this is stage-1 TTS pretraining; with it, stage-2 speech-to-speech (gate fusion).
-        `read_units`: what the speech positions read instead of `units` (noised for robustness)."""
+        `read_units`: what the speech positions read instead of `units` (noised for robustness);
+        `unit_counts`: each text token's speech tokens (aligned read-write)."""
         generator = self.speech_generator
         rows, targets = [], []
         for i, ids in enumerate(text_ids):
             hidden = None if llm_hidden is None else llm_hidden[i]
             inputs, target = generator.sequence(generator.text_inputs(ids, hidden), units[i], self.schedule,
-                                                None if read_units is None else read_units[i])
+                                                None if read_units is None else read_units[i],
+                                                None if unit_counts is None else unit_counts[i].tolist())
             rows.append(inputs)
             targets.append(target)
         embeds, mask = pad_sequences(rows)

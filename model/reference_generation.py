@@ -51,9 +51,13 @@ def generate_reference(model: OmniModel, input_ids: torch.Tensor, speech: list[t
             allowed[unit_range] = 0
             if final:
                 allowed[config.eos_token_id] = 0
+            elif config.read_token_id is not None:
+                allowed[config.read_token_id] = 0
             token = int(pick((out.logits[0, -1] + allowed)[None], settings.speech)[0])
             if token == config.eos_token_id or len(units) >= settings.max_speech_tokens:
                 state["done"] = True
+                return
+            if token == config.read_token_id:  # aligned: this text token is spoken, read the next
                 return
             units.append(token - config.unit_offset)
             tts_inputs.append(tts.embed(torch.tensor([token], device=device))[0])

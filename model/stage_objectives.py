@@ -28,6 +28,7 @@ class StageBatch:
     text_ids: list[torch.Tensor]      # per assistant turn (dialogue-major): its text tokens
     units: list[torch.Tensor]         # per assistant turn: its speech units
     read_units: list[torch.Tensor] | None = None  # the units as the TTS LM reads them (noised); None: `units`
+    unit_counts: list[torch.Tensor] | None = None  # per assistant turn: each text token's units (aligned read-write)
 
     def to(self, device: torch.device) -> "StageBatch":
         def move(value):
@@ -71,8 +72,10 @@ class StageObjective(nn.Module):
         if self.stage == "s2t":
             return self.model(batch.input_ids, batch.features, batch.mel_lengths, labels=batch.labels).loss
         if self.stage == "tts":
-            return self.model.tts_loss(batch.text_ids, batch.units, read_units=batch.read_units)
-        return self.model.tts_loss(batch.text_ids, batch.units, self.assistant_states(batch), batch.read_units)
+            return self.model.tts_loss(batch.text_ids, batch.units, read_units=batch.read_units,
+                                       unit_counts=batch.unit_counts)
+        return self.model.tts_loss(batch.text_ids, batch.units, self.assistant_states(batch), batch.read_units,
+                                   batch.unit_counts)
 
     @torch.no_grad()
     def assistant_states(self, batch: StageBatch) -> list[torch.Tensor]:

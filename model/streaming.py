@@ -82,20 +82,25 @@ class _Voice:
     logits: torch.Tensor | None = None  # at the last fed position
     # text read while speech was still owed (a step's writes are capped): it waits here, with the
     # budget it brings, so the TTS LM's sequence keeps the read-write order
-    later: deque[tuple[torch.Tensor, float]] = field(default_factory=deque)
+    later: deque[tuple[torch.Tensor, float, bool]] = field(default_factory=deque)
 
     def read(self, embedding: torch.Tensor, budget: float) -> None:
-        """Queue a text position (or `<sep>`, with an unbounded budget) and what it lets be written."""
-        self.later.append((embedding, budget))
+        """Queue a text position and what it lets be written."""
+        self.later.append((embedding, budget, False))
+        self.release()
+
+    def end_text(self, sep: torch.Tensor) -> None:
+        """Queue `<sep>`: after it, write until end-of-speech."""
+        self.later.append((sep, math.inf, True))
         self.release()
 
     def release(self) -> None:
         """What was read goes in once the speech owed before it is written."""
         while self.later and self.budget <= 0:
-            embedding, budget = self.later.popleft()
+            embedding, budget, sep = self.later.popleft()
             self.pending.append(embedding)
             self.budget += budget
-            if budget == math.inf:
+            if sep:
                 self.final = True
             else:
                 self.text_read += 1
@@ -281,7 +286,7 @@ class StreamingBatch:
                 if token == config.eos_token_id or answer.n_read >= settings.max_text_tokens:
                     answer.reading = False
                     if not answer.voice.done:
-                        answer.voice.read(self.sep, math.inf)
+                        answer.voice.end_text(self.sep)
                     continue
                 events.append(StreamEvent("text", answer.key, [token]))
                 answer.n_read += 1
@@ -382,6 +387,9 @@ def _write_tokens(writers: list[int], voices: list[_Voice], tts, units: slice, e
     allowed = torch.full_like(logits, -math.inf)
     allowed[:, units] = 0
     allowed[[row for row, i in enumerate(writers) if voices[i].final], eos] = 0
+    read = tts.config.read_token_id  # aligned read-write: the TTS LM asks for the next text token
+    if read is not None:
+        allowed[[row for row, i in enumerate(writers) if not voices[i].final], read] = 0
     tokens = pick(logits + allowed, settings.speech, generator)
     embeds = tts.embed(tokens)
     for row, (i, token) in enumerate(zip(writers, tokens.tolist(), strict=True)):
@@ -391,6 +399,10 @@ def _write_tokens(writers: list[int], voices: list[_Voice], tts, units: slice, e
             voice.done = True
             yield from _flush(i, voice)
             yield StreamEvent("end", i)
+            continue
+        if token == read:  # its speech is written: the next text (or <sep>) goes in, or waits for the LLM
+            voice.budget = 0
+            voice.release()
             continue
         voice.chunk.append(token - units.start)
         voice.written += 1

@@ -27,6 +27,10 @@ UNITS_SCHEMA = pa.schema([
     ("duration", pa.float32()),
 ])
 UNIT_ROW_FIELDS = ("utterance_id", "dialogue_id", "turn_index", "role", "key", "duration")  # copied from speech rows
+# units.align: when each word of the turn's text is said (tasks/units/alignment.py), for aligned read-write
+WORD_FIELDS = [("word_chars", pa.list_(pa.int32())), ("word_starts", pa.list_(pa.float32())),
+               ("word_ends", pa.list_(pa.float32()))]
+ALIGNED_UNITS_SCHEMA = pa.schema([*UNITS_SCHEMA, *(pa.field(name, kind) for name, kind in WORD_FIELDS)])
 
 # what the build's quality gate finds of an utterance (tasks/build/gate.py), besides what the ASR heard
 QUALITY_FIGURES = [("attempts", pa.int32()), ("asr_wer", pa.float32()), ("dnsmos", pa.float32()),

@@ -109,6 +109,13 @@ class PipelineConfig(Section):
     deploy: DeployConfig = Field(default_factory=DeployConfig, description="Prefect deployments.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="`omniforge serve`: talk to a checkpoint.")
 
+    @model_validator(mode="after")
+    def _aligned_training_has_aligned_units(self) -> "PipelineConfig":
+        if self.train.model.stream_aligned and not self.units.align:
+            raise ValueError("train.model.stream_aligned needs units.align: true (its training reads when each "
+                             "word is said)")
+        return self
+
     def with_fields(self, section: str, **fields) -> "PipelineConfig":
         """A copy with fields of one section replaced (a flow hands the next one the versions it made)."""
         return self.model_copy(update={section: getattr(self, section).model_copy(update=fields)})

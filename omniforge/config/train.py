@@ -54,6 +54,12 @@ class ModelConfig(Section):
     speech_encoder_ds_rate: int = Field(5, ge=1, description="Adapter downsampling k (encoder frames per vector).")
     stream_read: int = Field(3, ge=1, description="R: text tokens read before each write.")
     stream_write: int = Field(10, ge=1, description="W: speech tokens written per read.")
+    stream_aligned: bool = Field(False, description="Aligned read-write: the TTS LM says <read> when a text token "
+                                 "is spoken and is given the next (R and W then only size the first chunk); "
+                                 "training takes each token's speech from the units' word alignment "
+                                 "(units.align). A small TTS LM learns to speak new text in far fewer steps.")
+    stream_lookahead: int = Field(1, ge=0, description="Aligned read-write: text tokens read ahead of the one "
+                                  "being spoken.")
     gate_init_bias: float | None = Field(-4.0, description="A fresh gate fusion starts at sigmoid(this) (its "
                                          "weights zero): -4 starts it closed, so stage 2 starts from what stage 1 "
                                          "taught the TTS LM (S2S accuracy 0.36 -> 0.57 on one demo checkpoint); "

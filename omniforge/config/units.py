@@ -177,5 +177,9 @@ class UnitsConfig(Section):
     decoder: DecoderConfig = Field(default_factory=DecoderConfig, description="Units -> audio (offline default).")
     vocalnet: VocalNetImportConfig = Field(default_factory=VocalNetImportConfig,
                                            description="`omniforge import-units`: tokens in VocalNet's layout.")
+    align: bool = Field(False, description="Also align each turn's words to its speech (forced alignment with "
+                        "`align_model`), which aligned read-write training (train.model.stream_aligned) needs.")
+    align_model: str = Field("tiny.en", description="The Whisper model that aligns: a CTranslate2 Whisper directory "
+                             "or a shipped model's name.")
     workers: int = Field(1, ge=1, description="Ray workers tokenizing in parallel.")
     batch_size: int = Field(32, ge=1, description="Utterances per call to a worker.")

@@ -21,10 +21,12 @@ import torch
 
 from omniforge.config.train import AugmentConfig
 from omniforge.model.mel import WhisperLogMel
+from omniforge.model.read_write import token_unit_counts
 from omniforge.model.stage_objectives import StageBatch
 from omniforge.storage import ArtifactStore
 from omniforge.storage.audio import decode_audio
 from omniforge.storage.manifest import Manifest
+from omniforge.storage.schemas import WORD_FIELDS
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.records import Turn, turn_order_problem
 from omniforge.tasks.train.text_tokenizer import ChatFormat
@@ -45,6 +47,7 @@ class StoredTurn(Turn):
     duration: float
     shard: int
     units: list[int] | None = None
+    words: tuple[list[int], list[float], list[float]] | None = None  # word chars, starts, ends (units.align)
 
 
 @dataclass
@@ -66,11 +69,13 @@ class DialogueIndex:
 
     @classmethod
     def build(cls, store: ArtifactStore, speech: Manifest, units: Manifest | None, need_units: bool,
-              need_dialogue: bool = True) -> "DialogueIndex":
+              need_dialogue: bool = True, need_words: bool = False) -> "DialogueIndex":
         """`need_dialogue`: only user/assistant dialogues are usable (s2t, s2s); without it any record
-        with assistant turns is (TTS training also learns from a corpus of one-turn records)."""
+        with assistant turns is (TTS training also learns from a corpus of one-turn records).
+        `need_words`: the units' word alignments too (aligned read-write)."""
         unit_table = {} if units is None else dict(zip(*store.read_table(units, columns=["utterance_id", "units"])
                                                        .to_pydict().values()))
+        words = _word_table(store, units) if need_words else {}
         paths = [s.path for s in speech.tables["data"].shards]
         found: dict[str, DialogueEntry] = {}
         for shard, path in enumerate(paths):
@@ -78,7 +83,8 @@ class DialogueIndex:
                 entry = found.setdefault(row["dialogue_id"], DialogueEntry(row["dialogue_id"], shard))
                 entry.turns.append(StoredTurn(role=row["role"], text=row["text"], utterance_id=row["utterance_id"],
                                               turn_index=row["turn_index"], duration=row["duration"], shard=shard,
-                                              units=unit_table.get(row["utterance_id"])))
+                                              units=unit_table.get(row["utterance_id"]),
+                                              words=words.get(row["utterance_id"])))
         kept, skipped = [], {}
         for entry in found.values():
             entry.turns.sort(key=lambda t: t.turn_index)
@@ -112,6 +118,16 @@ class DialogueIndex:
         return batches
 
 
+def _word_table(store: ArtifactStore, units: Manifest | None) -> dict[str, tuple]:
+    """utterance id -> its words' (chars, starts, ends), from a units version made with units.align."""
+    names = [name for name, _ in WORD_FIELDS]
+    if units is None or not units.config.get("align", False):
+        raise ValueError(f"aligned read-write training needs word alignments: {units.ref() if units else 'no units'} "
+                         "has none; tokenize the units with units.align=true")
+    table = store.read_table(units, columns=["utterance_id", *names]).to_pydict()
+    return {uid: words for uid, *words in zip(table["utterance_id"], *(table[n] for n in names))}
+
+
 def _unusable(entry: DialogueEntry, need_units: bool, need_dialogue: bool) -> str | None:
     roles = [t.role for t in entry.turns]
     problem = turn_order_problem(roles) if need_dialogue else None
@@ -122,6 +138,13 @@ def _unusable(entry: DialogueEntry, need_units: bool, need_dialogue: bool) -> st
     if need_units and any(t.units is None for t in entry.turns if t.role == "assistant"):
         return "assistant turn without units"
     return None
+
+
+def unit_counts(chat: ChatFormat, turn: StoredTurn, frame_rate: float) -> list[int]:
+    """Each of the turn's text tokens' share of its units (aligned read-write), from its word alignment."""
+    chars, starts, ends = turn.words
+    return token_unit_counts(chat.token_starts(turn.text), chars, starts, ends, len(turn.text), len(turn.units),
+                             frame_rate)
 
 
 def prefetch(items: Iterator, ahead: int) -> Iterator:
@@ -171,11 +194,12 @@ class BatchMaker:
 
     def __init__(self, store: ArtifactStore, index: DialogueIndex, chat: ChatFormat, n_mels: int,
                  augment: AugmentConfig, seed: int, with_speech: bool = True,
-                 unit_vocab_size: int | None = None) -> None:
+                 unit_vocab_size: int | None = None, unit_rate: float | None = None) -> None:
         self.store, self.index, self.chat = store, index, chat
         self.mel = WhisperLogMel(n_mels)
         self.augment, self.seed, self.with_speech = augment, seed, with_speech
         self.unit_vocab_size = unit_vocab_size  # None: the batches' units are not read by a TTS LM (no noise)
+        self.unit_rate = unit_rate  # units per second: each text token's units are counted (aligned read-write)
         self._shards: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._texts: dict[int, tuple] = {}  # dialogue number -> its token tensors (they never change)
 
@@ -210,7 +234,9 @@ class BatchMaker:
             self._texts[number] = (
                 self.chat.encode([(t.role, t.text) for t in turns]),
                 [torch.tensor(self.chat.text_ids(t.text)) for t in assistant],
-                [torch.tensor(t.units if t.units is not None else [], dtype=torch.long) for t in assistant])
+                [torch.tensor(t.units if t.units is not None else [], dtype=torch.long) for t in assistant],
+                None if self.unit_rate is None else
+                [torch.tensor(unit_counts(self.chat, t, self.unit_rate)) for t in assistant])
         return self._texts[number]
 
     def stream(self, plan: Iterator[tuple[int, list[int]]], first: int, rank: int, world: int,
@@ -224,21 +250,23 @@ class BatchMaker:
 
     def make(self, dialogue_numbers: list[int], batch_number: int) -> StageBatch:
         rng = np.random.default_rng([self.seed, batch_number])
-        input_ids, labels, marks, text_ids, units, waves = [], [], [], [], [], []
+        input_ids, labels, marks, text_ids, units, counts, waves = [], [], [], [], [], [], []
         for number in dialogue_numbers:
             dialogue = self.index.dialogues[number]
-            encoded, turn_text, turn_units = self._tokens(number)
+            encoded, turn_text, turn_units, turn_counts = self._tokens(number)
             input_ids.append(encoded.input_ids)
             labels.append(encoded.labels)
             marks.append(encoded.turn_marks)
             text_ids += turn_text
             units += turn_units
+            counts += turn_counts or []
             if self.with_speech:
                 waves += [self._wave(turn, rng) for turn in dialogue.turns if turn.role == "user"]
         features = lengths = None
         if waves:
             features, lengths = self.mel.batch([torch.from_numpy(w) for w in waves])
-        return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units, self._noised(units, rng))
+        return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units, self._noised(units, rng),
+                          counts if self.unit_rate is not None else None)
 
     def _noised(self, units: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor] | None:
         """The units as the TTS LM reads them: `augment.unit_noise` of them replaced by random units."""

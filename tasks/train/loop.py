@@ -200,14 +200,16 @@ class StageRun:
         """The model as the workers train it, its optimizer and schedule (restored from `found`'s
         training state when resuming) and this worker's batches from `step` on."""
         settings, train, workers = self.settings, self.train, self.workers
+        aligned = self.stage != "s2t" and model.config.stream_aligned
         index = DialogueIndex.build(self.store, self.speech, self.units, need_units=self.stage != "s2t",
-                                    need_dialogue=self.stage != "tts")
+                                    need_dialogue=self.stage != "tts", need_words=aligned)
         if index.skipped:
             self.log(f"left out: {index.skipped}")
         maker = BatchMaker(self.store, index, ChatFormat(tokenizer, train.model.tokenizer.system_prompt),
                            model.config.encoder_config.num_mel_bins, train.augment, train.seed,
                            with_speech=self.stage != "tts",
-                           unit_vocab_size=None if self.stage == "s2t" else model.config.unit_vocab_size)
+                           unit_vocab_size=None if self.stage == "s2t" else model.config.unit_vocab_size,
+                           unit_rate=self.units.config["frame_rate"] if aligned else None)
         objective = workers.prepare(StageObjective(model, self.stage), model, train, self.device)
         parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts: no optimizer state
         optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)

@@ -44,7 +44,8 @@ def build_model(config: ModelConfig, chat: ChatFormat, unit_vocab_size: int) -> 
         load_speech_encoder(config.encoder), causal_lm(config.llm, vocab, chat), causal_lm(config.tts, vocab, chat),
         unit_vocab_size, chat.speech_token_id, chat.eos_token_id, adapter_hidden_size=config.adapter_hidden_size,
         speech_encoder_ds_rate=config.speech_encoder_ds_rate, stream_read=config.stream_read,
-        stream_write=config.stream_write, gate_init_bias=config.gate_init_bias)
+        stream_write=config.stream_write, stream_aligned=config.stream_aligned,
+        stream_lookahead=config.stream_lookahead, gate_init_bias=config.gate_init_bias)
     if config.tts.cosyvoice2_llm:
         load_cosyvoice2_llm(model, config.tts.cosyvoice2_llm)
     return model
@@ -58,7 +59,7 @@ def load_cosyvoice2_llm(model: OmniModel, path: str) -> list[str]:
                          f"units have a vocabulary of {model.config.unit_vocab_size}")
     state, left_out = released_to_ours(torch.load(path, map_location="cpu", weights_only=True),
                                        model.config.text_vocab_size, model.config.unit_vocab_size,
-                                       model.config.eos_token_id)
+                                       model.config.eos_token_id, model.config.tts_vocab_size)
     model.speech_generator.model.load_state_dict(state)
     return left_out
 

@@ -69,6 +69,15 @@ class ChatFormat:
         """An assistant turn's text tokens (what the TTS LM reads)."""
         return self._ids(text)
 
+    def token_starts(self, text: str) -> list[int]:
+        """Where each of `text_ids(text)`'s tokens starts in `text`: its first character that is not a space."""
+        starts = []
+        for start, end in self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]:
+            while start < end - 1 and text[start].isspace():
+                start += 1
+            starts.append(start)
+        return starts
+
     def encode(self, turns: list[tuple[str, str]], generation_prompt: bool = False,
                typed: Collection[int] = ()) -> EncodedDialogue:
         """turns: (role, text) pairs in order. A user turn's text is not used (its speech is) unless its

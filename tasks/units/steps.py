@@ -46,7 +46,9 @@ def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, conf
     wanted = {uid: key for _, rows in index for uid, key in rows}
     previous = store.latest_manifest(Kind.units, config.units.name)
     same_tokenizer = previous is not None and tokenizer.ref() in previous.parents_of(Kind.tokenizer)
-    done = unchanged_rows(store, previous, wanted) if same_tokenizer else None
+    # rows without word alignments cannot serve a units version that needs them
+    aligned_enough = previous is not None and (previous.config.get("align", False) or not config.units.align)
+    done = unchanged_rows(store, previous, wanted) if same_tokenizer and aligned_enough else None
     reuse = previous if done is not None else None
     todo = shard_tasks(index, done or set(), config.units.batch_size)
     return UnitsPlan(speech, tokenizer, todo, reuse)
@@ -63,7 +65,7 @@ def tokenize(plan: UnitsPlan, store: ArtifactStore, config: PipelineConfig) -> p
                 bar.update(part.num_rows)
 
             tokenize_tasks(plan.todo, state, store, config.units, on_result)
-    return units_table(parts)
+    return units_table(parts, config.units.align)
 
 
 def publish_units(store: ArtifactStore, plan: UnitsPlan, new: pa.Table, config: PipelineConfig,

@@ -30,12 +30,13 @@ from omniforge.model.unit_tokenizer import (
 )
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
-from omniforge.storage.schemas import UNIT_ROW_FIELDS, UNITS_SCHEMA
+from omniforge.storage.schemas import ALIGNED_UNITS_SCHEMA, UNIT_ROW_FIELDS, UNITS_SCHEMA, WORD_FIELDS
 from omniforge.tasks.common.ray_runtime import map_on_actors
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.common.whisper_encoder import load_speech_encoder
+from omniforge.tasks.units.alignment import WordAligner
 
-ROW_COLUMNS = [*UNIT_ROW_FIELDS, "audio"]
+ROW_COLUMNS = [*UNIT_ROW_FIELDS, "text", "audio"]
 
 
 class TokenizerUnavailable(InputError, RuntimeError):
@@ -175,11 +176,14 @@ class UnitWorker:
     """Runs in a Ray actor (or inline): reads its utterances from the store's shards itself, so
     audio never travels through the driver, and returns units tables."""
 
-    def __init__(self, state: dict, store_url: str, store_options: dict, threads: int = 1) -> None:
+    def __init__(self, state: dict, store_url: str, store_options: dict, align_model: str | None = None,
+                 threads: int = 1) -> None:
+        """`align_model`: also align each turn's words to its speech with this Whisper model."""
         self.threads = threads
         self.tokenizer = build_tokenizer(state)
         self.store = ArtifactStore(store_url, store_options)
         self._shard: tuple[str, dict] | None = None
+        self.aligner = None if align_model is None else WordAligner(align_model, threads)
 
     def _rows(self, shard: str) -> dict[str, dict]:
         if self._shard is None or self._shard[0] != shard:
@@ -200,7 +204,12 @@ class UnitWorker:
         values = np.concatenate(units) if units else np.zeros(0, np.int32)
         columns["units"] = pa.ListArray.from_arrays(offsets, values)
         columns["n_units"] = lengths
-        return pa.table(columns, schema=UNITS_SCHEMA)
+        if self.aligner is None:
+            return pa.table(columns, schema=UNITS_SCHEMA)
+        words = self.aligner.align([w.numpy() for w in waves], [r["text"] for r in rows])
+        for (name, _), field in zip(WORD_FIELDS, ("chars", "starts", "ends"), strict=True):
+            columns[name] = [getattr(w, field) for w in words]
+        return pa.table(columns, schema=ALIGNED_UNITS_SCHEMA)
 
 
 def shard_index(store: ArtifactStore, speech: Manifest, roles: list[str]) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -226,7 +235,7 @@ def tokenize_tasks(tasks: list[dict], state: dict, store: ArtifactStore, config:
                    on_result: Callable[[pa.Table], None]) -> None:
     """Tokenize on `config.workers` Ray actors (needs a Ray session). A memory:// store lives in
     this process only, so there the work runs inline."""
-    args = (state, store.url, store.options)
+    args = (state, store.url, store.options, config.align_model if config.align else None)
     if store.url.startswith("memory://"):
         worker = UnitWorker(*args)
         for task in tasks:
@@ -235,9 +244,10 @@ def tokenize_tasks(tasks: list[dict], state: dict, store: ArtifactStore, config:
     map_on_actors(UnitWorker, args, tasks, 1, config.workers, on_result)
 
 
-def units_table(parts: list[pa.Table]) -> pa.Table:
+def units_table(parts: list[pa.Table], aligned: bool = False) -> pa.Table:
     """The workers' tables as one, in dialogue and turn order."""
-    return pa.concat_tables(parts or [UNITS_SCHEMA.empty_table()]).sort_by([("dialogue_id", "ascending"),
+    empty = (ALIGNED_UNITS_SCHEMA if aligned else UNITS_SCHEMA).empty_table()
+    return pa.concat_tables(parts or [empty]).sort_by([("dialogue_id", "ascending"),
                                                                           ("turn_index", "ascending")])
 
 

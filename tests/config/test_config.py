@@ -16,6 +16,11 @@ from omniforge.config import ConfigError, dump_yaml, load_pipeline_config
 runner = CliRunner()
 
 
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("configs").glob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    load_pipeline_config(path)  # a setting that a later change renamed or made inconsistent fails here
+
+
 def test_demo_config_loads_and_overrides_apply():
     config = load_pipeline_config("configs/demo.yaml", ["build.synthesis.workers=3", "store.options={a: 1}"])
     assert config.build.name == "demo"

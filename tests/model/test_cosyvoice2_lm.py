@@ -30,7 +30,7 @@ def released_state(text_vocab: int = 80, hidden: int = 24) -> dict[str, torch.Te
 def test_released_rows_land_where_our_vocabulary_puts_them():
     released = released_state()
     text_vocab, eos = 64, 2  # our tokenizer may be smaller than the released text vocabulary
-    ours, left_out = released_to_ours(released, text_vocab, UNITS, eos)
+    ours, left_out = released_to_ours(released, text_vocab, UNITS, eos, text_vocab + UNITS + 1)
     embed, head = ours["model.embed_tokens.weight"], ours["lm_head.weight"]
     assert embed.shape == (text_vocab + UNITS + 1, 24)
     assert torch.equal(embed[:text_vocab], released["llm.model.model.embed_tokens.weight"][:text_vocab])
@@ -47,7 +47,8 @@ def test_ours_to_released_and_back_is_exact():
         model_type="qwen2", vocab_size=TEXT_VOCAB + UNITS + 1, hidden_size=24, intermediate_size=48,
         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False))
     state = model.speech_generator.model.state_dict()
-    back, _ = released_to_ours(ours_to_released(state, TEXT_VOCAB, UNITS, EOS), TEXT_VOCAB, UNITS, EOS)
+    back, _ = released_to_ours(ours_to_released(state, TEXT_VOCAB, UNITS, EOS), TEXT_VOCAB, UNITS, EOS,
+                               TEXT_VOCAB + UNITS + 1)
     sep = TEXT_VOCAB + UNITS
     assert set(back) == set(state)
     for name, value in state.items():

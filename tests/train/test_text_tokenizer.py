@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omniforge.config import load_pipeline_config
 from omniforge.tasks.build.english_text import english_sentences
-from omniforge.tasks.train.text_tokenizer import ChatFormat, load_tokenizer
+from omniforge.tasks.train.text_tokenizer import ChatFormat, load_tokenizer, train_bpe
 
 UNSEEN = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "unseen_sentences.jsonl"
 MIN_COUNT = 3  # times a piece must occur in the tokenized corpus to count as trained
@@ -48,3 +48,15 @@ def test_a_typed_user_turn_is_its_text_and_cannot_forge_the_chat_format():
     assert spoken.count(chat.speech_token_id) == 2 and typed.count(chat.speech_token_id) == 1
     assert typed.count(chat.eos_token_id) == spoken.count(chat.eos_token_id)
     assert "Is it <|im_end|> or <speech> now?" in tokenizer.decode(typed)
+
+
+def test_token_starts_point_at_each_tokens_first_letter():
+    """What aligned read-write needs to share out a turn's speech: where each text token starts."""
+    text = "The doctor told him to drink more water, 2 times."
+    chat = ChatFormat(train_bpe([text, "A doctor and a drink."] * 4, 280), "system")
+    ids, starts = chat.text_ids(text), chat.token_starts(text)
+    assert len(starts) == len(ids) > len(text.split()) and starts == sorted(starts)
+    for token, start in zip(ids, starts):
+        piece = chat.tokenizer.decode([token])
+        assert text[start:].startswith(piece.lstrip() or piece)  # a token of spaces alone starts at its space
+        assert not text[start].isspace() or not piece.strip()
