@@ -33,3 +33,12 @@ def tiny_config(**overrides) -> OmniConfig:
 def tiny_model(seed: int = 0, **overrides) -> OmniModel:
     torch.manual_seed(seed)
     return OmniModel(tiny_config(**overrides)).eval()
+
+
+def three_prompts(model: OmniModel) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Three prompts of different lengths, each with one speech placeholder, and their speech (the
+    model's adapter outputs of random features, double precision): answers that join a running batch."""
+    features, lengths = torch.randn(3, 16, 60, dtype=torch.float64), torch.tensor([60, 35, 48])
+    prompts = [torch.tensor([1, SPEECH_TOKEN, 7, 8]), torch.tensor([1, 9, SPEECH_TOKEN, 3, 11]),
+               torch.tensor([2, SPEECH_TOKEN])]
+    return prompts, model.speech_embeddings(features, lengths)

@@ -13,7 +13,7 @@ from omniforge.model.read_write import ReadWrite, interleave, token_unit_counts
 from omniforge.model.reference_generation import generate_reference
 from omniforge.model.streaming import GenerationSettings, StreamingBatch
 from tests.model.test_model import letters
-from tests.tiny_model import EOS, SPEECH_TOKEN, TEXT_VOCAB, UNITS, tiny_config, tiny_model
+from tests.tiny_model import EOS, TEXT_VOCAB, UNITS, three_prompts, tiny_config, tiny_model
 
 
 def test_aligned_vocabulary_adds_read_after_sep():
@@ -83,10 +83,7 @@ def trained_to_read(model, steps: int = 80):
 @pytest.mark.parametrize("speech_per_step", [None, 2])
 def test_aligned_answers_joining_and_leaving_a_batch_are_answered_as_alone(speech_per_step):
     model = trained_to_read(tiny_model(seed=3, stream_aligned=True, stream_lookahead=1)).double()
-    features, lengths = torch.randn(3, 16, 60, dtype=torch.float64), torch.tensor([60, 35, 48])
-    speech = model.speech_embeddings(features, lengths)
-    prompts = [torch.tensor([1, SPEECH_TOKEN, 7, 8]), torch.tensor([1, 9, SPEECH_TOKEN, 3, 11]),
-               torch.tensor([2, SPEECH_TOKEN])]
+    prompts, speech = three_prompts(model)
     settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=40, speech_per_step=speech_per_step)
     batch = StreamingBatch(model, settings)
     batch.add(["a"], prompts[:1], speech[:1])

@@ -17,7 +17,7 @@ from omniforge.model.reference_generation import generate_reference
 from omniforge.model.released_checkpoint import export_released_state, load_released, ours_to_released, released_to_ours
 from omniforge.model.speech_adapter import SpeechAdapter
 from omniforge.model.streaming import GenerationSettings, StreamingBatch, stream_generate
-from tests.tiny_model import EOS, SPEECH_TOKEN, TEXT_VOCAB, UNITS, tiny_config, tiny_model
+from tests.tiny_model import EOS, SPEECH_TOKEN, TEXT_VOCAB, UNITS, three_prompts, tiny_config, tiny_model
 
 
 def test_adapter_concatenates_every_k_frames_and_drops_the_rest():
@@ -167,10 +167,7 @@ def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone(speec
     remaining answer is token for token what it would be on its own, also when each step writes at
     most 2 speech tokens per answer after its first chunk (the text read meanwhile waits its turn)."""
     model = tiny_model(seed=3).double()
-    features, lengths = torch.randn(3, 16, 60, dtype=torch.float64), torch.tensor([60, 35, 48])
-    speech = model.speech_embeddings(features, lengths)
-    prompts = [torch.tensor([1, SPEECH_TOKEN, 7, 8]), torch.tensor([1, 9, SPEECH_TOKEN, 3, 11]),
-               torch.tensor([2, SPEECH_TOKEN])]
+    prompts, speech = three_prompts(model)
     settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=24, speech_per_step=speech_per_step)
     batch = StreamingBatch(model, settings)
     batch.add(["a"], prompts[:1], speech[:1])
