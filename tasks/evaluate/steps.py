@@ -54,10 +54,12 @@ def speaking_decoder(store: ArtifactStore, config: PipelineConfig, checkpoint: M
 
 
 def open_engine(store: ArtifactStore, checkpoint: Manifest, decoder: Manifest,
-                limits: GenerationLimits, runtime: DecoderRuntimeConfig, seed: int = 0) -> StreamingEngine:
+                limits: GenerationLimits, runtime: DecoderRuntimeConfig, seed: int = 0,
+                part_way: bool = False) -> StreamingEngine:
     """The checkpoint and its decoder as a streaming engine answering within `limits`, in the chat
-    format it was trained with. Evaluate, serve and speak all open it here."""
-    model, tokenizer = load_checkpoint(store, checkpoint)
+    format it was trained with. Evaluate, serve and speak all open it here (`part_way`: see
+    `load_checkpoint`)."""
+    model, tokenizer = load_checkpoint(store, checkpoint, part_way)
     return StreamingEngine(model, checkpoint_chat(checkpoint, tokenizer),
                            open_decoder(store, decoder, runtime), generation_settings(limits),
                            torch.Generator().manual_seed(seed))
@@ -98,12 +100,13 @@ def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | No
 
 
 def say_sentences(store: ArtifactStore, config: PipelineConfig, checkpoint: Manifest, sentences: list[Sentence],
-                  llm_states: bool = True, asr: bool = True, on_spoken=None) -> list[SpokenSentence]:
+                  llm_states: bool = True, asr: bool = True, on_spoken=None,
+                  part_way: bool = False) -> list[SpokenSentence]:
     """The checkpoint says each sentence with its own decoder and `evaluate`'s generation limits,
     heard back by `evaluate.asr_model` unless `asr` is off (see `speak_sentences`)."""
     settings = config.evaluate
     engine = open_engine(store, checkpoint, speaking_decoder(store, config, checkpoint), settings,
-                         settings.decoder, settings.seed)
+                         settings.decoder, settings.seed, part_way)
     scorer = Scorer(settings.asr_model if asr else None, mos=False)
     with torch_threads(settings.torch_threads):
         return speak_sentences(engine, sentences, scorer, llm_states, on_spoken)

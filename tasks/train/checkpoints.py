@@ -18,12 +18,14 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from omniforge.config.train import TokenizerConfig
+from omniforge.config.train import LoraConfig, TokenizerConfig
 from omniforge.errors import InputError
 from omniforge.model.modeling_omni import OmniModel
 from omniforge.storage import ArtifactStore, VersionWriter
 from omniforge.storage.manifest import Manifest
 from omniforge.storage.names import Kind
+from omniforge.tasks.train import training_state
+from omniforge.tasks.train.lora import add_lora, merged
 from omniforge.tasks.train.text_tokenizer import ChatFormat
 
 
@@ -72,8 +74,12 @@ def save_checkpoint(store: ArtifactStore, name: str, model: OmniModel, tokenizer
                               state)
 
 
-def load_checkpoint(store: ArtifactStore, manifest: Manifest) -> tuple[OmniModel, PreTrainedTokenizerBase]:
-    if "model/config.json" not in manifest.files:
+def load_checkpoint(store: ArtifactStore, manifest: Manifest,
+                    part_way: bool = False) -> tuple[OmniModel, PreTrainedTokenizerBase]:
+    """The model and tokenizer of a finished stage's version. `part_way`: an unfinished stage's version
+    gives its model as it stood at its step (to compare a run's progress), instead of an error."""
+    finished = "model/config.json" in manifest.files
+    if not finished and not part_way:
         raise UnfinishedCheckpoint(f"{manifest.ref()} is an unfinished {manifest.stats.get('stage')} stage (step "
                                    f"{manifest.stats.get('step')} of {manifest.stats.get('steps')}): it holds "
                                    "sharded training state, not a model; finish it (`omniforge train` with the same "
@@ -84,9 +90,19 @@ def load_checkpoint(store: ArtifactStore, manifest: Manifest) -> tuple[OmniModel
                 target = Path(folder) / filename
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(store.read_bytes(entry.path))
-        model = OmniModel.from_pretrained(Path(folder) / "model")
+        model = OmniModel.from_pretrained(Path(folder) / "model") if finished else _part_way(store, manifest)
         tokenizer = AutoTokenizer.from_pretrained(Path(folder) / "tokenizer")
     return model, tokenizer
+
+
+def _part_way(store: ArtifactStore, manifest: Manifest) -> OmniModel:
+    """The stage's starting model with the weights of its training state read in, adapters merged."""
+    model, _ = load_checkpoint(store, store.manifest(manifest.parent_of(Kind.checkpoint)))
+    lora = manifest.config.get(manifest.stats["stage"], {}).get("lora")
+    if lora is not None:
+        add_lora(model, LoraConfig(**lora))
+    training_state.load_weights(store, manifest, model)
+    return merged(model) if lora is not None else model
 
 
 def checkpoint_chat(manifest: Manifest, tokenizer: PreTrainedTokenizerBase) -> ChatFormat:

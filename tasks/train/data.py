@@ -73,9 +73,7 @@ class DialogueIndex:
         """`need_dialogue`: only user/assistant dialogues are usable (s2t, s2s); without it any record
         with assistant turns is (TTS training also learns from a corpus of one-turn records).
         `need_words`: the units' word alignments too (aligned read-write)."""
-        unit_table = {} if units is None else dict(zip(*store.read_table(units, columns=["utterance_id", "units"])
-                                                       .to_pydict().values()))
-        words = _word_table(store, units) if need_words else {}
+        unit_table, words = _unit_tables(store, units, need_words)
         paths = [s.path for s in speech.tables["data"].shards]
         found: dict[str, DialogueEntry] = {}
         for shard, path in enumerate(paths):
@@ -118,14 +116,20 @@ class DialogueIndex:
         return batches
 
 
-def _word_table(store: ArtifactStore, units: Manifest | None) -> dict[str, tuple]:
-    """utterance id -> its words' (chars, starts, ends), from a units version made with units.align."""
-    names = [name for name, _ in WORD_FIELDS]
-    if units is None or not units.config.get("align", False):
+def _unit_tables(store: ArtifactStore, units: Manifest | None,
+                 need_words: bool) -> tuple[dict[str, list[int]], dict[str, tuple]]:
+    """utterance id -> its units, and (`need_words`) -> its words' (chars, starts, ends) from a units
+    version made with units.align; one read of the table."""
+    if need_words and (units is None or not units.config.get("align", False)):
         raise ValueError(f"aligned read-write training needs word alignments: {units.ref() if units else 'no units'} "
                          "has none; tokenize the units with units.align=true")
-    table = store.read_table(units, columns=["utterance_id", *names]).to_pydict()
-    return {uid: words for uid, *words in zip(table["utterance_id"], *(table[n] for n in names))}
+    if units is None:
+        return {}, {}
+    names = [name for name, _ in WORD_FIELDS] if need_words else []
+    table = store.read_table(units, columns=["utterance_id", "units", *names]).to_pydict()
+    ids = table["utterance_id"]
+    words = {uid: found for uid, *found in zip(ids, *(table[n] for n in names))} if need_words else {}
+    return dict(zip(ids, table["units"])), words
 
 
 def _unusable(entry: DialogueEntry, need_units: bool, need_dialogue: bool) -> str | None:

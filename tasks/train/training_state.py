@@ -109,14 +109,31 @@ def load(store: ArtifactStore, manifest: Manifest, model: nn.Module, optimizer: 
          scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
     """Every worker: read its part of `manifest`'s training state into the (wrapped) model, the
     optimizer and the schedule, however many workers wrote it."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
-    folder = manifest.files[PLAIN].path.rsplit("/", 1)[0]
     plain = json.loads(store.read_bytes(manifest.files[PLAIN].path))
     tensors, _ = _tensors(model, optimizer)
-    with _quiet_alone():
-        dcp.load(tensors, storage_reader=_StoreReader(store.uri(folder), **store.options), planner=_TensorsOnly())
+    _read(store, manifest, tensors)
     set_state_dict(model, optimizer, model_state_dict=tensors["model"],
                    optim_state_dict={"state": tensors["optimizer"], "param_groups": plain["param_groups"]})
     scheduler.load_state_dict(plain["scheduler"])
+
+
+def load_weights(store: ArtifactStore, manifest: Manifest, model: nn.Module) -> None:
+    """Only the weights of `manifest`'s training state, into a plain model in one process: the stage's
+    model as it stood part-way, to look at (resuming takes `load`)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    tensors = {"model": get_model_state_dict(model)}
+    _read(store, manifest, tensors)
+    set_model_state_dict(model, tensors["model"])
+
+
+def _read(store: ArtifactStore, manifest: Manifest, tensors: dict[str, Any]) -> None:
+    """Fill `tensors` (DCP's nested state) in place from `manifest`'s shards; any other entries the
+    shards hold are left unread."""
+    import torch.distributed.checkpoint as dcp
+
+    folder = manifest.files[PLAIN].path.rsplit("/", 1)[0]
+    with _quiet_alone():
+        dcp.load(tensors, storage_reader=_StoreReader(store.uri(folder), **store.options), planner=_TensorsOnly())

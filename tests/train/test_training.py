@@ -209,6 +209,10 @@ def test_lora_trains_adapters_and_saves_a_plain_merged_model(data_store, tmp_pat
     assert not partial.stats["complete"] and training_state.has_state(partial) and "model/config.json" not in partial.files
     with pytest.raises(UnfinishedCheckpoint, match="unfinished s2t stage"):
         load_checkpoint(store, partial)
+    midway = load_checkpoint(store, partial, part_way=True)[0].state_dict()  # asked for: its weights at step 2
+    assert set(midway) == set(new)
+    assert {k for k in old if not torch.equal(old[k], midway[k])} == changed
+    assert all(not torch.equal(midway[k], new[k]) for k in changed)
     with pytest.raises(ConfigError, match="tts.lora: only the s2t stage"):
         tiny_training(data_store, str(tmp_path), extra=("train.tts.lora={rank: 4}",))
 
