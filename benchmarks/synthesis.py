@@ -7,9 +7,11 @@ server and a Ray runtime that are already up, the way a scheduled build meets th
 gets a fresh store, so nothing is cached. Ray's own start-up is timed separately. This machine's
 speed drifts by 10-25 % from minute to minute: with --repeats the cases alternate over rounds and
 each keeps its best round. Each flow pays a few seconds of fixed cost (Prefect runs, Ray actors
-importing and loading their voice), printed below; the default size keeps it near 5 %.
+importing and loading their voice), printed below; the default size keeps it near 5 %. One more case,
+the bare loop saying and hearing each utterance alone (`SynthesisWorker.one`), measures what the
+quality gate gains by hearing a batch several utterances to a Whisper window.
 
-    python benchmarks/synthesis.py                 # ~4 minutes on 2 cores
+    python benchmarks/synthesis.py                 # ~5 minutes on 2 cores
     python benchmarks/synthesis.py --repeats 3     # best of 3 rounds
 """
 
@@ -36,7 +38,9 @@ def config(store: str, dialogues: int, workers: int):
         "build.synthesis.batch_size=4", "ray.num_cpus=2"])
 
 
-def bare_loop(dialogues: int) -> tuple[float, float]:
+def bare_loop(dialogues: int, together: bool = True) -> tuple[float, float]:
+    """The worker's own loop over the flow's batches (`together` False: each utterance said and heard
+    alone, as before the gate heard a batch several utterances to a Whisper window)."""
     from omniforge.tasks.build.steps import load_and_plan
     from omniforge.tasks.build.synthesis import make_worker
 
@@ -44,10 +48,13 @@ def bare_loop(dialogues: int) -> tuple[float, float]:
     jobs = list(load_and_plan(cfg).jobs())
     worker = make_worker(cfg.build)
     worker.run(jobs[:8])  # load the voice model and warm the engine up (a flow's actor gets no such favour)
+    size, rows = cfg.build.synthesis.batch_size, []
     start = time.perf_counter()
-    rows = worker.run(jobs)
+    for first in range(0, len(jobs), size):
+        batch = jobs[first:first + size]
+        rows += worker.run(batch) if together else [worker.one(job) for job in batch]
     elapsed = time.perf_counter() - start
-    return sum(r["duration"] for r in rows), elapsed
+    return sum(r["duration"] for r in rows if r["duration"]), elapsed
 
 
 def flow_run(dialogues: int, workers: int) -> tuple[float, float]:
@@ -69,8 +76,8 @@ def flow_run(dialogues: int, workers: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dialogues", type=int, default=150, help="demo dialogues per run")
-    parser.add_argument("--repeats", type=int, default=1, help="rounds of (bare loop, flow 1 worker, flow 2 "
-                        "workers); each case keeps its best round")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of (bare loop, bare loop heard alone, "
+                        "flow 1 worker, flow 2 workers); each case keeps its best round")
     args = parser.parse_args()
 
     import ray
@@ -88,8 +95,9 @@ def main() -> None:
     audio: dict[str, float] = {}
     seconds: dict[str, float] = {}
     for round_ in range(args.repeats):
-        for case, run in (("bare", lambda: bare_loop(args.dialogues)), ("1", lambda: flow_run(args.dialogues, 1)),
-                          ("2", lambda: flow_run(args.dialogues, 2))):
+        for case, run in (("bare", lambda: bare_loop(args.dialogues)),
+                          ("alone", lambda: bare_loop(args.dialogues, False)),
+                          ("1", lambda: flow_run(args.dialogues, 1)), ("2", lambda: flow_run(args.dialogues, 2))):
             made, took = run()
             if made / took > rates.get(case, 0.0):
                 rates[case], audio[case], seconds[case] = made / took, made, took
@@ -104,6 +112,8 @@ def main() -> None:
         result_row("flow 1 worker vs bare loop", rates["1"], rates["bare"], "audio-s per wall-s", 0.95),
         result_row("flow 2 workers, per worker, vs bare loop", rates["2"] / 2, rates["bare"], "audio-s per wall-s", 0.95),
         result_row("flow 2 workers vs flow 1 worker", rates["2"], rates["1"], "audio-s per wall-s", 1.8),
+        result_row("worker: a batch heard together vs each utterance alone", rates["bare"], rates["alone"],
+                   "audio-s per wall-s", 1.3),
     ])
 
 

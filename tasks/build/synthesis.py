@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +27,18 @@ from omniforge.tasks.build.gate import QualityGate, retry_voice
 from omniforge.tasks.common.audio_ops import join_segments, resample
 from omniforge.tasks.common.ray_runtime import map_on_actors
 from omniforge.tasks.build.tts import EngineSet
+
+
+@dataclass
+class _Take:
+    """One saying of a job: its native audio, that at the input rate, and what the ASR heard of it
+    with others (None: not heard yet)."""
+
+    native: np.ndarray
+    rate: int
+    backend: str
+    wave: np.ndarray
+    heard: str | None = None
 
 
 class SynthesisWorker:
@@ -43,11 +56,29 @@ class SynthesisWorker:
         self.gate = QualityGate(gate, threads, self._say_reference, text.normalizer_cache)
 
     def run(self, jobs: list[dict]) -> list[dict]:
-        return [self.one(job) for job in jobs]
+        takes = self._first_takes(jobs)
+        return [self.one(job, takes.get(job["key"])) for job in jobs]
 
-    def one(self, job: dict) -> dict:
+    def _first_takes(self, jobs: list[dict]) -> dict[str, _Take]:
+        """Each job's first audio, said now and heard together by the gate's ASR; a job whose
+        saying fails here is left to `one`, which tries it as usual."""
+        takes: dict[str, _Take] = {}
+        for job in jobs:
+            if job.get("provided_audio") is None:
+                try:
+                    takes[job["key"]] = self._take(job, 0)
+                except Exception:  # noqa: BLE001 - `one` retries it and reports what it was
+                    continue
+        texts = {job["key"]: " ".join(job["segments"]) for job in jobs if job["key"] in takes}
+        heard = self.gate.hear_together([take.wave for take in takes.values()], [texts[key] for key in takes])
+        for take, words in zip(takes.values(), heard, strict=True):
+            take.heard = words
+        return takes
+
+    def one(self, job: dict, take: _Take | None = None) -> dict:
         """Say the job (again at another tempo while the audio is rejected, up to the gate's
-        `resynthesis`); a failure that is not the audio's own is retried as it is, then `transient`."""
+        `resynthesis`); a failure that is not the audio's own is retried as it is, then `transient`.
+        `take`: its first audio, said already."""
         row = {"key": job["key"], "audio": None, "audio_native": None, "native_sampling_rate": None,
                "duration": None, "backend": None, "error_reason": None, "error": None, "asr_text": None}
         tries = 1 if job.get("provided_audio") is not None else 1 + self.gate_config.resynthesis
@@ -55,7 +86,8 @@ class SynthesisWorker:
         for attempt in range(tries):
             for trial in range(self.retries + 1):
                 try:
-                    return {**row, **self._accepted(job, attempt), "attempts": attempt + 1}
+                    first = take if attempt == trial == 0 else None
+                    return {**row, **self._accepted(job, attempt, first), "attempts": attempt + 1}
                 except AudioRejected as err:  # the same text and voice would give the same audio again
                     rejected = err
                     break
@@ -68,21 +100,26 @@ class SynthesisWorker:
         return {**row, **rejected.figures, "error_reason": rejected.reason, "error": rejected.detail,
                 "attempts": tries}
 
-    def _accepted(self, job: dict, attempt: int) -> dict:
-        """Try `attempt`'s audio through the level checks and the gate: its row fields, or AudioRejected."""
-        native, native_rate, backend = self._speak(job, attempt)
-        wave = resample(native, native_rate, self.sample_rate)
+    def _accepted(self, job: dict, attempt: int, take: _Take | None = None) -> dict:
+        """Try `attempt`'s audio (`take`, when said already) through the level checks and the gate: its
+        row fields, or AudioRejected."""
+        take = take or self._take(job, attempt)
+        wave = take.wave
         check_audio(wave, self.sample_rate, self.sample_rate, self.validation)
         chosen = None if job.get("provided_audio") is not None else VoiceConfig.model_validate(job["voice"])
-        figures = self.gate.measure(wave, " ".join(job["segments"]), chosen)
+        figures = self.gate.measure(wave, " ".join(job["segments"]), chosen, take.heard)
         try:
             self.gate.check(figures)
         except AudioRejected as err:
             err.figures = figures.row()
             raise
         return {**figures.row(), "audio": encode_audio(wave, self.sample_rate),
-                "audio_native": encode_audio(native, native_rate), "native_sampling_rate": native_rate,
-                "duration": len(wave) / self.sample_rate, "backend": backend}
+                "audio_native": encode_audio(take.native, take.rate), "native_sampling_rate": take.rate,
+                "duration": len(wave) / self.sample_rate, "backend": take.backend}
+
+    def _take(self, job: dict, attempt: int) -> _Take:
+        native, rate, backend = self._speak(job, attempt)
+        return _Take(native, rate, backend, resample(native, rate, self.sample_rate))
 
     def _speak(self, job: dict, attempt: int) -> tuple[np.ndarray, int, str]:
         if job.get("provided_audio") is not None:

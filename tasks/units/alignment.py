@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from omniforge.model.mel import INPUT_SAMPLE_RATE
-from omniforge.tasks.common.asr import resolve_model
+from omniforge.tasks.common.asr import joined, packed, resolve_model
 
-WINDOW_SECONDS = 28.0  # utterances packed per alignment, below Whisper's 30 s window
-GAP_SECONDS = 0.3      # silence between packed utterances
+GAP_SECONDS = 0.3  # silence between utterances aligned together (their words are known: a short one does)
 
 
 @dataclass
@@ -47,28 +46,19 @@ class WordAligner:
     def align(self, waves: list[np.ndarray], texts: list[str]) -> list[WordTimes]:
         """Waves at Whisper's input rate and their texts -> their words' times."""
         aligned: list[WordTimes] = []
-        start = 0
-        while start < len(waves):
-            stop, seconds = start + 1, len(waves[start]) / INPUT_SAMPLE_RATE
-            while stop < len(waves) and seconds + GAP_SECONDS + len(waves[stop]) / INPUT_SAMPLE_RATE <= WINDOW_SECONDS:
-                seconds += GAP_SECONDS + len(waves[stop]) / INPUT_SAMPLE_RATE
-                stop += 1
-            aligned += self._window(waves[start:stop], texts[start:stop])
-            start = stop
+        for run in packed([len(w) / INPUT_SAMPLE_RATE for w in waves], GAP_SECONDS):
+            aligned += self._window(waves[run.start:run.stop], texts[run.start:run.stop])
         return aligned
 
     def _window(self, waves: list[np.ndarray], texts: list[str]) -> list[WordTimes]:
         """Utterances that fit one window, aligned together and split back."""
-        gap = np.zeros(int(GAP_SECONDS * INPUT_SAMPLE_RATE), np.float32)
-        joined, char_offsets, time_offsets, pieces, at = "", [], [], [], 0.0
-        for wave, text in zip(waves, texts):
-            joined += " " if joined else ""
-            char_offsets.append(len(joined))
-            time_offsets.append(at)
-            joined += text
-            pieces += [wave.astype(np.float32), gap]
-            at += len(wave) / INPUT_SAMPLE_RATE + GAP_SECONDS
-        words = self._words(np.concatenate(pieces), joined)
+        text, char_offsets = "", []
+        for line in texts:
+            text += " " if text else ""
+            char_offsets.append(len(text))
+            text += line
+        wave, time_offsets = joined(waves, GAP_SECONDS)
+        words = self._words(wave, text)
         if words is None:  # the window did not align as one: each utterance on its own, or evenly
             if len(waves) > 1:
                 return [self._window([w], [t])[0] for w, t in zip(waves, texts)]

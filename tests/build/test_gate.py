@@ -63,6 +63,22 @@ def test_numbers_heard_as_digits_match_the_spoken_text(worker):
     assert row["audio"] is not None and row["asr_wer"] <= 0.2, row["asr_text"]
 
 
+def test_utterances_heard_together_get_their_own_words(worker):
+    """A worker's batch is heard several utterances to a Whisper window: each gets its own words, none of
+    its neighbours'; one not heard as its text is left for `measure` to hear alone."""
+    texts = ["The capital of France is Paris.", "Bananas are yellow when they are ripe.",
+             "My brother plays the violin every evening.", "The train to Berlin leaves at noon."]
+    keys = ["paris", "bananas", "violin", "berlin"]
+    heard = worker.gate.transcriber.transcribe_many([spoken(worker, text) for text in texts])
+    for words, key in zip(heard, keys, strict=True):
+        assert [k for k in keys if k in words.lower()] == [key], heard
+    wrong = worker.gate.hear_together([spoken(worker, text) for text in texts], texts[:3] + ["Nothing like it."])
+    assert wrong[3] is None and all(wrong[:3])
+    rows = worker.run([{**job(text), "key": str(i)} for i, text in enumerate(texts)])
+    for row, key in zip(rows, keys, strict=True):
+        assert row["audio"] is not None and row["attempts"] == 1 and key in row["asr_text"].lower()
+
+
 def test_skipped_looped_and_silent_speech_are_rejected_with_their_reason(worker):
     skipped = worker.one(job(TEXT, wav(spoken(worker, "The capital of France."))))
     assert skipped["error_reason"] == "asr_mismatch" and skipped["audio"] is None
