@@ -70,7 +70,7 @@ def flow_run(dialogues: int, workers: int) -> tuple[float, float]:
     cache = open_cache(store_from_config(cfg.store), cfg)
     made = cache.rows_for(cache.done_keys())
     assert summary["synthesized_this_run"] == len(made) > 0
-    return sum(r["duration"] for r in made.values()), elapsed
+    return sum(r["duration"] for r in made.values() if r["duration"]), elapsed  # rejects have none
 
 
 def main() -> None:
