@@ -23,6 +23,7 @@ from omniforge.storage import store_from_config
 from omniforge.storage.schemas import GENERATED_DIALOGUES_FILE
 from omniforge.tasks.build.steps import load_and_plan
 from omniforge.tasks.generate.dialogues import GenerationRejected, parse_reply, user_turns
+from omniforge.tasks.generate.steps import open_cache
 
 TURNS = re.compile(r"Write exactly (\d+) user messages")
 INSTRUCTION = re.compile(r"The user's first message: (.*)$", re.S)
@@ -118,17 +119,18 @@ def test_killed_generation_resumes_and_the_build_reads_it(tmp_path, llm):
     llm.hold_after = 8
     run = subprocess.Popen([sys.executable, "-m", "omniforge.cli", "generate-dialogues", "--config", "configs/demo.yaml",
                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    config = load_pipeline_config("configs/demo.yaml", overrides)
+    cache = open_cache(store_from_config(config.store), config)
     deadline = time.time() + 180
-    while sum(llm.answered.values()) < 8 and time.time() < deadline and run.poll() is None:
+    # the 9th request is held by the server: the run is mid-way once the 8 answers are cached
+    while len(cache.done_keys()) < 8 and time.time() < deadline and run.poll() is None:
         time.sleep(0.2)
-    time.sleep(1.0)  # the 9th request is held by the server: the run is mid-way
-    assert sum(llm.answered.values()) == 8 and run.poll() is None
+    assert sum(llm.answered.values()) == 8 and len(cache.done_keys()) == 8 and run.poll() is None
     run.send_signal(signal.SIGKILL)
     run.wait()
     llm.release.set()
     llm.hold_after = None
 
-    config = load_pipeline_config("configs/demo.yaml", overrides)
     summary = generate_dialogues(config)
     assert max(llm.answered.values()) == 1 and len(llm.answered) == len(INSTRUCTIONS)  # nothing asked twice
     assert summary["dialogues"] == 17 and summary["generated_this_run"] == len(INSTRUCTIONS) - 8
