@@ -71,3 +71,10 @@ def data_store(tmp_path_factory, prefect_server):
     url = str(tmp_path_factory.mktemp("data") / "store")
     build_small_dataset(url)
     return url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort). With `--maxschedchunk 1` (pyproject) each xdist worker takes
+    the next test only when it is free, so the minutes-long tests start early and the workers end
+    together; collected last, they left one worker running the heavy tail alone for a quarter hour."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -81,15 +81,12 @@ class QualityGate:
             self.speakers = SpeakerEncoder()
         self._references: dict[str, np.ndarray] = {}
 
-    def hear_together(self, waves: list[np.ndarray], texts: list[str]) -> list[str | None]:
+    def hear_together(self, waves: list[np.ndarray]) -> list[str | None]:
         """What the ASR hears of several utterances heard in shared windows (several times faster
-        than one by one), for `measure`; None where that is not heard as the text: `measure` then
-        hears the utterance alone, so an utterance is never rejected for a neighbour's blur."""
+        than one by one), for `measure`; None for each where there is nothing to share."""
         if not self.config.enabled or self.transcriber is None or len(waves) < 2:
             return [None] * len(waves)
-        heard = self.transcriber.transcribe_many(waves)
-        return [h if word_error_rate(text, self._spoken(h)) <= self.config.max_wer else None
-                for h, text in zip(heard, texts, strict=True)]
+        return self.transcriber.transcribe_many(waves)
 
     def measure(self, wave: np.ndarray, text: str, voice: VoiceConfig | None, heard: str | None = None) -> GateFigures:
         """Every configured figure of a wave at the input rate; `voice` None: provided audio (no
@@ -98,8 +95,7 @@ class QualityGate:
         if not self.config.enabled:
             return figures
         if self.transcriber is not None:
-            figures.asr_text = self.transcriber.transcribe(wave) if heard is None else heard
-            figures.asr_wer = word_error_rate(text, self._spoken(figures.asr_text))
+            figures.asr_text, figures.asr_wer = self._hear(wave, text, heard)
         if self.mos is not None:
             figures.dnsmos = self.mos.score(wave)
         if self.config.speaking_rate is not None:
@@ -125,6 +121,16 @@ class QualityGate:
         if figures.speaker_similarity is not None and figures.speaker_similarity < config.min_speaker_similarity:
             raise AudioRejected("wrong_voice", f"speaker similarity {figures.speaker_similarity:.2f} < "
                                                f"{config.min_speaker_similarity}")
+
+    def _hear(self, wave: np.ndarray, text: str, together: str | None) -> tuple[str, float]:
+        """What the ASR hears of the wave and its WER against the text: as heard together with others
+        where that matches, else as heard alone, so an utterance is never rejected for a neighbour's blur."""
+        if together is not None:
+            wer = word_error_rate(text, self._spoken(together))
+            if wer <= self.config.max_wer:
+                return together, wer
+        heard = self.transcriber.transcribe(wave)
+        return heard, word_error_rate(text, self._spoken(heard))
 
     def _spoken(self, heard: str) -> str:
         """What the ASR heard, its numbers as words like the turn's text (Whisper writes digits)."""

@@ -69,8 +69,7 @@ class SynthesisWorker:
                     takes[job["key"]] = self._take(job, 0)
                 except Exception:  # noqa: BLE001 - `one` retries it and reports what it was
                     continue
-        texts = {job["key"]: " ".join(job["segments"]) for job in jobs if job["key"] in takes}
-        heard = self.gate.hear_together([take.wave for take in takes.values()], [texts[key] for key in takes])
+        heard = self.gate.hear_together([take.wave for take in takes.values()])
         for take, words in zip(takes.values(), heard, strict=True):
             take.heard = words
         return takes

@@ -65,15 +65,15 @@ def test_numbers_heard_as_digits_match_the_spoken_text(worker):
 
 def test_utterances_heard_together_get_their_own_words(worker):
     """A worker's batch is heard several utterances to a Whisper window: each gets its own words, none of
-    its neighbours'; one not heard as its text is left for `measure` to hear alone."""
+    its neighbours'; one not heard as its text there is heard alone by `measure`."""
     texts = ["The capital of France is Paris.", "Bananas are yellow when they are ripe.",
              "My brother plays the violin every evening.", "The train to Berlin leaves at noon."]
     keys = ["paris", "bananas", "violin", "berlin"]
     heard = worker.gate.transcriber.transcribe_many([spoken(worker, text) for text in texts])
     for words, key in zip(heard, keys, strict=True):
         assert [k for k in keys if k in words.lower()] == [key], heard
-    wrong = worker.gate.hear_together([spoken(worker, text) for text in texts], texts[:3] + ["Nothing like it."])
-    assert wrong[3] is None and all(wrong[:3])
+    blurred = worker.gate.measure(spoken(worker, texts[0]), texts[0], None, heard="Bananas are yellow.")
+    assert "paris" in blurred.asr_text.lower() and blurred.asr_wer <= worker.gate_config.max_wer
     rows = worker.run([{**job(text), "key": str(i)} for i, text in enumerate(texts)])
     for row, key in zip(rows, keys, strict=True):
         assert row["audio"] is not None and row["attempts"] == 1 and key in row["asr_text"].lower()

@@ -20,7 +20,7 @@ from omniforge.tasks.units.decoder import UnitAudioDecoder, load_hifigan
 from tests.tiny_model import tiny_model
 
 
-def _engine(max_text_tokens: int) -> tuple[StreamingEngine, int]:
+def _engine(max_text_tokens: int, max_speech_tokens: int = 400) -> tuple[StreamingEngine, int]:
     tokenizer = train_bpe(["the capital of france is paris"] * 4, 300)
     chat = ChatFormat(tokenizer, "Be brief.")
     model = tiny_model(seed=3, encoder_config=dict(
@@ -40,9 +40,10 @@ def _engine(max_text_tokens: int) -> tuple[StreamingEngine, int]:
     unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=20, embed_dim=8, channels=16, layers=1, kernel=3), MelGrid())
     decoder = UnitAudioDecoder(unit_to_mel, load_hifigan("universal"))
     return StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=max_text_tokens,
-                                                                   max_speech_tokens=400)), chat.eos_token_id
+                                                                   max_speech_tokens=max_speech_tokens)), chat.eos_token_id
 
 
+@pytest.mark.slow
 def test_events_are_ordered_and_audio_starts_before_the_text_ends():
     engine, _ = _engine(max_text_tokens=60)
     wave = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
@@ -191,7 +192,7 @@ def test_an_item_the_model_cannot_take_is_a_reject_and_the_evaluation_goes_on():
     from omniforge.tasks.common.records import Dialogue, Turn
     from omniforge.tasks.evaluate.metrics import evaluate_items
 
-    engine, _ = _engine(max_text_tokens=3)
+    engine, _ = _engine(max_text_tokens=3, max_speech_tokens=20)  # short answers: only the reject is at stake
     rng = np.random.default_rng(0)
 
     def question(seconds: float) -> Turn:

@@ -39,6 +39,7 @@ def _weights(store, ref: str) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in load_checkpoint(store, store.manifest(ref))[0].state_dict().items()}
 
 
+@pytest.mark.slow
 def test_each_stage_changes_exactly_its_modules(data_store, tmp_path):
     config = tiny_training(data_store, str(tmp_path / "tb"), name="stages")
     store, speech, units, start = _inputs(config)
@@ -115,6 +116,7 @@ def _train_in_subprocess(data_store: str, log_dir: str, name: str, kill_after_ve
     raise AssertionError("training never reached the kill point")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [(), ("train.s2t.lora={rank: 4, alpha: 8}",)], ids=["full", "lora"])
 def test_killed_run_resumes_to_the_same_weights(data_store, tmp_path, extra):
     tag = "lora" if extra else "full"

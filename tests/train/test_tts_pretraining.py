@@ -26,6 +26,7 @@ def corpus_units(data_store: str, name: str, tokenizer: str) -> tuple[str, str]:
     return speech, units
 
 
+@pytest.mark.slow
 def test_trainings_start_from_one_pretrained_tts_lm(data_store, tmp_path):
     store = store_from_config(corpus_config(data_store, 1).store)
     speech, units = corpus_units(data_store, "corpus-pre", "demo")  # the dialogues' tokenizer
@@ -53,6 +54,7 @@ def test_trainings_start_from_one_pretrained_tts_lm(data_store, tmp_path):
     assert store.versions(Kind.checkpoint, "corpus-pre") == versions
 
 
+@pytest.mark.slow
 def test_a_pretrained_tts_of_other_units_is_refused(data_store, tmp_path):
     speech, units = corpus_units(data_store, "corpus-other", "other-tokenizer")
     config = tiny_training(data_store, str(tmp_path / "tb"), extra=("corpus.name=corpus-other", *PRETRAIN))

@@ -173,6 +173,7 @@ def test_cosyvoice2_paths_say_what_is_missing(tmp_path):
         CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path), prompt_wav=str(prompt)))
 
 
+@pytest.mark.slow
 def test_roundtrip_scores_own_and_held_out_answers(data_store):
     from omniforge.storage import Kind, store_from_config
     from omniforge.tasks.units.decoder import decoder_version, open_decoder

@@ -98,6 +98,7 @@ def config_for(tmp_path, dialogues: int, *overrides: str):
         *TINY_DECODER, *overrides])
 
 
+@pytest.mark.slow
 def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     build_dialogues(config_for(tmp_path, 6))
     first = tokenize_units(config_for(tmp_path, 6))
@@ -153,6 +154,7 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     assert again["tokenizer_version"] == "tokenizer/demo@1" and not again["published"]
 
 
+@pytest.mark.slow
 def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_path):
     build_dialogues(config_for(tmp_path, 4))
     tokenize_units(config_for(tmp_path, 4, "units.decoder.vocoder=universal"))
