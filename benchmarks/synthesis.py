@@ -11,7 +11,8 @@ importing and loading their voice), printed below; the default size keeps it nea
 the bare loop saying and hearing each utterance alone (`SynthesisWorker.one`), measures what the
 quality gate gains by hearing a batch several utterances to a Whisper window.
 
-    python benchmarks/synthesis.py                 # ~5 minutes on 2 cores
+    python benchmarks/synthesis.py                 # ~5 minutes on 2 cores (30 dialogues)
+    python benchmarks/synthesis.py --dialogues 80  # the committed rows: ~13 minutes
     python benchmarks/synthesis.py --repeats 3     # best of 3 rounds
 """
 
@@ -75,7 +76,7 @@ def flow_run(dialogues: int, workers: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dialogues", type=int, default=150, help="demo dialogues per run")
+    parser.add_argument("--dialogues", type=int, default=30, help="demo dialogues per run")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of (bare loop, bare loop heard alone, "
                         "flow 1 worker, flow 2 workers); each case keeps its best round")
     args = parser.parse_args()
