@@ -7,9 +7,10 @@ server and a Ray runtime that are already up, the way a scheduled build meets th
 gets a fresh store, so nothing is cached. Ray's own start-up is timed separately. This machine's
 speed drifts by 10-25 % from minute to minute: with --repeats the cases alternate over rounds and
 each keeps its best round. Each flow pays a few seconds of fixed cost (Prefect runs, Ray actors
-importing and loading their voice), printed below; the default size keeps it near 5 %. One more case,
-the bare loop saying and hearing each utterance alone (`SynthesisWorker.one`), measures what the
-quality gate gains by hearing a batch several utterances to a Whisper window.
+importing and loading their voice), printed below; it weighs more at the default size than at 80
+dialogues (the committed rows). One more case, the bare loop saying and hearing each utterance alone
+(`SynthesisWorker.one`), measures what the quality gate gains by hearing a batch several utterances
+to a Whisper window.
 
     python benchmarks/synthesis.py                 # ~5 minutes on 2 cores (30 dialogues)
     python benchmarks/synthesis.py --dialogues 80  # the committed rows: ~13 minutes
