@@ -39,8 +39,8 @@ def _engine(max_text_tokens: int, max_speech_tokens: int = 400) -> tuple[Streami
     torch.manual_seed(0)
     unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=20, embed_dim=8, channels=16, layers=1, kernel=3), MelGrid())
     decoder = UnitAudioDecoder(unit_to_mel, load_hifigan("universal"))
-    return StreamingEngine(model, chat, decoder, GenerationSettings(max_text_tokens=max_text_tokens,
-                                                                   max_speech_tokens=max_speech_tokens)), chat.eos_token_id
+    settings = GenerationSettings(max_text_tokens=max_text_tokens, max_speech_tokens=max_speech_tokens)
+    return StreamingEngine(model, chat, decoder, settings), chat.eos_token_id
 
 
 @pytest.mark.slow
