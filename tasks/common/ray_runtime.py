@@ -50,9 +50,10 @@ def map_on_actors(worker_class: type, init_args: tuple, items: Iterable, batch_s
     An actor that dies (its process killed, its node lost) gives the batches it held back to the
     live actors, and a replacement is started (`retries` times per actor, all told) that takes work
     once it is up. On a cluster that lost a node the replacement may never be placed; the run ends
-    all the same. Only batches whose results never came back run again."""
+    all the same. Only batches whose results never came back run again: a batch that finished on a
+    lost node, its result still in that node's object store, counts as never finished."""
     import ray
-    from ray.exceptions import RayActorError
+    from ray.exceptions import ObjectLostError, RayActorError
 
     actor = ray.remote(worker_class).options(num_cpus=num_cpus, num_gpus=num_gpus)
     batches = batched(items, batch_size)
@@ -101,7 +102,7 @@ def map_on_actors(worker_class: type, init_args: tuple, items: Iterable, batch_s
             worker = starting.pop(done) if done in starting else running[done][0]
             try:
                 result = ray.get(done)
-            except RayActorError:
+            except (RayActorError, ObjectLostError):  # the actor, or its node with the result on it, is gone
                 lost(worker)
                 continue
             if done in running:
