@@ -2,7 +2,8 @@
 
 1. Step time through our data path (Parquet shards -> audio decode -> features -> batch) vs the same
    steps on batches already in memory. Each stage trains the same model from the same start for the
-   same batches, once with each data source.
+   same batches, once with each data source. The tts stage also runs on `--threads` torch threads
+   against `train.torch_threads` (the TTS pretraining has both cores to itself once the decoder exists).
 2. Two Ray Train workers (gloo on CPU) training stage s2t of a model with a larger LLM, activation
    checkpointing on (as the 7B config trains): the peak memory a worker adds, FSDP vs DDP, and the
    step time of 2 workers vs 1 on the same global batch (2 micro-batches a step: 2 workers x 1, or
@@ -12,6 +13,7 @@ A small demo dataset (real Piper speech, k-means units) is built first.
 
     python benchmarks/training.py                 # ~5 minutes on 2 cores
     python benchmarks/training.py --steps 60 --dialogues 60 --hidden 1536 --layers 16
+    python benchmarks/training.py --set train.model.tts.hidden_size=256 --set train.model.tts.num_hidden_layers=4
 """
 
 from __future__ import annotations
@@ -42,23 +44,26 @@ ROUNDS = 4
 class TimedRun:
     """One model training through `run.train_step` from one batch source; timed in blocks."""
 
-    def __init__(self, run, model, batches) -> None:
+    def __init__(self, run, model, batches, threads: int) -> None:
         from omniforge.model.stage_objectives import StageObjective
         from omniforge.tasks.train.loop import Training
 
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=run.settings.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        self.run = run
+        self.run, self.threads = run, threads
         self.training = Training(StageObjective(model, run.stage), optimizer, scheduler, parameters, batches)
         self.block(1)  # warm-up
 
     def block(self, steps: int) -> float:
         """Seconds per step over `steps` steps."""
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.run.train_step(self.training)
-        return (time.perf_counter() - start) / steps
+        from omniforge.tasks.common.threads import torch_threads
+
+        with torch_threads(self.threads):
+            start = time.perf_counter()
+            for _ in range(steps):
+                self.run.train_step(self.training)
+            return (time.perf_counter() - start) / steps
 
 
 def worker_steps(payload: dict) -> None:
@@ -138,6 +143,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024, help="hidden size of the sharded runs' LLM")
     parser.add_argument("--layers", type=int, default=12, help="layers of the sharded runs' LLM")
     parser.add_argument("--sharded-steps", type=int, default=4, help="steps per sharded run (the first not timed)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the tts stage's other run")
+    parser.add_argument("--set", action="append", default=[], help="more config overrides (section.field=value)")
     args = parser.parse_args()
 
     from omniforge.flows.build_dialogues import build_dialogues
@@ -151,8 +158,9 @@ def main() -> None:
 
     root = tempfile.mkdtemp()
     base = [f"store.url={root}/store", f"build.source.demo.dialogues={args.dialogues}", "units.kmeans.k=64",
-            "units.decoder.steps=5", "ray.num_cpus=2", f"train.log_dir={root}/tb"]  # training never reads the decoder
-    config = load_pipeline_config("configs/demo.yaml", base)
+            "units.decoder.steps=5", "units.decoder.frame.steps=5", "ray.num_cpus=2",
+            f"train.log_dir={root}/tb"]  # training never reads the decoder
+    config = load_pipeline_config("configs/demo.yaml", base + args.set)
     build_dialogues(config)
     tokenize_units(config)
     store = store_from_config(config.store)
@@ -175,13 +183,17 @@ def main() -> None:
         in_memory = [item for _, item in zip(range(args.steps + 2), maker.stream(plan(), 0, 0, 1))]
         ours = BatchMaker(store, index, chat, fresh.config.encoder_config.num_mel_bins, train.augment, train.seed,
                           with_speech=stage != "tts")
+        threads = train.torch_threads
+        sources = {"in-memory": (iter(in_memory), threads), "ours": (ours.stream(plan(), 0, 0, 1), threads)}
+        if stage == "tts":
+            sources["threads"] = (iter(list(in_memory)), args.threads)
         runs = {}
-        for name, source in (("in-memory", iter(in_memory)), ("ours", ours.stream(plan(), 0, 0, 1))):
+        for name, (source, count) in sources.items():
             model = copy.deepcopy(fresh)
             set_trainable(model, train.trainable(stage))
             model.train()
             model.speech_encoder.eval()
-            runs[name] = TimedRun(run, model, source)
+            runs[name] = TimedRun(run, model, source, count)
         blocks = {name: [] for name in runs}
         for _ in range(ROUNDS):  # alternate blocks: drift of the machine hits both sources alike
             for name, timed in runs.items():
@@ -190,6 +202,11 @@ def main() -> None:
         print(f"{stage}: " + ", ".join(f"{n} {v * 1000:.0f} ms/step" for n, v in seconds.items()))
         rows.append(result_row(f"{stage} step, batch {settings.batch_size}, data path vs in-memory",
                                seconds["ours"], seconds["in-memory"], "s/step", 0.95, higher_is_better=False))
+        if "threads" in seconds:
+            tts = config.train.model.tts
+            rows.append(result_row(f"{stage} step, batch {settings.batch_size}, TTS LM {tts.hidden_size}x"
+                                   f"{tts.num_hidden_layers}: {args.threads} torch threads vs {train.torch_threads}",
+                                   seconds["threads"], seconds["in-memory"], "s/step", 1.3, higher_is_better=False))
     rows += sharding_rows(config, store, speech, units, args)
     report("training", rows)
 
