@@ -186,7 +186,7 @@ def main() -> None:
         threads = train.torch_threads
         sources = {"in-memory": (iter(in_memory), threads), "ours": (ours.stream(plan(), 0, 0, 1), threads)}
         if stage == "tts":
-            sources["threads"] = (iter(list(in_memory)), args.threads)
+            sources["threads"] = (iter(in_memory), args.threads)
         runs = {}
         for name, (source, count) in sources.items():
             model = copy.deepcopy(fresh)
