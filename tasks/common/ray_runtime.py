@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -9,6 +10,23 @@ from contextlib import contextmanager
 from itertools import chain, islice
 
 from omniforge.config import RayConfig
+
+
+# Ray Train re-logs every print of a worker, which then shows each progress line twice
+_LOCAL_WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
+def quiet_ray_train() -> None:
+    """Every worker process of a local session runs this first (`worker_process_setup_hook`): Ray Train's own
+    bookkeeping, which would otherwise drown the progress lines. Its placement-group cleaner asks the dashboard's
+    State API every second whether the controller lives and warns when it cannot; a local session starts no
+    dashboard (and ends whole with the driver, so there is nothing for it to clean up). Its context logs every
+    report ("Reporting training result N"), which our own progress line says; it names its logger by its file."""
+    import ray
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    context = os.path.join(os.path.dirname(ray.__file__), "train", "v2", "_internal", "execution", "context.py")
+    logging.getLogger(context).setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -24,7 +42,9 @@ def ray_session(config: RayConfig, log_to_driver: bool = False) -> Iterator[None
     if config.address:
         ray.init(address=config.address, log_to_driver=log_to_driver)
     else:  # "local": a new local Ray, even where `ray start` runs one on this machine (Ray would join that)
-        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+        quiet = {"env_vars": _LOCAL_WORKER_ENV, "worker_process_setup_hook": f"{__name__}.quiet_ray_train"}
+        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
+                 runtime_env=quiet)
     try:
         yield
     finally:
