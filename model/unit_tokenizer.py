@@ -82,11 +82,13 @@ def fit_kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 30) ->
 class EncoderFrontend(nn.Module):
     """A Whisper encoder's states after `depth` layers (50 Hz), averaged in pairs of frames to the unit
     rate and standardized per dimension: a few dimensions of Whisper's states are orders of
-    magnitude larger than the rest and would otherwise decide the clusters alone. A padded batch
-    encodes each wave as alone (`encode_speech`)."""
+    magnitude larger than the rest and would otherwise decide the clusters alone. Then, where one was
+    learnt (`CtcRecognizer`), a linear projection that keeps what is said. A padded batch encodes each
+    wave as alone (`encode_speech`)."""
 
     def __init__(self, settings: FrontendSettings, encoder: WhisperEncoder, depth: int,
-                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 projection: nn.Linear | None = None) -> None:
         super().__init__()
         if not 1 <= depth <= len(encoder.layers):
             raise ValueError(f"depth must be 1..{len(encoder.layers)} (the encoder's layers), got {depth}")
@@ -99,6 +101,11 @@ class EncoderFrontend(nn.Module):
         dim = encoder.config.d_model
         self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.float())
         self.register_buffer("std", torch.ones(dim) if std is None else std.float())
+        self.projection = projection
+
+    def project(self, standardized: torch.Tensor) -> torch.Tensor:
+        """Standardized states -> what k-means clusters: the learnt projection's output, or the states."""
+        return standardized if self.projection is None else self.projection(standardized)
 
     def fit_scale(self, states: torch.Tensor) -> torch.Tensor:
         """Standardize from now on by these states' (frames, d_model) statistics; returns them standardized."""
@@ -118,8 +125,29 @@ class EncoderFrontend(nn.Module):
             pooled = item.view(-1, self.pool, item.shape[-1]).mean(1)
             frames = self.settings.frames(len(wave))
             pooled = torch.cat([pooled, pooled[-1:].expand(max(0, frames - len(pooled)), -1)])[:frames]
-            out.append((pooled - self.mean) / self.std)
+            out.append(self.project((pooled - self.mean) / self.std))
         return out
+
+
+class CtcRecognizer(nn.Module):
+    """Learns the projection of `EncoderFrontend` by recognizing the speech's text through it: each
+    frame projected alone (what k-means will cluster), then convolutions over neighbouring frames, then
+    per-frame symbol logits for CTC (symbol 0 is the blank). The projection sees one frame, so it must
+    keep in every frame what a recognizer needs there."""
+
+    def __init__(self, in_dim: int, dim: int, channels: int, layers: int, kernel: int, symbols: int) -> None:
+        super().__init__()
+        self.projection = nn.Linear(in_dim, dim)
+        convs: list[nn.Module] = []
+        for layer in range(layers):
+            convs += [nn.Conv1d(dim if layer == 0 else channels, channels, kernel, padding=kernel // 2), nn.GELU()]
+        self.context = nn.Sequential(*convs)
+        self.head = nn.Linear(channels, symbols + 1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """(batch, frames, in_dim) standardized states -> (batch, frames, symbols + 1) log-probabilities."""
+        hidden = self.context(self.projection(frames).transpose(1, 2)).transpose(1, 2)
+        return self.head(hidden).log_softmax(-1)
 
 
 class KMeansUnitTokenizer(nn.Module):

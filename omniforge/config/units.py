@@ -10,6 +10,27 @@ from omniforge.config.base import Section
 from omniforge.config.media import MediaConfig
 
 
+class SupervisedProjectionConfig(Section):
+    """Supervised phonetic units (the idea of CosyVoice 2's S3 tokenizer, which is trained inside an ASR
+    model): a linear map of the encoder's states, learnt with a small CTC recognizer of the speech's own
+    text (its characters), so that k-means clusters what is said rather than how; `dim: 0` clusters the
+    standardized states themselves."""
+
+    dim: int = Field(0, ge=0, description="Size of the learnt projection k-means clusters (0: none).")
+    channels: int = Field(256, ge=8, description="Channels of the recognizer's convolutions over the projection.")
+    layers: int = Field(2, ge=1, description="Convolutions of the recognizer (its view of neighbouring frames).")
+    kernel: int = Field(5, ge=1, description="Kernel of each convolution (odd).")
+    steps: int = Field(1500, ge=1, description="Training steps of the recognizer.")
+    batch_size: int = Field(32, ge=1, description="Utterances per step.")
+    lr: float = Field(2e-3, gt=0, description="Peak AdamW learning rate (one-cycle schedule).")
+    seed: int = Field(0, description="Seed of initialisation and batches.")
+    log_every: int = Field(100, ge=1, description="Log the CTC loss every this many steps.")
+
+    def identity(self) -> dict:
+        """What decides the projection (not how often it logs)."""
+        return self.model_dump(mode="json", exclude={"log_every"})
+
+
 class EncoderFeaturesConfig(Section):
     """k-means on a pretrained Whisper encoder's states (`kmeans.features: encoder`)."""
 
@@ -18,6 +39,9 @@ class EncoderFeaturesConfig(Section):
     depth: int = Field(2, ge=1, description="Take the states after this many encoder layers (tiny.en has 4; the "
                        "true units of unseen corpus sentences through the same decoder: 2 layers ASR-WER 0.26, "
                        "3 layers 0.35, the output 1.04).")
+    supervised: SupervisedProjectionConfig = Field(default_factory=SupervisedProjectionConfig,
+                                                   description="A projection of the states learnt from the "
+                                                               "speech's text before clustering (dim > 0).")
 
 
 class KMeansConfig(Section):
@@ -39,8 +63,15 @@ class KMeansConfig(Section):
     def identity(self) -> dict:
         """The settings that decide the units: only those of the features in use count, so a log-mel
         tokenizer fitted before encoder features existed keeps its version."""
-        unused = {"features", "encoder"} if self.features == "log_mel" else {"n_mels", "n_fft"}
-        return self.model_dump(mode="json", exclude=unused)
+        if self.features == "log_mel":
+            return self.model_dump(mode="json", exclude={"features", "encoder"})
+        identity = self.model_dump(mode="json", exclude={"n_mels", "n_fft"})
+        supervised = self.encoder.supervised
+        if supervised.dim:
+            identity["encoder"]["supervised"] = supervised.identity()
+        else:  # an encoder tokenizer fitted before supervision existed keeps its version
+            del identity["encoder"]["supervised"]
+        return identity
 
 
 class S3TokenizerConfig(Section):

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+from torch import nn
 
 from omniforge.config.units import KMeansConfig, S3TokenizerConfig, UnitsConfig
 from omniforge.errors import InputError
@@ -35,6 +36,7 @@ from omniforge.tasks.common.ray_runtime import map_on_actors
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.common.whisper_encoder import load_speech_encoder
 from omniforge.tasks.units.alignment import WordAligner
+from omniforge.tasks.units.supervision import train_projection
 
 ROW_COLUMNS = [*UNIT_ROW_FIELDS, "text", "audio"]
 
@@ -55,38 +57,54 @@ def frontend_settings(config: UnitsConfig) -> FrontendSettings:
     return FrontendSettings(frame_rate=config.frame_rate, n_mels=config.kmeans.n_mels, n_fft=config.kmeans.n_fft)
 
 
-def build_frontend(settings: FrontendSettings, kmeans: KMeansConfig, scale: dict[str, torch.Tensor] | None = None
+def build_frontend(settings: FrontendSettings, kmeans: KMeansConfig, tensors: dict[str, torch.Tensor] | None = None
                    ) -> LogMelFrontend | EncoderFrontend:
-    """The frames k-means clusters: log-mel, or the configured encoder's states (standardized by `scale`'s
-    mean and std once fitted)."""
+    """The frames k-means clusters: log-mel, or the configured encoder's states (standardized by
+    `tensors`' mean and std once fitted, and projected by its learnt projection where it has one)."""
     if kmeans.features == "log_mel":
         return LogMelFrontend(settings)
-    scale = scale or {}
+    tensors = tensors or {}
+    projection = None
+    if "projection.weight" in tensors:
+        weight = tensors["projection.weight"]
+        projection = nn.Linear(weight.shape[1], weight.shape[0]).requires_grad_(False)
+        projection.load_state_dict({"weight": weight, "bias": tensors["projection.bias"]})
     return EncoderFrontend(settings, load_speech_encoder(kmeans.encoder.encoder), kmeans.encoder.depth,
-                           scale.get("mean"), scale.get("std"))
+                           tensors.get("mean"), tensors.get("std"), projection)
 
 
-def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig) -> tuple[KMeansUnitTokenizer, int]:
-    """Fit k-means on a seeded sample of the speech's frames; returns it and the frames it saw."""
+def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig
+                  ) -> tuple[KMeansUnitTokenizer, dict]:
+    """Fit k-means on a seeded sample of the speech's frames (after learning their projection from the
+    speech's text, where `kmeans.encoder.supervised` asks for one); returns it and what the fit measured."""
     settings = frontend_settings(config)
     frontend = build_frontend(settings, config.kmeans)
-    frames, waves = [], []
-    for row in speech_rows(store, speech, config.roles, ["role", "audio"]):
+    frames, texts, waves = [], [], []
+    for row in speech_rows(store, speech, config.roles, ["role", "audio", "text"]):
         wave, rate = decode_audio(row["audio"]["bytes"])
         if rate != settings.sample_rate:
             raise ValueError(f"speech must be {settings.sample_rate} Hz for the tokenizer, got {rate} Hz")
         waves.append(torch.from_numpy(wave))
+        texts.append(row["text"])
         if len(waves) == config.batch_size:
             frames += frontend.features(waves)
             waves = []
-    points = torch.cat(frames + frontend.features(waves) if waves else frames)
+    frames += frontend.features(waves) if waves else []
+    points = torch.cat(frames)
     if len(points) > config.kmeans.max_fit_frames:
         chosen = torch.randperm(len(points), generator=torch.Generator().manual_seed(config.kmeans.seed))
         points = points[chosen[: config.kmeans.max_fit_frames]]
+    stats: dict = {}
     if isinstance(frontend, EncoderFrontend):
         points = frontend.fit_scale(points)
+        supervised = config.kmeans.encoder.supervised
+        if supervised.dim:
+            standardized = [(f - frontend.mean) / frontend.std for f in frames]
+            frontend.projection, stats = train_projection(standardized, texts, supervised)
+            with torch.no_grad():
+                points = frontend.projection(points)
     centroids = fit_kmeans(points, config.kmeans.k, config.kmeans.seed, config.kmeans.iterations)
-    return KMeansUnitTokenizer(frontend, centroids), len(points)
+    return KMeansUnitTokenizer(frontend, centroids), {"fit_frames": len(points), **stats}
 
 
 def tokenizer_settings(config: UnitsConfig) -> dict:
@@ -109,13 +127,16 @@ def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfi
     writer = store.writer(Kind.tokenizer, config.tokenizer_name, parents=[speech], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     if config.backend == "kmeans":
-        tokenizer, fit_frames = fit_tokenizer(store, speech, config)
+        tokenizer, fit_stats = fit_tokenizer(store, speech, config)
         tensors = {"centroids": tokenizer.centroids}
-        if isinstance(tokenizer.frontend, EncoderFrontend):
-            tensors.update(mean=tokenizer.frontend.mean, std=tokenizer.frontend.std)
+        frontend = tokenizer.frontend
+        if isinstance(frontend, EncoderFrontend):
+            tensors.update(mean=frontend.mean, std=frontend.std)
+            if frontend.projection is not None:
+                tensors.update({f"projection.{k}": v for k, v in frontend.projection.state_dict().items()})
         writer.add_file("centroids.safetensors", save_safetensors({k: v.contiguous() for k, v in tensors.items()}))
         writer.add_file("tokenizer.json", json.dumps({**tokenizer.describe(), **settings}, indent=2).encode())
-        writer.stats.update(vocab_size=tokenizer.vocab_size, fit_frames=fit_frames, frame_rate=config.frame_rate)
+        writer.stats.update(vocab_size=tokenizer.vocab_size, frame_rate=config.frame_rate, **fit_stats)
     else:  # only a description: the weights stay where the user keeps them
         if check_weights:
             S3UnitTokenizer(config.s3)  # fails here, clearly, if the weights are absent

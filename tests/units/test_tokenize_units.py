@@ -153,6 +153,24 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     again = tokenize_units(config_for(tmp_path, 9, "units.kmeans.encoder.depth=3"))
     assert again["tokenizer_version"] == "tokenizer/demo@1" and not again["published"]
 
+    # supervised units: a projection learnt from the answers' text is fitted, stored and rebuilt with the
+    # tokenizer; the unsupervised encoder tokenizer keeps its version
+    supervised = tokenize_units(config_for(tmp_path, 9, "units.name=phonetic", "units.kmeans.features=encoder",
+                                           "units.kmeans.k=16", "units.kmeans.encoder.supervised.dim=8",
+                                           "units.kmeans.encoder.supervised.steps=60"))
+    assert supervised["tokenizer_version"] == "tokenizer/phonetic@2"
+    fitted = store.manifest(supervised["tokenizer_version"])
+    assert fitted.config["kmeans"]["encoder"]["supervised"]["dim"] == 8
+    assert 0 <= fitted.stats["recognizer_cer"] and fitted.stats["recognizer_symbols"] > 10
+    rebuilt = build_tokenizer(tokenizer_state(store, fitted))
+    assert rebuilt.frontend.projection.out_features == 8 and rebuilt.centroids.shape == (16, 8)
+    rows = store.read_table(store.manifest(supervised["units_version"])).to_pylist()
+    wave = torch.from_numpy(decode_audio(audio[rows[0]["utterance_id"]]["bytes"])[0])
+    assert rebuilt.encode([wave])[0].tolist() == rows[0]["units"]
+    plain = tokenize_units(config_for(tmp_path, 9, "units.name=phonetic", "units.kmeans.features=encoder",
+                                      "units.kmeans.k=16"))
+    assert plain["tokenizer_version"] == "tokenizer/phonetic@1"
+
 
 @pytest.mark.slow
 def test_a_frame_vocoder_decoder_is_its_own_version_and_speaks_its_units(tmp_path):
