@@ -111,6 +111,10 @@ class EncoderFrontend(nn.Module):
         """Standardize from now on by these states' (frames, d_model) statistics; returns them standardized."""
         self.mean.copy_(states.mean(0))
         self.std.copy_(states.std(0).clamp(min=1e-5))
+        return self.standardize(states)
+
+    def standardize(self, states: torch.Tensor) -> torch.Tensor:
+        """Pooled states -> standardized by the fitted mean and std."""
         return (states - self.mean) / self.std
 
     @torch.no_grad()
@@ -125,7 +129,7 @@ class EncoderFrontend(nn.Module):
             pooled = item.view(-1, self.pool, item.shape[-1]).mean(1)
             frames = self.settings.frames(len(wave))
             pooled = torch.cat([pooled, pooled[-1:].expand(max(0, frames - len(pooled)), -1)])[:frames]
-            out.append(self.project((pooled - self.mean) / self.std))
+            out.append(self.project(self.standardize(pooled)))
         return out
 
 

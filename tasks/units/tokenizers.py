@@ -99,7 +99,7 @@ def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig
         points = frontend.fit_scale(points)
         supervised = config.kmeans.encoder.supervised
         if supervised.dim:
-            standardized = [(f - frontend.mean) / frontend.std for f in frames]
+            standardized = [frontend.standardize(f) for f in frames]
             frontend.projection, stats = train_projection(standardized, texts, supervised)
             with torch.no_grad():
                 points = frontend.projection(points)
