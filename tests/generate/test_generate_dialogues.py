@@ -73,21 +73,21 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         prompt = body["messages"][-1]["content"]
         server = self.server
-        with server.lock:
+        with server.lock:  # counted before it is sent: the client's next request must see this one answered
             held = server.hold_after is not None and sum(server.answered.values()) >= server.hold_after
+            if not held:
+                status, content = server.reply(prompt)
+                if status == 200:
+                    server.answered[INSTRUCTION.search(prompt).group(1).strip()] += 1
         if held:
             server.release.wait()
             return  # the client that asked is gone: nothing is answered
-        status, content = server.reply(prompt)
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-        if status == 200:
-            with server.lock:
-                server.answered[INSTRUCTION.search(prompt).group(1).strip()] += 1
 
 
 @pytest.fixture
