@@ -40,17 +40,22 @@ class UnitsPlan:
 
 
 def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, config: PipelineConfig) -> UnitsPlan:
-    """Rows still to tokenize; the previous units version is reused when it was made with the same
-    tokenizer and all its rows are still in the speech version, unchanged."""
+    """Rows still to tokenize; the newest units version made with the same tokenizer is reused when
+    all its rows are still in the speech version, unchanged (so going back to a tokenizer tried before
+    tokenizes nothing again)."""
     index = shard_index(store, speech, config.units.roles)
     wanted = {uid: key for _, rows in index for uid, key in rows}
-    previous = store.latest_manifest(Kind.units, config.units.name)
-    same_tokenizer = previous is not None and tokenizer.ref() in previous.parents_of(Kind.tokenizer)
-    # rows without word alignments cannot serve a units version that needs them
-    aligned_enough = previous is not None and (previous.config.get("align", False) or not config.units.align)
-    done = unchanged_rows(store, previous, wanted) if same_tokenizer and aligned_enough else None
-    reuse = previous if done is not None else None
-    todo = shard_tasks(index, done or set(), config.units.batch_size)
+    reuse, done = None, set()
+    for version in reversed(store.versions(Kind.units, config.units.name)):
+        previous = store.manifest(ArtifactRef(Kind.units, config.units.name, version))
+        # rows without word alignments cannot serve a units version that needs them
+        aligned_enough = previous.config.get("align", False) or not config.units.align
+        if tokenizer.ref() in previous.parents_of(Kind.tokenizer) and aligned_enough:
+            unchanged = unchanged_rows(store, previous, wanted)
+            if unchanged is not None:
+                reuse, done = previous, unchanged
+                break
+    todo = shard_tasks(index, done, config.units.batch_size)
     return UnitsPlan(speech, tokenizer, todo, reuse)
 
 

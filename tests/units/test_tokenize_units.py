@@ -170,6 +170,8 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     plain = tokenize_units(config_for(tmp_path, 9, "units.name=phonetic", "units.kmeans.features=encoder",
                                       "units.kmeans.k=16"))
     assert plain["tokenizer_version"] == "tokenizer/phonetic@1"
+    # back to a tokenizer tried before: its units version is reused, nothing is tokenized again
+    assert plain["units_version"] == encoder["units_version"] and not plain["published"]
 
 
 @pytest.mark.slow
