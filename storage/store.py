@@ -115,13 +115,14 @@ class ArtifactStore:
         version = self.latest(kind, name)
         return None if version is None else self.manifest(ArtifactRef(check_kind(kind), name, version))
 
+    def newest_first(self, kind: str | Kind, name: str) -> Iterator[Manifest]:
+        """The manifests of kind/name's versions, newest first (read one at a time, as asked)."""
+        for version in reversed(self.versions(kind, name)):
+            yield self.manifest(ArtifactRef(check_kind(kind), name, version))
+
     def find_version(self, kind: str | Kind, name: str, config_hash: str) -> Manifest | None:
         """The newest version made with this config hash (reuse instead of remaking it)."""
-        for version in reversed(self.versions(kind, name)):
-            manifest = self.manifest(ArtifactRef(check_kind(kind), name, version))
-            if manifest.config_hash == config_hash:
-                return manifest
-        return None
+        return next((m for m in self.newest_first(kind, name) if m.config_hash == config_hash), None)
 
     def resolve(self, ref: ArtifactRef | str) -> ArtifactRef:
         ref = ArtifactRef.parse(ref) if isinstance(ref, str) else ref

@@ -138,8 +138,7 @@ def compare_with_previous(store: ArtifactStore, config: PipelineConfig, eval_ref
     earlier = _first_model_ancestor(store, store.manifest(checkpoint))
     if earlier is None:
         return None
-    for version in reversed(store.versions(Kind.eval, config.evaluate.name)):
-        candidate = store.manifest(ArtifactRef(Kind.eval, config.evaluate.name, version))
+    for candidate in store.newest_first(Kind.eval, config.evaluate.name):
         if candidate.parents_of(Kind.checkpoint) == [earlier] and \
                 candidate.parents_of(Kind.speech) == new.parents_of(Kind.speech):
             return compare(store, candidate, new)

@@ -86,8 +86,7 @@ def previous_model(store: ArtifactStore, config: PipelineConfig, speech: Manifes
     version: where retraining on new data starts. Always the same one for the same data, so a
     repeated retrain finds its stages done."""
     last_stage = [s for s in config.train.stages if config.train.stage(s).enabled][-1:]
-    for version in reversed(store.versions(Kind.checkpoint, config.train.name)):
-        manifest = store.manifest(ArtifactRef(Kind.checkpoint, config.train.name, version))
+    for manifest in store.newest_first(Kind.checkpoint, config.train.name):
         trained_on = [str(ref) for ref in manifest.parents_of(Kind.speech)]
         if (manifest.stats.get("complete") and [manifest.stats.get("stage")] == last_stage
                 and str(speech.ref()) not in trained_on):

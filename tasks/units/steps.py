@@ -46,8 +46,7 @@ def plan_units(store: ArtifactStore, speech: Manifest, tokenizer: Manifest, conf
     index = shard_index(store, speech, config.units.roles)
     wanted = {uid: key for _, rows in index for uid, key in rows}
     reuse, done = None, set()
-    for version in reversed(store.versions(Kind.units, config.units.name)):
-        previous = store.manifest(ArtifactRef(Kind.units, config.units.name, version))
+    for previous in store.newest_first(Kind.units, config.units.name):
         # rows without word alignments cannot serve a units version that needs them
         aligned_enough = previous.config.get("align", False) or not config.units.align
         if tokenizer.ref() in previous.parents_of(Kind.tokenizer) and aligned_enough:
