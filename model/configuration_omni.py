@@ -37,6 +37,9 @@ class OmniConfig(PretrainedConfig):
         stream_aligned: bool = False,
         stream_lookahead: int = 1,
         gate_init_bias: float | None = None,
+        phoneme_vocab_size: int = 0,
+        phonemes_per_token: int = 8,
+        pronunciation_voice: str | None = None,
         speech_token_id: int | None = None,
         eos_token_id: int | None = None,
         **kwargs: Any,
@@ -54,6 +57,10 @@ class OmniConfig(PretrainedConfig):
         self.stream_aligned = stream_aligned      # the TTS LM says <read> when a text token is spoken (read_write.py)
         self.stream_lookahead = stream_lookahead  # aligned: text tokens read ahead of the one being spoken
         self.gate_init_bias = gate_init_bias  # only how a fresh gate starts (see GateFusion)
+        # pronunciations (model/pronunciation.py): 0 phonemes, none read; the voice names who pronounces (espeak-ng)
+        self.phoneme_vocab_size = phoneme_vocab_size
+        self.phonemes_per_token = phonemes_per_token
+        self.pronunciation_voice = pronunciation_voice
         self.speech_token_id = speech_token_id
         super().__init__(eos_token_id=eos_token_id, **kwargs)
 

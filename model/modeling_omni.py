@@ -15,6 +15,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from omniforge.model.configuration_omni import OmniConfig
 from omniforge.model.gate_fusion import GateFusion
+from omniforge.model.pronunciation import PhonemeEmbedding
 from omniforge.model.read_write import ReadWrite, Slot, interleave
 from omniforge.model.speech_adapter import SpeechAdapter
 from omniforge.model.speech_encoder import encode_speech, encoder_lengths
@@ -23,22 +24,31 @@ IGNORE_INDEX = -100
 
 
 class SpeechGenerator(GateFusion):
-    """The TTS LM (`model`, a causal LM over text ids + units + <sep>) with its gate fusion."""
+    """The TTS LM (`model`, a causal LM over text ids + units + <sep>) with its gate fusion and, where
+    configured, its tokens' pronunciations (`pronunciation`)."""
 
     def __init__(self, config: OmniConfig, lm: nn.Module | None = None) -> None:
         super().__init__(config.llm_config.hidden_size, config.tts_config.hidden_size, config.gate_init_bias)
         self.config = config
         self.model = lm if lm is not None else AutoModelForCausalLM.from_config(config.tts_config)
+        self.pronunciation = (PhonemeEmbedding(config.phoneme_vocab_size, config.phonemes_per_token,
+                                               config.tts_config.hidden_size) if config.phoneme_vocab_size else None)
         # the parent PreTrainedModel gathers tied weights from its children: pass the TTS LM's up
         self.all_tied_weights_keys = {f"model.{k}": f"model.{v}" for k, v in self.model.all_tied_weights_keys.items()}
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
-    def text_inputs(self, text_ids: torch.Tensor, llm_hidden: torch.Tensor | None) -> torch.Tensor:
+    def text_inputs(self, text_ids: torch.Tensor, llm_hidden: torch.Tensor | None,
+                    phonemes: torch.Tensor | None = None) -> torch.Tensor:
         """c_t for each text token (gate fusion), or the plain embedding e_t when there are no LLM
-        states (stage-1 TTS pretraining learns text -> speech from text alone)."""
+        states (stage-1 TTS pretraining learns text -> speech from text alone). A TTS LM that reads
+        pronunciations adds each token's `phonemes` ((tokens, width) ids) to e_t."""
         embeds = self.embed(text_ids)
+        if self.pronunciation is not None:
+            if phonemes is None:
+                raise ValueError("this TTS LM reads its text's pronunciations: each token's phonemes are needed")
+            embeds = embeds + self.pronunciation(phonemes).to(embeds.dtype)
         return embeds if llm_hidden is None else super().forward(llm_hidden, embeds)
 
     def unit_ids(self, units: torch.Tensor) -> torch.Tensor:
@@ -74,6 +84,7 @@ class OmniModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+    optional_parts = ("speech_generator.pronunciation",)  # stages name them by default; a model may lack them
 
     def __init__(self, config: OmniConfig, speech_encoder: nn.Module | None = None, llm: nn.Module | None = None,
                  tts_lm: nn.Module | None = None) -> None:
@@ -168,16 +179,19 @@ class OmniModel(PreTrainedModel):
 
     def tts_loss(self, text_ids: list[torch.Tensor], units: list[torch.Tensor],
                  llm_hidden: list[torch.Tensor] | None = None, read_units: list[torch.Tensor] | None = None,
-                 unit_counts: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 unit_counts: list[torch.Tensor] | None = None,
+                 phonemes: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Text(-states) -> speech units on read-write interleaved sequences. Without `llm_hidden`
         this is stage-1 TTS pretraining; with it, stage-2 speech-to-speech (gate fusion).
         `read_units`: what the speech positions read instead of `units` (noised for robustness);
-        `unit_counts`: each text token's speech tokens (aligned read-write)."""
+        `unit_counts`: each text token's speech tokens (aligned read-write); `phonemes`: each text
+        token's pronunciation (a TTS LM that reads them)."""
         generator = self.speech_generator
         rows, targets = [], []
         for i, ids in enumerate(text_ids):
             hidden = None if llm_hidden is None else llm_hidden[i]
-            inputs, target = generator.sequence(generator.text_inputs(ids, hidden), units[i], self.schedule,
+            said = None if phonemes is None else phonemes[i]
+            inputs, target = generator.sequence(generator.text_inputs(ids, hidden, said), units[i], self.schedule,
                                                 None if read_units is None else read_units[i],
                                                 None if unit_counts is None else unit_counts[i].tolist())
             rows.append(inputs)

@@ -19,8 +19,11 @@ def generate_reference(model: OmniModel, input_ids: torch.Tensor, speech: list[t
                        tts_reprefill: bool = False) -> tuple[list[int], list[int]]:
     """Returns (text tokens, speech units). `llm_cache` keeps a KV cache on the LLM;
     `tts_reprefill` prefills the TTS LM once per chunk and caches within the chunk only;
-    without it the TTS LM recomputes its whole input for every token."""
+    without it the TTS LM recomputes its whole input for every token. A TTS LM that reads
+    pronunciations is not covered (its text is read a word at a time)."""
     config, tts, schedule = model.config, model.speech_generator, model.schedule
+    if tts.pronunciation is not None:
+        raise ValueError("generate_reference reads no pronunciations; use stream_generate with `pronounce`")
     device = input_ids.device
     prompt, _, _ = model.splice([input_ids], speech)
     llm_inputs = prompt[0]

@@ -29,6 +29,7 @@ class StageBatch:
     units: list[torch.Tensor]         # per assistant turn: its speech units
     read_units: list[torch.Tensor] | None = None  # the units as the TTS LM reads them (noised); None: `units`
     unit_counts: list[torch.Tensor] | None = None  # per assistant turn: each text token's units (aligned read-write)
+    phonemes: list[torch.Tensor] | None = None  # per assistant turn: each text token's phonemes (pronunciations)
 
     def to(self, device: torch.device) -> "StageBatch":
         def move(value):
@@ -55,7 +56,7 @@ def set_trainable(model: nn.Module, prefixes: list[str]) -> dict[str, int]:
         counts["trainable" if hits else "frozen"] += parameter.numel()
         for prefix in hits:
             matched[prefix] += 1
-    unknown = [p for p, n in matched.items() if n == 0]
+    unknown = [p for p, n in matched.items() if n == 0 and p not in getattr(model, "optional_parts", ())]
     if unknown:
         raise ValueError(f"trainable: {unknown} match no parameter of the model")
     return counts
@@ -73,9 +74,9 @@ class StageObjective(nn.Module):
             return self.model(batch.input_ids, batch.features, batch.mel_lengths, labels=batch.labels).loss
         if self.stage == "tts":
             return self.model.tts_loss(batch.text_ids, batch.units, read_units=batch.read_units,
-                                       unit_counts=batch.unit_counts)
+                                       unit_counts=batch.unit_counts, phonemes=batch.phonemes)
         return self.model.tts_loss(batch.text_ids, batch.units, self.assistant_states(batch), batch.read_units,
-                                   batch.unit_counts)
+                                   batch.unit_counts, batch.phonemes)
 
     @torch.no_grad()
     def assistant_states(self, batch: StageBatch) -> list[torch.Tensor]:

@@ -3,9 +3,10 @@ joining and leaving the batch at step boundaries (`StreamingBatch`; `stream_gene
 fixed-batch use).
 
 After every LLM step, each item's new text token is fused (gate fusion) and queued for the TTS
-LM; `ReadWrite.write_budget` says how many speech tokens to write then. The TTS LM never re-reads
-its prefix: each forward call feeds only the new positions (padding the batch where an item has
-fewer, masked out). Events come out as they happen: text tokens, chunks of speech units, ends.
+LM (one that reads pronunciations gets a token once its word is complete); `ReadWrite.write_budget`
+says how many speech tokens to write then. The TTS LM never re-reads its prefix: each forward call
+feeds only the new positions (padding the batch where an item has fewer, masked out). Events come
+out as they happen: text tokens, chunks of speech units, ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Literal
 import torch
 
 from omniforge.model.modeling_omni import OmniModel
+from omniforge.model.pronunciation import Pronounce, phoneme_rows
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ class _Answer:
     voice: _Voice = field(default_factory=_Voice)
     forced: list[int] | None = None  # the text to say (teacher-forced) instead of the LLM's own
     llm_states: bool = True          # the TTS LM reads gate-fused LLM states; False: its text embeddings alone
+    said: list[int] = field(default_factory=list)               # the text tokens written so far
+    states: list[torch.Tensor] = field(default_factory=list)    # the LLM states of those not yet read by the voice
 
     @property
     def finished(self) -> bool:
@@ -210,8 +214,11 @@ class StreamingBatch:
     answers many conversations at once, not one after another."""
 
     def __init__(self, model: OmniModel, settings: GenerationSettings = GenerationSettings(),
-                 generator: torch.Generator | None = None) -> None:
-        self.model, self.settings, self.generator = model, settings, generator
+                 generator: torch.Generator | None = None, pronounce: Pronounce | None = None) -> None:
+        """`pronounce`: the text's pronunciations, for a TTS LM that reads them."""
+        if model.speech_generator.pronunciation is not None and pronounce is None:
+            raise ValueError("this model's TTS LM reads pronunciations: StreamingBatch needs `pronounce`")
+        self.model, self.settings, self.generator, self.pronounce = model, settings, generator, pronounce
         self.device = next(model.parameters()).device
         config, tts = model.config, model.speech_generator
         self.units = slice(config.unit_offset, config.unit_offset + config.unit_vocab_size)
@@ -278,22 +285,22 @@ class StreamingBatch:
                 if forced is not None:
                     n = self.answers[i].n_read
                     picked[row] = forced[n] if n < len(forced) else config.eos_token_id
-            fused = tts.text_inputs(picked, torch.stack([self.answers[i].hidden for i in reading]))
-            plain = tts.embed(picked) if any(not self.answers[i].llm_states for i in reading) else None
             for row, i in enumerate(reading):
                 answer, token = self.answers[i], int(picked[row])
                 tokens[i] = token
                 if token == config.eos_token_id or answer.n_read >= settings.max_text_tokens:
                     answer.reading = False
                     if not answer.voice.done:
+                        self._read(answer, final=True)
                         answer.voice.end_text(self.sep)
                     continue
                 events.append(StreamEvent("text", answer.key, [token]))
                 answer.n_read += 1
                 if answer.voice.done:  # its speech hit max_speech_tokens; the text goes on alone
                     continue
-                answer.voice.read(fused[row] if answer.llm_states else plain[row],
-                                  model.schedule.write_budget(answer.n_read))
+                answer.said.append(token)
+                answer.states.append(answer.hidden)
+                self._read(answer, final=False)
         keys = [a.key for a in self.answers]
         events += [StreamEvent(e.kind, keys[e.item], e.tokens) for e in _write(
             self.voice_lm, [a.voice for a in self.answers], tts, self.units, config.eos_token_id, settings, self.generator)]
@@ -304,6 +311,25 @@ class StreamingBatch:
                 self.answers[i].logits, self.answers[i].hidden = out.logits[i, -1], out.hidden_states[-1][i, -1]
         self._drop_finished()
         return events
+
+    def _read(self, answer: _Answer, final: bool) -> None:
+        """Give the voice the text tokens it may read now: each new one, or, reading pronunciations,
+        those whose words are complete (all of them once the text is `final`)."""
+        first = len(answer.said) - len(answer.states)  # the tokens the voice has
+        phonemes = None
+        ready = len(answer.said)
+        if self.pronounce is not None:
+            pronounced = self.pronounce(answer.said, final)
+            ready = len(pronounced)
+            phonemes = phoneme_rows(pronounced[first:ready]).to(self.device)
+        if ready <= first:
+            return
+        ids = torch.tensor(answer.said[first:ready], device=self.device)
+        states = torch.stack(answer.states[: ready - first]) if answer.llm_states else None
+        del answer.states[: ready - first]
+        inputs = self.model.speech_generator.text_inputs(ids, states, phonemes)
+        for k, embedding in enumerate(inputs, start=first + 1):
+            answer.voice.read(embedding, self.model.schedule.write_budget(k))
 
     def _drop_finished(self) -> None:
         keep = [i for i, a in enumerate(self.answers) if not a.finished]
@@ -328,10 +354,10 @@ class StreamingBatch:
 def stream_generate(model: OmniModel, input_ids: list[torch.Tensor], speech: list[torch.Tensor],
                     settings: GenerationSettings = GenerationSettings(),
                     generator: torch.Generator | None = None, forced: list[list[int]] | None = None,
-                    llm_states: bool = True) -> Iterator[StreamEvent]:
+                    llm_states: bool = True, pronounce: Pronounce | None = None) -> Iterator[StreamEvent]:
     """Answer a batch of prompts (speech spliced at placeholders) in text and speech at once, or say
     the `forced` texts (see `StreamingBatch.add`); events name their prompt by its index."""
-    batch = StreamingBatch(model, settings, generator)
+    batch = StreamingBatch(model, settings, generator, pronounce)
     batch.add(list(range(len(input_ids))), input_ids, speech, forced, llm_states)
     while len(batch):
         yield from batch.step()

@@ -10,16 +10,16 @@ from omniforge.model.modeling_omni import OmniModel
 TEXT_VOCAB, UNITS, SPEECH_TOKEN, EOS = 64, 20, 5, 2
 
 
-def tiny_config(**overrides) -> OmniConfig:
+def tiny_config(text_vocab: int = TEXT_VOCAB, **overrides) -> OmniConfig:
     settings = dict(
         encoder_config=dict(model_type="whisper", num_mel_bins=16, d_model=32, encoder_layers=2,
                             encoder_attention_heads=2, encoder_ffn_dim=64, max_source_positions=100,
                             decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=10,
                             bos_token_id=1, eos_token_id=2, pad_token_id=0, decoder_start_token_id=1),
-        llm_config=dict(model_type="qwen2", vocab_size=TEXT_VOCAB, hidden_size=32, intermediate_size=64,
+        llm_config=dict(model_type="qwen2", vocab_size=text_vocab, hidden_size=32, intermediate_size=64,
                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                         tie_word_embeddings=False),
-        tts_config=dict(model_type="qwen2", vocab_size=TEXT_VOCAB + UNITS + 1 + bool(overrides.get("stream_aligned")),
+        tts_config=dict(model_type="qwen2", vocab_size=text_vocab + UNITS + 1 + bool(overrides.get("stream_aligned")),
                         hidden_size=24, intermediate_size=48,
                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                         tie_word_embeddings=True),
@@ -30,9 +30,9 @@ def tiny_config(**overrides) -> OmniConfig:
     return OmniConfig(**settings)
 
 
-def tiny_model(seed: int = 0, **overrides) -> OmniModel:
+def tiny_model(seed: int = 0, text_vocab: int = TEXT_VOCAB, **overrides) -> OmniModel:
     torch.manual_seed(seed)
-    return OmniModel(tiny_config(**overrides)).eval()
+    return OmniModel(tiny_config(text_vocab, **overrides)).eval()
 
 
 def three_prompts(model: OmniModel) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -10,7 +10,8 @@ from omniforge.config.base import PathOrURL, Section
 
 STAGES = ("s2t", "tts", "s2s")
 # what each stage trains in the paper (SPEC.md, "Training"); everything else stays frozen
-PAPER_TRAINABLE = {"s2t": ["speech_projector", "llm"], "tts": ["speech_generator.model"],
+PAPER_TRAINABLE = {"s2t": ["speech_projector", "llm"],
+                   "tts": ["speech_generator.model", "speech_generator.pronunciation"],
                    "s2s": ["speech_generator"]}
 
 
@@ -40,6 +41,15 @@ class TokenizerConfig(Section):
                                description="System message of every dialogue.")
 
 
+class PronunciationConfig(Section):
+    """Pronunciations as a TTS LM input (model/pronunciation.py; not in the paper)."""
+
+    voice: str | None = Field(None, description="espeak-ng voice that pronounces the text (e.g. en-us): the TTS LM "
+                              "reads each text token's phonemes with its embedding, so it need not learn spelling; "
+                              "None: the text alone, as in the paper.")
+    per_token: int = Field(8, ge=1, description="Phonemes a text token holds at most (the rest are dropped).")
+
+
 class ModelConfig(Section):
     """The model's parts (SPEC.md, "Model"); the same code builds the CPU demo and a 7B model."""
 
@@ -50,6 +60,8 @@ class ModelConfig(Section):
                                                           num_key_value_heads=2, intermediate_size=576),
                           description="The TTS language model.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Text tokenizer.")
+    pronunciation: PronunciationConfig = Field(default_factory=PronunciationConfig,
+                                               description="The TTS LM's pronunciations of the text.")
     adapter_hidden_size: int = Field(512, ge=8, description="Hidden size of the speech adapter (2048 in the paper).")
     speech_encoder_ds_rate: int = Field(5, ge=1, description="Adapter downsampling k (encoder frames per vector).")
     stream_read: int = Field(3, ge=1, description="R: text tokens read before each write.")
@@ -95,7 +107,8 @@ class StageConfig(Section):
                                          "stage (and at its end); None: train.checkpoint_every.")
     trainable: list[str] | None = Field(None, min_length=1, description="Module prefixes that train, all others "
                                         "frozen (checked and logged at the start); None: the paper's choice "
-                                        "(s2t: speech_projector, llm; tts: speech_generator.model; s2s: speech_generator).")
+                                        "(s2t: speech_projector, llm; tts: speech_generator.model and, where it "
+                                        "reads pronunciations, their embedding; s2s: speech_generator).")
 
 
 class AugmentConfig(Section):

@@ -19,6 +19,7 @@ from omniforge.model.mel import WhisperLogMel
 from omniforge.model.modeling_omni import OmniModel
 from omniforge.model.speech_encoder import max_input_frames
 from omniforge.model.streaming import GenerationSettings, stream_generate
+from omniforge.tasks.common.pronunciation import pronouncer_for
 from omniforge.tasks.train.text_tokenizer import ChatFormat
 from omniforge.tasks.units.decoder import UnitDecoder
 
@@ -66,6 +67,7 @@ class StreamingEngine:
         self.model, self.chat, self.decoder, self.settings = model.eval(), chat, decoder, settings
         self.generator = generator  # of the sampling, where the settings sample
         self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)
+        self.pronounce = pronouncer_for(model.config, chat.tokenizer)
 
     @torch.no_grad()
     def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray],
@@ -119,7 +121,8 @@ class StreamingEngine:
 
         def unit_chunks() -> Iterator[list[int]]:
             for event in stream_generate(self.model, [prompt], spoken, self.settings, self.generator,
-                                         forced=None if forced is None else [forced], llm_states=llm_states):
+                                         forced=None if forced is None else [forced], llm_states=llm_states,
+                                         pronounce=self.pronounce):
                 if event.kind == "text":
                     text_ids.extend(event.tokens)
                     mark("text", len(event.tokens))

@@ -142,7 +142,7 @@ class BatchedAnswerer:
         self.inbox: queue.Queue[AnswerRequest | None] = queue.Queue()
         self.live: dict[str, AnswerRequest] = {}  # submitted and not ended: what `cancel` can reach
         self.lock = threading.Lock()
-        self.batch = StreamingBatch(engine.model, settings, generator)
+        self.batch = StreamingBatch(engine.model, settings, generator, engine.pronounce)
         self.running: dict[str, _Running] = {}
         self.steps = 0  # batch steps taken (for /status and load tests)
         self.encoded_turns = 0  # user turns run through the speech encoder
@@ -188,7 +188,7 @@ class BatchedAnswerer:
                     running.emit("error", text=f"{type(err).__name__}: {err}")
                     self._end(key)
                 self.running.clear()
-                self.batch = StreamingBatch(self.engine.model, self.settings, self.generator)
+                self.batch = StreamingBatch(self.engine.model, self.settings, self.generator, self.engine.pronounce)
 
     def _admit(self, block: bool) -> None:
         """Every request waiting now joins the batch (one prefill for them all). An idle server

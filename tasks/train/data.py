@@ -21,6 +21,7 @@ import torch
 
 from omniforge.config.train import AugmentConfig
 from omniforge.model.mel import WhisperLogMel
+from omniforge.model.pronunciation import Pronounce, phoneme_rows
 from omniforge.model.read_write import token_unit_counts
 from omniforge.model.stage_objectives import StageBatch
 from omniforge.storage import ArtifactStore
@@ -198,12 +199,14 @@ class BatchMaker:
 
     def __init__(self, store: ArtifactStore, index: DialogueIndex, chat: ChatFormat, n_mels: int,
                  augment: AugmentConfig, seed: int, with_speech: bool = True,
-                 unit_vocab_size: int | None = None, unit_rate: float | None = None) -> None:
+                 unit_vocab_size: int | None = None, unit_rate: float | None = None,
+                 pronounce: Pronounce | None = None) -> None:
         self.store, self.index, self.chat = store, index, chat
         self.mel = WhisperLogMel(n_mels)
         self.augment, self.seed, self.with_speech = augment, seed, with_speech
         self.unit_vocab_size = unit_vocab_size  # None: the batches' units are not read by a TTS LM (no noise)
         self.unit_rate = unit_rate  # units per second: each text token's units are counted (aligned read-write)
+        self.pronounce = pronounce  # each text token's phonemes (a TTS LM that reads pronunciations)
         self._shards: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._texts: dict[int, tuple] = {}  # dialogue number -> its token tensors (they never change)
 
@@ -235,12 +238,14 @@ class BatchMaker:
         if number not in self._texts:
             turns = self.index.dialogues[number].turns
             assistant = [t for t in turns if t.role == "assistant"]
+            text_ids = [self.chat.text_ids(t.text) for t in assistant]
             self._texts[number] = (
                 self.chat.encode([(t.role, t.text) for t in turns]),
-                [torch.tensor(self.chat.text_ids(t.text)) for t in assistant],
+                [torch.tensor(ids) for ids in text_ids],
                 [torch.tensor(t.units if t.units is not None else [], dtype=torch.long) for t in assistant],
                 None if self.unit_rate is None else
-                [torch.tensor(unit_counts(self.chat, t, self.unit_rate)) for t in assistant])
+                [torch.tensor(unit_counts(self.chat, t, self.unit_rate)) for t in assistant],
+                None if self.pronounce is None else [phoneme_rows(self.pronounce(ids, final=True)) for ids in text_ids])
         return self._texts[number]
 
     def stream(self, plan: Iterator[tuple[int, list[int]]], first: int, rank: int, world: int,
@@ -254,23 +259,25 @@ class BatchMaker:
 
     def make(self, dialogue_numbers: list[int], batch_number: int) -> StageBatch:
         rng = np.random.default_rng([self.seed, batch_number])
-        input_ids, labels, marks, text_ids, units, counts, waves = [], [], [], [], [], [], []
+        input_ids, labels, marks, text_ids, units, counts, phonemes, waves = [], [], [], [], [], [], [], []
         for number in dialogue_numbers:
             dialogue = self.index.dialogues[number]
-            encoded, turn_text, turn_units, turn_counts = self._tokens(number)
+            encoded, turn_text, turn_units, turn_counts, turn_phonemes = self._tokens(number)
             input_ids.append(encoded.input_ids)
             labels.append(encoded.labels)
             marks.append(encoded.turn_marks)
             text_ids += turn_text
             units += turn_units
             counts += turn_counts or []
+            phonemes += turn_phonemes or []
             if self.with_speech:
                 waves += [self._wave(turn, rng) for turn in dialogue.turns if turn.role == "user"]
         features = lengths = None
         if waves:
             features, lengths = self.mel.batch([torch.from_numpy(w) for w in waves])
         return StageBatch(input_ids, labels, marks, features, lengths, text_ids, units, self._noised(units, rng),
-                          counts if self.unit_rate is not None else None)
+                          counts if self.unit_rate is not None else None,
+                          phonemes if self.pronounce is not None else None)
 
     def _noised(self, units: list[torch.Tensor], rng: np.random.Generator) -> list[torch.Tensor] | None:
         """The units as the TTS LM reads them: `augment.unit_noise` of them replaced by random units."""

@@ -25,6 +25,7 @@ from omniforge.model.modeling_omni import OmniModel
 from omniforge.model.stage_objectives import StageBatch, StageObjective, set_trainable
 from omniforge.storage import ArtifactStore, store_from_config
 from omniforge.storage.manifest import Manifest
+from omniforge.tasks.common.pronunciation import pronouncer_for
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.train import training_state
 from omniforge.tasks.train.checkpoints import (
@@ -209,7 +210,8 @@ class StageRun:
                            model.config.encoder_config.num_mel_bins, train.augment, train.seed,
                            with_speech=self.stage != "tts",
                            unit_vocab_size=None if self.stage == "s2t" else model.config.unit_vocab_size,
-                           unit_rate=self.units.config["frame_rate"] if aligned else None)
+                           unit_rate=self.units.config["frame_rate"] if aligned else None,
+                           pronounce=None if self.stage == "s2t" else pronouncer_for(model.config, tokenizer))
         objective = workers.prepare(StageObjective(model, self.stage), model, train, self.device)
         parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts: no optimizer state
         optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, Qwen
 from omniforge.config.train import LMConfig, ModelConfig
 from omniforge.model.cosyvoice2_lm import released_to_ours
 from omniforge.model.modeling_omni import OmniModel
+from omniforge.tasks.common.pronunciation import PHONEME_VOCAB_SIZE
 from omniforge.tasks.common.whisper_encoder import load_speech_encoder
 from omniforge.tasks.train.text_tokenizer import ChatFormat
 from omniforge.tasks.units.tokenizers import S3UnitTokenizer
@@ -45,7 +46,9 @@ def build_model(config: ModelConfig, chat: ChatFormat, unit_vocab_size: int) -> 
         unit_vocab_size, chat.speech_token_id, chat.eos_token_id, adapter_hidden_size=config.adapter_hidden_size,
         speech_encoder_ds_rate=config.speech_encoder_ds_rate, stream_read=config.stream_read,
         stream_write=config.stream_write, stream_aligned=config.stream_aligned,
-        stream_lookahead=config.stream_lookahead, gate_init_bias=config.gate_init_bias)
+        stream_lookahead=config.stream_lookahead, gate_init_bias=config.gate_init_bias,
+        phoneme_vocab_size=PHONEME_VOCAB_SIZE if config.pronunciation.voice else 0,
+        phonemes_per_token=config.pronunciation.per_token, pronunciation_voice=config.pronunciation.voice)
     if config.tts.cosyvoice2_llm:
         load_cosyvoice2_llm(model, config.tts.cosyvoice2_llm)
     return model

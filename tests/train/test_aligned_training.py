@@ -1,7 +1,7 @@
 """Aligned read-write end to end on the small real dataset: the answers' units tokenized with their
-word alignments (units.align), a tts stage trained on aligned sequences, and the checkpoint saying a
-sentence through the streaming generator. Asking for it on units made without alignments is a clear
-error, before and during training."""
+word alignments (units.align), a tts stage trained on aligned sequences read with their pronunciations
+(train.model.pronunciation), and the checkpoint saying a sentence through the streaming generator.
+Asking for it on units made without alignments is a clear error, before and during training."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from omniforge.config import load_pipeline_config
 from omniforge.storage import store_from_config
+from omniforge.tasks.common.pronunciation import pronouncer_for
 from omniforge.tasks.evaluate.speak import Sentence
 from omniforge.tasks.evaluate.steps import say_sentences
 from omniforge.tasks.train import steps as train_steps
@@ -31,7 +32,8 @@ def test_an_aligned_tts_stage_trains_on_word_aligned_units_and_speaks(data_store
     config = tiny_training(data_store, str(tmp_path / "tb"), name="aligned", steps=3, extra=(
         "units.name=demo-aligned", "units.tokenizer=demo", "units.align=true", "units.batch_size=4",
         "train.units=units/demo-aligned", "train.stages=[tts]", "train.model.stream_aligned=true",
-        "evaluate.max_speech_tokens=80", "evaluate.max_units_per_text_token=6"))
+        "evaluate.max_speech_tokens=80", "evaluate.max_units_per_text_token=6",
+        "train.model.pronunciation.voice=en-us"))
     tokenize_units(config, with_decoder=False)
     store = store_from_config(config.store)
     speech, units = train_steps.resolve_inputs(store, config)
@@ -46,15 +48,18 @@ def test_an_aligned_tts_stage_trains_on_word_aligned_units_and_speaks(data_store
     chat = ChatFormat(tokenizer, config.train.model.tokenizer.system_prompt)
     index = DialogueIndex.build(store, speech, units, True, False, need_words=True)
     maker = BatchMaker(store, index, chat, 80, config.train.augment, 0, with_speech=False,
-                       unit_vocab_size=model.config.unit_vocab_size, unit_rate=25)
+                       unit_vocab_size=model.config.unit_vocab_size, unit_rate=25,
+                       pronounce=pronouncer_for(model.config, tokenizer))
     batch = maker.make(list(range(len(index.dialogues))), 0)
-    assert [len(c) for c in batch.unit_counts] == [len(t) for t in batch.text_ids]
+    assert [len(c) for c in batch.unit_counts] == [len(t) for t in batch.text_ids] == [len(p) for p in batch.phonemes]
+    assert all(int((p > 0).sum()) >= len(t) // 2 for p, t in zip(batch.phonemes, batch.text_ids))  # words pronounced
     assert [int(c.sum()) for c in batch.unit_counts] == [len(u) for u in batch.units]
 
     train_steps.run_stages_here(config, start, speech, units)
     trained = store.latest_manifest("checkpoint", "aligned")
     model, _ = load_checkpoint(store, trained)
     assert model.config.stream_aligned and model.config.read_token_id == model.config.sep_token_id + 1
+    assert model.config.pronunciation_voice == "en-us" and model.speech_generator.pronunciation is not None
     [said] = say_sentences(store, config, trained, [Sentence("s", "The capital of France is Paris.")],
                            llm_states=False, asr=False)  # through the streaming engine and the decoder
     assert 0 < said.units <= 80 and said.audio_seconds > 0
