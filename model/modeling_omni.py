@@ -190,8 +190,8 @@ class OmniModel(PreTrainedModel):
         rows, targets = [], []
         for i, ids in enumerate(text_ids):
             hidden = None if llm_hidden is None else llm_hidden[i]
-            said = None if phonemes is None else phonemes[i]
-            inputs, target = generator.sequence(generator.text_inputs(ids, hidden, said), units[i], self.schedule,
+            pronounced = None if phonemes is None else phonemes[i]
+            inputs, target = generator.sequence(generator.text_inputs(ids, hidden, pronounced), units[i], self.schedule,
                                                 None if read_units is None else read_units[i],
                                                 None if unit_counts is None else unit_counts[i].tolist())
             rows.append(inputs)
