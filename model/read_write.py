@@ -92,6 +92,14 @@ def _aligned(n_text: int, n_speech: int, lookahead: int, counts: list[int] | Non
     return slots
 
 
+def token_start(text: str, start: int, end: int) -> int:
+    """Where the token spanning text[start:end] starts: its first character that is not a space (its
+    last, for a token of spaces only, so it starts inside no word)."""
+    while start < end - 1 and text[start].isspace():
+        start += 1
+    return start
+
+
 def token_unit_counts(token_starts: list[int], word_chars: list[int], word_starts: list[float],
                       word_ends: list[float], text_length: int, n_speech: int, frame_rate: float) -> list[int]:
     """Each text token's share of the speech, from a forced alignment of the text's words.

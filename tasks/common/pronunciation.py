@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from omniforge.model.configuration_omni import OmniConfig
 from omniforge.model.pronunciation import NO_PHONEME
+from omniforge.model.read_write import token_start
 
 # Piper's phoneme table (espeak-ng's IPA, one symbol per code point), shifted past the padding id
 PHONEME_IDS = {symbol: ids[0] + 1 + NO_PHONEME for symbol, ids in DEFAULT_PHONEME_ID_MAP.items()}
@@ -71,7 +72,7 @@ class Pronouncer:
             ready_to = words.pop()[0]
             text_ids = [t for t, end in zip(text_ids, ends) if end <= ready_to]
         phonemes: list[list[int]] = [[] for _ in text_ids]
-        firsts = [_first_letter(text, start, end) for start, end in zip(starts, ends)][: len(text_ids)]
+        firsts = [token_start(text, start, end) for start, end in zip(starts, ends)][: len(text_ids)]
         for start, end in words:
             tokens = [k for k, first in enumerate(firsts) if start <= first < end]
             if tokens:
@@ -87,13 +88,6 @@ class Pronouncer:
             at = start + (end - start) * i / len(said)
             owner = max((k for k, first in zip(tokens, token_firsts) if first <= at), default=tokens[0])
             out[owner].append(phoneme)
-
-
-def _first_letter(text: str, start: int, end: int) -> int:
-    """Where a token's first non-space character is (its end, for a token of spaces only)."""
-    while start < end and text[start].isspace():
-        start += 1
-    return start
 
 
 def pronouncer_for(config: OmniConfig, tokenizer: PreTrainedTokenizerBase) -> Pronouncer | None:

@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from omniforge.config.train import ModelConfig
 from omniforge.model.modeling_omni import IGNORE_INDEX
+from omniforge.model.read_write import token_start
 
 IM_START, IM_END, SPEECH = "<|im_start|>", "<|im_end|>", "<speech>"
 PAD = "<|endoftext|>"
@@ -71,12 +72,8 @@ class ChatFormat:
 
     def token_starts(self, text: str) -> list[int]:
         """Where each of `text_ids(text)`'s tokens starts in `text`: its first character that is not a space."""
-        starts = []
-        for start, end in self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]:
-            while start < end - 1 and text[start].isspace():
-                start += 1
-            starts.append(start)
-        return starts
+        offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return [token_start(text, start, end) for start, end in offsets]
 
     def encode(self, turns: list[tuple[str, str]], generation_prompt: bool = False,
                typed: Collection[int] = ()) -> EncodedDialogue:
