@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 
 from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
@@ -47,14 +48,20 @@ class Pronouncer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, voice: str) -> None:
         self.tokenizer, self.voice = tokenizer, voice
+        self._pieces: dict[int, str] = {}  # each token's text alone: streaming asks again at every step
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
+    def _piece(self, token: int) -> str:
+        if token not in self._pieces:
+            self._pieces[token] = self._decode([token])
+        return self._pieces[token]
+
     def _token_ends(self, text_ids: list[int], text: str) -> list[int]:
         """Where each token ends in `text`: token by token, or by decoding each prefix where a character
         spans tokens (a byte-level piece of a multi-byte letter)."""
-        pieces = [self._decode([token]) for token in text_ids]
+        pieces = [self._piece(token) for token in text_ids]
         if "".join(pieces) != text:
             return [len(self._decode(text_ids[: k + 1])) for k in range(len(text_ids))]
         ends, at = [], 0
@@ -73,21 +80,20 @@ class Pronouncer:
             text_ids = [t for t, end in zip(text_ids, ends) if end <= ready_to]
         phonemes: list[list[int]] = [[] for _ in text_ids]
         firsts = [token_start(text, start, end) for start, end in zip(starts, ends)][: len(text_ids)]
-        for start, end in words:
-            tokens = [k for k, first in enumerate(firsts) if start <= first < end]
-            if tokens:
-                self._share(word_phonemes(self.voice, text[start:end]), start, end,
-                            [firsts[k] for k in tokens], tokens, phonemes)
+        for start, end in words:  # a word's tokens: those starting inside it (`firsts` never decreases)
+            first, last = bisect_left(firsts, start), bisect_left(firsts, end)
+            if first < last:
+                self._share(word_phonemes(self.voice, text[start:end]), start, end, firsts[first:last],
+                            phonemes[first:last])
         return phonemes
 
     @staticmethod
-    def _share(said: tuple[int, ...], start: int, end: int, token_firsts: list[int], tokens: list[int],
-               out: list[list[int]]) -> None:
-        """Phoneme i of a word goes to the token holding the character at i/len of the way through it."""
+    def _share(said: tuple[int, ...], start: int, end: int, token_firsts: list[int], out: list[list[int]]) -> None:
+        """Phoneme i of a word goes to the token holding the character at i/len of the way through it
+        (`out`: the word's tokens' lists, in order; `token_firsts`: where each of them starts)."""
         for i, phoneme in enumerate(said):
             at = start + (end - start) * i / len(said)
-            owner = max((k for k, first in zip(tokens, token_firsts) if first <= at), default=tokens[0])
-            out[owner].append(phoneme)
+            out[max(bisect_right(token_firsts, at) - 1, 0)].append(phoneme)
 
 
 def pronouncer_for(config: OmniConfig, tokenizer: PreTrainedTokenizerBase) -> Pronouncer | None:
