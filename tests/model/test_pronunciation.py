@@ -13,6 +13,9 @@ from omniforge.tasks.train.text_tokenizer import train_bpe
 from tests.tiny_model import UNITS, tiny_model
 
 UNSEEN = "Bogota welcomed Persian carpets, didn't it?"  # no word of it is in the tokenizer's text
+# letters of two bytes the tokenizer never saw: each is split across two byte-level tokens, which decode alone
+# to nothing whole, so the pronouncer finds where tokens end by decoding prefixes
+ACCENTED = "Bogotá's naïve café served crème brûlée."
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +28,16 @@ def pronouncing_model(tokenizer, **overrides):
                       pronunciation_voice="en-us", **overrides).double()
 
 
-def test_each_word_of_unseen_text_is_said_in_its_tokens_once_the_word_is_complete(tokenizer):
+@pytest.mark.parametrize("text", [UNSEEN, ACCENTED])
+def test_each_word_of_unseen_text_is_said_in_its_tokens_once_the_word_is_complete(tokenizer, text):
     pronounce = Pronouncer(tokenizer, "en-us")
-    ids = tokenizer.encode(UNSEEN)
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text
     full = pronounce(ids, final=True)
-    assert len(full) == len(ids) > len(UNSEEN.split())  # unseen words split into several byte pieces
+    assert len(full) == len(ids) > len(text.split())  # unseen words split into several byte pieces
     assert all(0 < p < PHONEME_VOCAB_SIZE for token in full for p in token)
     ends = [len(tokenizer.decode(ids[: k + 1])) for k in range(len(ids))]
-    for word in WORD.finditer(UNSEEN):  # a word's phonemes, in order, shared out among its own tokens
+    for word in WORD.finditer(text):  # a word's phonemes, in order, shared out among its own tokens
         tokens = [k for k, end in enumerate(ends) if word.start() < end and (k == 0 or ends[k - 1] < word.end())
                   and tokenizer.decode(ids[k]).strip()]
         assert [p for k in tokens for p in full[k]] == list(word_phonemes("en-us", word.group()))
