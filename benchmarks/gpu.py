@@ -22,11 +22,12 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,11 +41,14 @@ except ImportError:  # a bare checkout (the GPU machine): map them the way pypro
 from benchmarks.common import RESULTS, report, result_row  # noqa: E402
 from benchmarks.gpu_decoder import DecoderStandIn  # noqa: E402
 from omniforge.model.configuration_omni import OmniConfig  # noqa: E402
+from omniforge.model.cuda_graph import Replayed  # noqa: E402
 from omniforge.model.mel import INPUT_SAMPLE_RATE, WhisperLogMel  # noqa: E402
 from omniforge.model.modeling_omni import IGNORE_INDEX, OmniModel  # noqa: E402
 from omniforge.model.reference_generation import generate_reference  # noqa: E402
 from omniforge.model.stage_objectives import StageBatch, StageObjective, set_trainable  # noqa: E402
-from omniforge.model.streaming import GenerationSettings, stream_generate  # noqa: E402
+from omniforge.model.slot_cache import SlotCacheSettings, SlotLM  # noqa: E402
+from omniforge.model.speech_encoder import encode_speech, encoder_lengths, max_input_frames  # noqa: E402
+from omniforge.model.streaming import GenerationSettings, StreamEvent, StreamingBatch, _CachedLM  # noqa: E402
 
 MFU_TARGET = 0.4  # the issue's target for the 1.5B full fine-tune on an H100; the LoRA row is held to it too
 PAPER_LATENCY_MS = 583.0  # LLaMA-Omni2-7B on one L40 (paper, Table 1)
@@ -68,6 +72,8 @@ class Shapes:
     train_text_tokens: int  # per dialogue, LoRA row (the 7B model's activations bound it)
     full_train_text_tokens: int  # per dialogue, full fine-tune row
     train_steps: int
+    llm_cache: int          # positions of a slot cache's row: the LLM's (prompt, speech, text)
+    tts_cache: int          # and the TTS LM's (text read, speech written)
 
 
 WHISPER_LARGE_V3 = dict(model_type="whisper", num_mel_bins=128, d_model=1280, encoder_layers=32,
@@ -85,7 +91,8 @@ COSYVOICE2_DECODER = dict(width=512, heads=8, encoder_blocks=6, estimator_width=
 
 PRODUCTION = Shapes(WHISPER_LARGE_V3, QWEN25_7B, QWEN25_05B, QWEN25_15B, COSYVOICE2_DECODER, questions=20,
                     speech_seconds=(3.0, 6.0), long_answer=800, batch=8, train_batch=8, train_speech_seconds=10.0,
-                    train_text_tokens=400, full_train_text_tokens=1000, train_steps=6)
+                    train_text_tokens=400, full_train_text_tokens=1000, train_steps=6, llm_cache=1024,
+                    tts_cache=2048)
 TINY_LM = dict(QWEN, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
 TINY = Shapes(dict(WHISPER_LARGE_V3, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
@@ -94,7 +101,8 @@ TINY = Shapes(dict(WHISPER_LARGE_V3, d_model=64, encoder_layers=2, encoder_atten
               dict(width=32, heads=4, encoder_blocks=1, estimator_width=32, estimator_stages=2, estimator_blocks=1,
                    euler_steps=2, vocoder_width=32, first_chunk=28),
               questions=3, speech_seconds=(1.0, 2.0), long_answer=60, batch=3, train_batch=2,
-              train_speech_seconds=2.0, train_text_tokens=24, full_train_text_tokens=32, train_steps=2)
+              train_speech_seconds=2.0, train_text_tokens=24, full_train_text_tokens=32, train_steps=2,
+              llm_cache=256, tts_cache=512)
 
 
 class Clock:
@@ -126,9 +134,55 @@ def build_model(shapes: Shapes, device: torch.device, dtype: torch.dtype, llm: d
         torch.set_default_dtype(previous)
 
 
-def build_decoder(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> DecoderStandIn:
+def build_decoder(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> "FirstChunk":
     torch.manual_seed(1)
-    return DecoderStandIn(UNITS, **shapes.decoder).to(device=device, dtype=dtype).eval()
+    return FirstChunk(DecoderStandIn(UNITS, **shapes.decoder).to(device=device, dtype=dtype).eval())
+
+
+def replayed_on_cuda(fn: Callable, *examples: torch.Tensor) -> Callable:
+    """`fn` replayed as a CUDA graph for the examples' shapes on a GPU; as it is elsewhere."""
+    return Replayed(fn, *examples) if examples[0].device.type == "cuda" else fn
+
+
+class FirstChunk:
+    """The decoder on an answer's first chunk of units (the one shape first audio waits for),
+    replayed as a CUDA graph on a GPU."""
+
+    @torch.no_grad()
+    def __init__(self, decoder: DecoderStandIn) -> None:
+        self.first_chunk = decoder.first_chunk
+        self.device = decoder.window.device
+        example = torch.zeros(self.first_chunk, dtype=torch.long, device=self.device)
+        self.spectrum = replayed_on_cuda(lambda units: decoder.spectrum(decoder.mel(units)), example)
+        self.istft = decoder.istft
+
+    @torch.no_grad()
+    def __call__(self, units: list[int]) -> torch.Tensor:
+        return self.istft(self.spectrum(torch.tensor(units[: self.first_chunk], device=self.device)))
+
+
+class PaddedSpeech:
+    """Speech -> LLM inputs for one question padded to the encoder's longest input (30 s), so that
+    every question has one shape and, on a GPU, replays one graph; padding is masked, so each
+    question encodes as it would alone."""
+
+    @torch.no_grad()
+    def __init__(self, model: OmniModel) -> None:
+        self.model = model
+        parameter = next(model.parameters())
+        self.frames = max_input_frames(model.speech_encoder)
+        example = torch.zeros(1, model.config.encoder_config.num_mel_bins, self.frames, device=parameter.device,
+                              dtype=parameter.dtype)
+        self.encode = replayed_on_cuda(lambda features, lengths: model.speech_projector(encode_speech(
+            model.speech_encoder, features, lengths)), example, torch.full((1,), self.frames, device=parameter.device))
+
+    @torch.no_grad()
+    def __call__(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """features (1, n_mels, T) and lengths (1,) on the host, as `WhisperLogMel.batch` gives them."""
+        padded = nn.functional.pad(features, (0, self.frames - features.shape[-1]))
+        projected = self.encode(padded.to(next(self.model.parameters()).dtype), lengths.to(padded.device))
+        kept = int(self.model.speech_projector.output_lengths(encoder_lengths(lengths))[0])
+        return [projected[0, :kept].clone()]
 
 
 def prompt_ids(model: OmniModel, length: int = 24, seed: int = 0) -> torch.Tensor:
@@ -147,6 +201,23 @@ def waves(shapes: Shapes, count: int, device: torch.device) -> list[torch.Tensor
 
 
 # ---------------------------------------------------------------- rows
+def decoding(shapes: Shapes, **limits) -> GenerationSettings:
+    """Generation as a server on this device runs it: slot caches, replayed as CUDA graphs on a GPU."""
+    return GenerationSettings(**limits, slot_cache=SlotCacheSettings(slots=shapes.batch, llm_length=shapes.llm_cache,
+                                                                     tts_length=shapes.tts_cache))
+
+
+def answer(batch: StreamingBatch, key: str, prompt: torch.Tensor, speech: list[torch.Tensor]) -> Iterator[StreamEvent]:
+    """One conversation's events from a running batch (a server's: its graphs are already captured);
+    the answer leaves the batch when the caller stops reading."""
+    batch.add([key], [prompt], speech)
+    try:
+        while any(a.key == key for a in batch.answers):
+            yield from (event for event in batch.step() if event.item == key)
+    finally:
+        batch.remove(key)
+
+
 @dataclass
 class LatencyParts:
     speech: float        # features + encoder + adapter
@@ -157,16 +228,16 @@ class LatencyParts:
     audio: float         # its audio is out
 
 
-def first_audio(model: OmniModel, decoder: DecoderStandIn, mel: WhisperLogMel, wave: torch.Tensor,
-                clock: Clock) -> LatencyParts:
-    settings = GenerationSettings(max_text_tokens=64, max_speech_tokens=decoder.first_chunk + 10)
+def first_audio(batch: StreamingBatch, decoder: FirstChunk, speech_inputs: PaddedSpeech, mel: WhisperLogMel,
+                wave: torch.Tensor, clock: Clock) -> LatencyParts:
+    model = batch.model
     start = clock()
     features, lengths = mel.batch([wave.float()])
-    speech = model.speech_embeddings(features.to(next(model.parameters()).dtype), lengths.to(features.device))
+    speech = speech_inputs(features, lengths)
     marks = {"speech": clock() - start}
     units: list[int] = []
     text = 0
-    for event in stream_generate(model, [prompt_ids(model)], speech, settings):
+    for event in answer(batch, "question", prompt_ids(model), speech):
         if event.kind == "text":
             text += 1
             if text == 1:
@@ -185,11 +256,14 @@ def first_audio(model: OmniModel, decoder: DecoderStandIn, mel: WhisperLogMel, w
     return LatencyParts(**marks)
 
 
-def latency_row(model, decoder, mel, shapes: Shapes, clock: Clock, device_name: str) -> tuple[dict, dict]:
+def latency_row(model, decoder, mel, shapes: Shapes, clock: Clock) -> tuple[dict, dict]:
     questions = waves(shapes, shapes.questions, next(model.parameters()).device)
-    first_audio(model, decoder, mel, questions[0], clock)  # warm-up: kernels, allocator
-    parts = [first_audio(model, decoder, mel, wave, clock) for wave in questions]
+    batch = StreamingBatch(model, decoding(shapes, max_text_tokens=64, max_speech_tokens=decoder.first_chunk + 10))
+    speech_inputs = PaddedSpeech(model)
+    first_audio(batch, decoder, speech_inputs, mel, questions[0], clock)  # warm-up: kernels, allocator, graphs
+    parts = [first_audio(batch, decoder, speech_inputs, mel, wave, clock) for wave in questions]
     medians = {name: 1000 * statistics.median(getattr(p, name) for p in parts) for name in LatencyParts.__annotations__}
+    medians["feeds"] = feeds(batch)
     row = result_row(f"first-audio latency p50, {len(parts)} questions of {shapes.speech_seconds[0]:g}-"
                      f"{shapes.speech_seconds[1]:g} s (ours vs the paper's 583 ms on an L40)",
                      medians["audio"], PAPER_LATENCY_MS, "ms", 2.0, higher_is_better=False)
@@ -198,19 +272,22 @@ def latency_row(model, decoder, mel, shapes: Shapes, clock: Clock, device_name: 
 
 def cached_vs_reprefill_row(model, shapes: Shapes, clock: Clock) -> tuple[dict, dict]:
     """Speech tokens/s for one long answer, our KV-cached streaming vs re-prefilling the TTS LM at
-    every chunk (the released code's way), same greedy tokens asserted."""
+    every chunk (the released code's way), same greedy tokens asserted (so, on a GPU, the replayed
+    graphs emit what eager decoding does)."""
     length = shapes.long_answer
     device = next(model.parameters()).device
     speech = [torch.randn(40, model.config.llm_config.hidden_size, device=device, dtype=next(model.parameters()).dtype)]
     prompt = prompt_ids(model)
     text_tokens = math.ceil(length * model.config.stream_read / model.config.stream_write)
-    settings = GenerationSettings(max_text_tokens=text_tokens, max_speech_tokens=length)
+    settings = decoding(shapes, max_text_tokens=text_tokens, max_speech_tokens=length)
+    batch = StreamingBatch(model, settings)
 
     def ours() -> list[int]:
-        return [u for e in stream_generate(model, [prompt], speech, settings) if e.kind == "speech" for u in e.tokens]
+        return [u for e in answer(batch, "long", prompt, speech) if e.kind == "speech" for u in e.tokens]
 
     def theirs() -> list[int]:
-        return generate_reference(model, prompt, speech, settings, llm_cache=True, tts_reprefill=True)[1]
+        return generate_reference(model, prompt, speech, replace(settings, slot_cache=None), llm_cache=True,
+                                  tts_reprefill=True)[1]
 
     ours()  # warm-up
     start = clock()
@@ -224,7 +301,14 @@ def cached_vs_reprefill_row(model, shapes: Shapes, clock: Clock) -> tuple[dict, 
                                       f"{len(their_units)} tokens, first difference at {same}")
     row = result_row(f"cached streaming vs re-prefilling the TTS LM each chunk, {len(our_units)} speech tokens",
                      len(our_units) / our_s, len(their_units) / their_s, "speech tokens/s", 3.0)
-    return row, {"ours_s": our_s, "reprefill_s": their_s, "tokens": len(our_units)}
+    return row, {"ours_s": our_s, "reprefill_s": their_s, "tokens": len(our_units), "feeds": feeds(batch)}
+
+
+def feeds(batch: StreamingBatch) -> dict:
+    """How many feeds of how many new positions each LM took, replayed or eager (warm-up included)."""
+    return {name: {f"{length}{' replayed' if replayed else ' eager'}": count
+                   for (length, replayed), count in sorted(lm.calls.items())}
+            for name, lm in (("llm", batch.llm), ("tts", batch.voice_lm))}
 
 
 def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[dict], dict]:
@@ -232,7 +316,7 @@ def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[di
     (a conversation's first chunk of units known, plus one decode of that chunk)."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    settings = GenerationSettings(max_text_tokens=60, max_speech_tokens=200)
+    batch = StreamingBatch(model, decoding(shapes, max_text_tokens=60, max_speech_tokens=200))
     start = clock()
     decoder(list(range(decoder.first_chunk)))
     decode_s = clock() - start
@@ -243,15 +327,17 @@ def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[di
         prompts = [prompt_ids(model, seed=i) for i in range(n)]
         counts, first = [0] * n, [math.nan] * n
         start = clock()
-        for event in stream_generate(model, prompts, speech, settings):
-            if event.kind == "speech":
-                counts[event.item] += len(event.tokens)
-                if math.isnan(first[event.item]) and counts[event.item] >= decoder.first_chunk:
-                    first[event.item] = clock() - start + decode_s
+        batch.add(list(range(n)), prompts, speech)
+        while len(batch):
+            for event in batch.step():
+                if event.kind == "speech":
+                    counts[event.item] += len(event.tokens)
+                    if math.isnan(first[event.item]) and counts[event.item] >= decoder.first_chunk:
+                        first[event.item] = clock() - start + decode_s
         elapsed = clock() - start
         return sum(counts) / elapsed, [f for f in first if not math.isnan(f)]
 
-    run(1)
+    run(shapes.batch)  # warm-up: every graph captured
     single_rate, single_first = run(1)
     batch_rate, batch_first = run(shapes.batch)
     single_p50, batch_p50 = 1000 * statistics.median(single_first), 1000 * statistics.median(batch_first)
@@ -260,6 +346,36 @@ def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[di
             result_row(f"{shapes.batch} conversations batched vs 1: first-audio p50", batch_p50, single_p50, "ms", 0.5,
                        higher_is_better=False)]
     return rows, {"decode_first_chunk_ms": 1000 * decode_s}
+
+
+def step_times(model: OmniModel, shapes: Shapes, clock: Clock, steps: int = 20) -> dict:
+    """Milliseconds of one decode step (one answer, one new position) of each LM: the eager growing
+    cache vs the slot cache (replayed as a CUDA graph on a GPU), after a 40-position prefill."""
+    times = {}
+    for name, lm, length in (("llm", model.llm, shapes.llm_cache), ("tts", model.speech_generator.model,
+                                                                     shapes.tts_cache)):
+        dtype = lm.get_input_embeddings().weight.dtype
+        device = next(lm.parameters()).device
+        width = lm.config.hidden_size
+        one = torch.ones(1, 1, dtype=torch.long, device=device)
+        eager = _CachedLM(lm, 1, device)
+        eager.feed(torch.randn(1, 40, width, device=device, dtype=dtype), torch.ones(1, 40, dtype=torch.long,
+                                                                                     device=device))
+        slot = SlotLM(lm, shapes.batch, length, graph_lengths=(1,))
+        slot.absorb(eager)
+        inputs = torch.randn(3 + steps, 1, 1, width, device=device, dtype=dtype)
+        last = {}
+        for kind, cached in (("eager", eager), ("slot", slot)):
+            for position in inputs[:3]:  # warm-up (the slot cache's graph is captured here)
+                cached.feed(position, one)
+            start = clock()
+            for position in inputs[3:]:
+                last[kind] = cached.feed(position, one).logits
+            times[f"{name}_{kind}_ms"] = 1000 * (clock() - start) / steps
+        # the same positions fed to both: the replayed graph computes what eager decoding does
+        times[f"{name}_logits_relative_difference"] = float((last["slot"] - last["eager"]).float().norm()
+                                                            / last["eager"].float().norm())
+    return times
 
 
 def s2t_batch(model: OmniModel, shapes: Shapes, text_tokens: int, device: torch.device) -> StageBatch:
@@ -388,8 +504,10 @@ def main() -> None:
         decoder = build_decoder(shapes, device, dtype)
         mel = WhisperLogMel(model.config.encoder_config.num_mel_bins).to(device)
         if "latency" not in args.skip:
+            details["step_ms"] = timed_section("decode steps", lambda: step_times(model, shapes, clock))
+            print(json.dumps(details["step_ms"]), flush=True)
             row, details["latency_ms"] = timed_section("latency", lambda: latency_row(model, decoder, mel, shapes,
-                                                                                      clock, device_name))
+                                                                                      clock))
             save([row])
         if "batching" not in args.skip:
             more, details["batching"] = timed_section("batching", lambda: batching_rows(model, decoder, shapes, clock))

@@ -87,14 +87,20 @@ class DecoderStandIn(nn.Module):
         return x
 
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.istft(self.spectrum(mel))
+
+    def istft(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """The iSTFT head's last step (apart: it checks its window on the host, so no graph holds it)."""
+        return torch.istft(spectrum, self.N_FFT, self.HOP, self.N_FFT, window=self.window.float())
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
         h = self.vocoder_in(mel)
         for up, blocks in zip(self.upsample, self.resblocks):
             h = up(nn.functional.leaky_relu(h, 0.1))
             h = sum(block(h) for block in blocks) / len(blocks)
         spec = self.vocoder_out(nn.functional.leaky_relu(h)).float()
         half = spec.shape[1] // 2
-        complex_spec = torch.polar(spec[:, :half].exp().clamp(max=1e2), torch.sin(spec[:, half:]))
-        return torch.istft(complex_spec, self.N_FFT, self.HOP, self.N_FFT, window=self.window.float())
+        return torch.polar(spec[:, :half].exp().clamp(max=1e2), torch.sin(spec[:, half:]))
 
     @torch.no_grad()
     def forward(self, units: list[int]) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 
 from omniforge.model.modeling_omni import OmniModel
 from omniforge.model.pronunciation import Pronounce, phoneme_rows
+from omniforge.model.slot_cache import SlotCacheSettings, SlotLM
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class GenerationSettings:
     speech_per_step: int | None = None
     text: SamplingSettings = SamplingSettings()
     speech: SamplingSettings = SamplingSettings()
+    # fixed-size KV caches whose decode steps replay as CUDA graphs (None: eager caches that grow, the
+    # CPU's way and the reference); both emit the same tokens
+    slot_cache: SlotCacheSettings | None = None
 
 
 @dataclass
@@ -120,6 +124,7 @@ class _CachedLM:
 
     def feed(self, embeds: torch.Tensor, mask: torch.Tensor, hidden: bool = False):
         """embeds (B, L, H), mask (B, L) of real (1) and padding (0) positions."""
+        mask = mask.to(self.mask.device)
         self.mask = torch.cat([self.mask, mask], dim=1)
         position_ids = self.positions[:, None] + mask.cumsum(-1) - 1
         self.positions = self.positions + mask.sum(-1)
@@ -224,9 +229,13 @@ class StreamingBatch:
         self.units = slice(config.unit_offset, config.unit_offset + config.unit_vocab_size)
         self.sep = tts.embed(torch.tensor([config.sep_token_id], device=self.device))[0]
         self.answers: list[_Answer] = []
-        self.llm: _CachedLM | None = None
-        self.voice_lm: _CachedLM | None = None
+        self.llm: _CachedLM | SlotLM | None = None
+        self.voice_lm: _CachedLM | SlotLM | None = None
         self.head: _PromptHead | None = None
+        slot = settings.slot_cache
+        if slot is not None:  # made once: their graphs are captured once and replayed for every answer
+            self.llm = SlotLM(model.llm, slot.slots, slot.llm_length, (*slot.graph_lengths, slot.prefill_chunk))
+            self.voice_lm = SlotLM(tts.model, slot.slots, slot.tts_length, slot.graph_lengths)
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -245,16 +254,38 @@ class StreamingBatch:
             llm = head.start(len(keys))
             input_ids = [ids[len(head.ids):] for ids in input_ids]
         embeds, mask, _ = model.splice(input_ids, speech, left_pad=True)
-        out = llm.feed(embeds, mask, hidden=True)
         voice_lm = _CachedLM(model.speech_generator.model, len(keys), self.device)
-        if self.llm is None:
-            self.llm, self.voice_lm = llm, voice_lm
-        else:
+        if self.settings.slot_cache is not None:
             self.llm.absorb(llm)
             self.voice_lm.absorb(voice_lm)
-        self.answers += [_Answer(key, out.logits[i, -1], out.hidden_states[-1][i, -1],
-                                 forced=None if forced is None else list(forced[i]), llm_states=llm_states)
-                         for i, key in enumerate(keys)]
+            logits, hidden = self._prefill_slots(embeds, mask)
+        else:
+            out = llm.feed(embeds, mask, hidden=True)
+            logits, hidden = out.logits[:, -1], out.hidden_states[-1][:, -1]
+            if self.llm is None:
+                self.llm, self.voice_lm = llm, voice_lm
+            else:
+                self.llm.absorb(llm)
+                self.voice_lm.absorb(voice_lm)
+        self.answers += [_Answer(key, logits[i], hidden[i], forced=None if forced is None else list(forced[i]),
+                                 llm_states=llm_states) for i, key in enumerate(keys)]
+
+    def _prefill_slots(self, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joining rows' prompts (the last rows of the slot cache) through the LLM in calls of
+        `prefill_chunk` positions (one replayed graph each), left-padded to a whole number of them so
+        that each row's last position is real; the running rows read nothing meanwhile. Returns the
+        joining rows' next-token logits and last hidden states."""
+        chunk = self.settings.slot_cache.prefill_chunk
+        joining, length = mask.shape
+        total = math.ceil(length / chunk) * chunk
+        live = len(self.llm.rows)
+        padded = embeds.new_zeros(live, total, embeds.shape[-1])
+        padded[live - joining:, total - length:] = embeds
+        padded_mask = torch.zeros(live, total, dtype=torch.long)
+        padded_mask[live - joining:, total - length:] = mask.cpu()
+        for start in range(0, total, chunk):
+            out = self.llm.feed(padded[:, start:start + chunk], padded_mask[:, start:start + chunk], hidden=True)
+        return out.logits[live - joining:, -1], out.hidden_states[-1][live - joining:, -1]
 
     def _head_for(self, input_ids: list[torch.Tensor]) -> "_PromptHead | None":
         """The cached head these prompts all start with (computed now if they share one), or None."""
@@ -277,16 +308,17 @@ class StreamingBatch:
         model, settings, tts, config = self.model, self.settings, self.model.speech_generator, self.model.config
         events: list[StreamEvent] = []
         reading = [i for i, a in enumerate(self.answers) if a.reading]
-        tokens = torch.zeros(len(self.answers), dtype=torch.long, device=self.device)
+        tokens = [0] * len(self.answers)  # each answer's token for the LLM to read (0: it reads none)
         if reading:
-            picked = pick(torch.stack([self.answers[i].logits for i in reading]), settings.text, self.generator)
+            picked = pick(torch.stack([self.answers[i].logits for i in reading]), settings.text,
+                          self.generator).tolist()  # the step's one wait for the device
             for row, i in enumerate(reading):
                 forced = self.answers[i].forced
                 if forced is not None:
                     n = self.answers[i].n_read
                     picked[row] = forced[n] if n < len(forced) else config.eos_token_id
             for row, i in enumerate(reading):
-                answer, token = self.answers[i], int(picked[row])
+                answer, token = self.answers[i], picked[row]
                 tokens[i] = token
                 if token == config.eos_token_id or answer.n_read >= settings.max_text_tokens:
                     answer.reading = False
@@ -304,10 +336,12 @@ class StreamingBatch:
         keys = [a.key for a in self.answers]
         events += [StreamEvent(e.kind, keys[e.item], e.tokens) for e in _write(
             self.voice_lm, [a.voice for a in self.answers], tts, self.units, config.eos_token_id, settings, self.generator)]
-        still = torch.tensor([a.reading for a in self.answers], dtype=torch.long, device=self.device)
-        if still.any():
-            out = self.llm.feed(model.llm.get_input_embeddings()(tokens)[:, None], still[:, None], hidden=True)
-            for i in still.nonzero().flatten().tolist():
+        still = [i for i, a in enumerate(self.answers) if a.reading]
+        if still:
+            mask = torch.tensor([a.reading for a in self.answers], dtype=torch.long)  # on the host: no wait
+            ids = torch.tensor(tokens, device=self.device)
+            out = self.llm.feed(model.llm.get_input_embeddings()(ids)[:, None], mask[:, None], hidden=True)
+            for i in still:
                 self.answers[i].logits, self.answers[i].hidden = out.logits[i, -1], out.hidden_states[-1][i, -1]
         self._drop_finished()
         return events
@@ -336,7 +370,7 @@ class StreamingBatch:
         if len(keep) == len(self.answers):
             return
         self.answers = [self.answers[i] for i in keep]
-        if not keep:
+        if not keep and self.settings.slot_cache is None:
             self.llm = self.voice_lm = None
             return
         self.llm.select(keep)
@@ -459,11 +493,11 @@ def _feed_pending(voice_lm: _CachedLM, voices: list[_Voice]) -> bool:
         return False
     sample = next(p for v in voices for p in v.pending)
     embeds = sample.new_zeros(len(voices), longest, sample.shape[-1])
-    mask = torch.zeros(len(voices), longest, dtype=torch.long, device=sample.device)
+    counts = torch.tensor([len(v.pending) for v in voices])
+    mask = (torch.arange(longest)[None, :] < counts[:, None]).long()  # on the host: no wait for the device
     for i, voice in enumerate(voices):
         if voice.pending:
             embeds[i, : len(voice.pending)] = torch.stack(voice.pending)
-            mask[i, : len(voice.pending)] = 1
     logits = voice_lm.feed(embeds, mask).logits
     for i, voice in enumerate(voices):
         if voice.pending:

@@ -4,6 +4,7 @@ cached streaming == uncached recomputation, save/load, released checkpoint names
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from omniforge.model.modeling_omni import IGNORE_INDEX, OmniModel
 from omniforge.model.read_write import ReadWrite, interleave
 from omniforge.model.reference_generation import generate_reference
 from omniforge.model.released_checkpoint import export_released_state, load_released, ours_to_released, released_to_ours
+from omniforge.model.slot_cache import SlotCacheSettings
 from omniforge.model.speech_adapter import SpeechAdapter
 from omniforge.model.streaming import GenerationSettings, StreamingBatch, stream_generate
 from tests.tiny_model import EOS, SPEECH_TOKEN, TEXT_VOCAB, UNITS, three_prompts, tiny_config, tiny_model
@@ -161,14 +163,19 @@ def test_cached_streaming_equals_uncached_recomputation():
     assert all(len(e.tokens) <= model.config.stream_write for e in events if e.kind == "speech")
 
 
-@pytest.mark.parametrize("speech_per_step", [None, 2])
-def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone(speech_per_step):
+@pytest.mark.parametrize("speech_per_step,slot_cache", [
+    (None, None), (2, None), (None, SlotCacheSettings(slots=4, llm_length=128, tts_length=64)),
+    (2, SlotCacheSettings(slots=3, llm_length=128, tts_length=64, prefill_chunk=8))])
+def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone(speech_per_step, slot_cache):
     """A conversation joins the batch at a step boundary and another leaves mid-answer: each
     remaining answer is token for token what it would be on its own, also when each step writes at
-    most 2 speech tokens per answer after its first chunk (the text read meanwhile waits its turn)."""
+    most 2 speech tokens per answer after its first chunk (the text read meanwhile waits its turn),
+    and also decoding from fixed-size slot caches (the GPU's graph-replayed path, eager here) instead
+    of growing ones; the reference is eager generation of one answer alone."""
     model = tiny_model(seed=3).double()
     prompts, speech = three_prompts(model)
-    settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=24, speech_per_step=speech_per_step)
+    settings = GenerationSettings(max_text_tokens=10, max_speech_tokens=24, speech_per_step=speech_per_step,
+                                  slot_cache=slot_cache)
     batch = StreamingBatch(model, settings)
     batch.add(["a"], prompts[:1], speech[:1])
     events, steps = [], []
@@ -192,7 +199,8 @@ def test_answers_joining_and_leaving_a_running_batch_are_answered_as_alone(speec
     for key, item in (("a", 0), ("b", 1)):
         text = [e.tokens[0] for e in events if e.kind == "text" and e.item == key]
         units = [u for e in events if e.kind == "speech" and e.item == key for u in e.tokens]
-        assert (text, units) == generate_reference(model, prompts[item], [speech[item]], settings)
+        assert (text, units) == generate_reference(model, prompts[item], [speech[item]],
+                                                   replace(settings, slot_cache=None))
     assert sorted(e.item for e in events if e.kind == "end") == ["a", "b"]
     assert any(e.item == "c" for e in events[:removed_at]) and not any(e.item == "c" for e in events[removed_at:])
 
