@@ -201,10 +201,17 @@ def waves(shapes: Shapes, count: int, device: torch.device) -> list[torch.Tensor
 
 
 # ---------------------------------------------------------------- rows
-def decoding(shapes: Shapes, **limits) -> GenerationSettings:
-    """Generation as a server on this device runs it: slot caches, replayed as CUDA graphs on a GPU."""
-    return GenerationSettings(**limits, slot_cache=SlotCacheSettings(slots=shapes.batch, llm_length=shapes.llm_cache,
-                                                                     tts_length=shapes.tts_cache))
+def decoding(shapes: Shapes, compile: tuple[str, ...] = (), **limits) -> GenerationSettings:
+    """Generation as a server on this device runs it: slot caches, replayed as CUDA graphs on a GPU
+    (the steps of the LMs named in `compile` compiled first)."""
+    return GenerationSettings(**limits, slot_cache=SlotCacheSettings(
+        slots=shapes.batch, llm_length=shapes.llm_cache, tts_length=shapes.tts_cache, compile=compile))
+
+
+def serving_batch(model: OmniModel, shapes: Shapes, compile: tuple[str, ...]) -> StreamingBatch:
+    """The batch the latency and batching rows share, as a server keeps one: its graphs (and compiled
+    steps) are made once."""
+    return StreamingBatch(model, decoding(shapes, compile, max_text_tokens=60, max_speech_tokens=200))
 
 
 def answer(batch: StreamingBatch, key: str, prompt: torch.Tensor, speech: list[torch.Tensor]) -> Iterator[StreamEvent]:
@@ -256,9 +263,9 @@ def first_audio(batch: StreamingBatch, decoder: FirstChunk, speech_inputs: Padde
     return LatencyParts(**marks)
 
 
-def latency_row(model, decoder, mel, shapes: Shapes, clock: Clock) -> tuple[dict, dict]:
+def latency_row(batch: StreamingBatch, decoder, mel, shapes: Shapes, clock: Clock) -> tuple[dict, dict]:
+    model = batch.model
     questions = waves(shapes, shapes.questions, next(model.parameters()).device)
-    batch = StreamingBatch(model, decoding(shapes, max_text_tokens=64, max_speech_tokens=decoder.first_chunk + 10))
     speech_inputs = PaddedSpeech(model)
     first_audio(batch, decoder, speech_inputs, mel, questions[0], clock)  # warm-up: kernels, allocator, graphs
     parts = [first_audio(batch, decoder, speech_inputs, mel, wave, clock) for wave in questions]
@@ -311,12 +318,12 @@ def feeds(batch: StreamingBatch) -> dict:
             for name, lm in (("llm", batch.llm), ("tts", batch.voice_lm))}
 
 
-def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[dict], dict]:
+def batching_rows(batch: StreamingBatch, decoder, shapes: Shapes, clock: Clock) -> tuple[list[dict], dict]:
     """n conversations answered as one batch vs one: aggregate speech tokens/s and first-audio p50
     (a conversation's first chunk of units known, plus one decode of that chunk)."""
+    model = batch.model
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    batch = StreamingBatch(model, decoding(shapes, max_text_tokens=60, max_speech_tokens=200))
     start = clock()
     decoder(list(range(decoder.first_chunk)))
     decode_s = clock() - start
@@ -348,9 +355,10 @@ def batching_rows(model, decoder, shapes: Shapes, clock: Clock) -> tuple[list[di
     return rows, {"decode_first_chunk_ms": 1000 * decode_s}
 
 
-def step_times(model: OmniModel, shapes: Shapes, clock: Clock, steps: int = 20) -> dict:
+def step_times(model: OmniModel, shapes: Shapes, clock: Clock, compile: tuple[str, ...], steps: int = 20) -> dict:
     """Milliseconds of one decode step (one answer, one new position) of each LM: the eager growing
-    cache vs the slot cache (replayed as a CUDA graph on a GPU), after a 40-position prefill."""
+    cache vs the slot cache (replayed as a CUDA graph on a GPU; and compiled first, for the LMs in
+    `compile`), after a 40-position prefill; and how far each one's logits are from eager's."""
     times = {}
     for name, lm, length in (("llm", model.llm, shapes.llm_cache), ("tts", model.speech_generator.model,
                                                                      shapes.tts_cache)):
@@ -361,20 +369,25 @@ def step_times(model: OmniModel, shapes: Shapes, clock: Clock, steps: int = 20) 
         eager = _CachedLM(lm, 1, device)
         eager.feed(torch.randn(1, 40, width, device=device, dtype=dtype), torch.ones(1, 40, dtype=torch.long,
                                                                                      device=device))
-        slot = SlotLM(lm, shapes.batch, length, graph_lengths=(1,))
-        slot.absorb(eager)
+        variants = {"eager": eager, "slot": SlotLM(lm, shapes.batch, length, graph_lengths=(1,))}
+        if name in compile and device.type == "cuda":
+            variants["compiled"] = SlotLM(lm, shapes.batch, length, graph_lengths=(1,), compile=True)
+        for kind, cached in variants.items():
+            if kind != "eager":
+                cached.absorb(eager)  # its prefill, before eager moves on
         inputs = torch.randn(3 + steps, 1, 1, width, device=device, dtype=dtype)
         last = {}
-        for kind, cached in (("eager", eager), ("slot", slot)):
-            for position in inputs[:3]:  # warm-up (the slot cache's graph is captured here)
+        for kind, cached in variants.items():
+            for position in inputs[:3]:  # warm-up (graphs are captured, steps compiled, here)
                 cached.feed(position, one)
             start = clock()
             for position in inputs[3:]:
                 last[kind] = cached.feed(position, one).logits
             times[f"{name}_{kind}_ms"] = 1000 * (clock() - start) / steps
-        # the same positions fed to both: the replayed graph computes what eager decoding does
-        times[f"{name}_logits_relative_difference"] = float((last["slot"] - last["eager"]).float().norm()
-                                                            / last["eager"].float().norm())
+        # the same positions fed to each: replayed (and compiled) steps compute what eager decoding does
+        for kind in variants.keys() - {"eager"}:
+            times[f"{name}_{kind}_logits_relative_difference"] = float(
+                (last[kind] - last["eager"]).float().norm() / last["eager"].float().norm())
     return times
 
 
@@ -485,6 +498,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU), same code")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu.json")
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "reprefill", "batching", "train"])
+    parser.add_argument("--compile", nargs="*", default=["tts"], choices=["llm", "tts"],
+                        help="LMs whose replayed decode steps are compiled first (GPU; latency and batching rows)")
     args = parser.parse_args()
     shapes = TINY if args.tiny else PRODUCTION
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -503,14 +518,16 @@ def main() -> None:
         model = timed_section("build the model", lambda: build_model(shapes, device, dtype))
         decoder = build_decoder(shapes, device, dtype)
         mel = WhisperLogMel(model.config.encoder_config.num_mel_bins).to(device)
+        batch = serving_batch(model, shapes, tuple(args.compile) if device.type == "cuda" else ())
         if "latency" not in args.skip:
-            details["step_ms"] = timed_section("decode steps", lambda: step_times(model, shapes, clock))
+            details["step_ms"] = timed_section("decode steps", lambda: step_times(
+                model, shapes, clock, tuple(args.compile)))
             print(json.dumps(details["step_ms"]), flush=True)
-            row, details["latency_ms"] = timed_section("latency", lambda: latency_row(model, decoder, mel, shapes,
+            row, details["latency_ms"] = timed_section("latency", lambda: latency_row(batch, decoder, mel, shapes,
                                                                                       clock))
             save([row])
         if "batching" not in args.skip:
-            more, details["batching"] = timed_section("batching", lambda: batching_rows(model, decoder, shapes, clock))
+            more, details["batching"] = timed_section("batching", lambda: batching_rows(batch, decoder, shapes, clock))
             save(more)
         if "reprefill" not in args.skip:
             # greedy equality needs exact arithmetic: bf16 flips near-ties between two summation orders
@@ -520,7 +537,7 @@ def main() -> None:
             row, details["reprefill"] = timed_section("cached vs re-prefill (fp32)",
                                                       lambda: cached_vs_reprefill_row(model, shapes, clock))
             save([row])
-        del model, decoder
+        del model, decoder, batch
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if "train" not in args.skip:

@@ -35,6 +35,9 @@ class SlotCacheSettings:
     tts_length: int = 4096              # and of the TTS LM's (text read and speech written)
     graph_lengths: tuple[int, ...] = (1, 2)  # new positions per row that a replayed graph covers (CUDA)
     prefill_chunk: int = 64             # a joining prompt goes through the LLM's cache this many positions a call
+    # LMs ("llm", "tts") whose replayed steps are compiled first (torch.compile: fused kernels, so fewer of
+    # them per step; a minute or so of compiling per step shape when the first answer arrives)
+    compile: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,7 +97,8 @@ class SlotLM:
     positions, `absorb` rows prefilled elsewhere, `select` which rows live on. The same interface
     as the eager `streaming._CachedLM`, so a `StreamingBatch` runs on either."""
 
-    def __init__(self, lm: torch.nn.Module, slots: int, length: int, graph_lengths: tuple[int, ...] = ()) -> None:
+    def __init__(self, lm: torch.nn.Module, slots: int, length: int, graph_lengths: tuple[int, ...] = (),
+                 compile: bool = False) -> None:
         config = lm.config
         if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ["full_attention"]):
             raise ValueError("SlotLM supports full-attention layers only (no sliding window)")
@@ -110,6 +114,7 @@ class SlotLM:
         self.free = list(range(slots))
         self.use_graphs = self.device.type == "cuda"
         self.graph_lengths = set(graph_lengths)
+        self.compile = compile
         self.graphs: dict[tuple[int, bool], Replayed] = {}
         self.calls: Counter[tuple[int, bool]] = Counter()  # feeds by (new positions, replayed): where time goes
         self._initialise()
@@ -154,13 +159,20 @@ class SlotLM:
         self.calls[embeds.shape[1], replay] += 1
         if replay:
             key = (embeds.shape[1], hidden)
-            if key not in self.graphs:  # its warm-up feeds only padding: no slot's position moves
-                self.graphs[key] = Replayed(partial(self._step, hidden=hidden), torch.zeros_like(full_embeds),
-                                            torch.zeros_like(full_mask))
+            if key not in self.graphs:
+                self.graphs[key] = self._capture(full_embeds, full_mask, hidden)
             logits, states = self.graphs[key](full_embeds, full_mask)
         else:
             logits, states = self._step(full_embeds, full_mask, hidden)
         return Fed(logits[rows], None if states is None else (states[rows],))
+
+    def _capture(self, embeds: torch.Tensor, mask: torch.Tensor, hidden: bool) -> Replayed:
+        """The step for these shapes as a graph (compiled first if asked); its warm-up feeds only
+        padding, so no slot's position moves."""
+        step = partial(self._step, hidden=hidden)
+        if self.compile:
+            step = torch.compile(step, fullgraph=True, dynamic=False)
+        return Replayed(step, torch.zeros_like(embeds), torch.zeros_like(mask))
 
     # ------------------------------------------------------------------ rows
     def _rows(self) -> torch.Tensor:

@@ -234,8 +234,10 @@ class StreamingBatch:
         self.head: _PromptHead | None = None
         slot = settings.slot_cache
         if slot is not None:  # made once: their graphs are captured once and replayed for every answer
-            self.llm = SlotLM(model.llm, slot.slots, slot.llm_length, (*slot.graph_lengths, slot.prefill_chunk))
-            self.voice_lm = SlotLM(tts.model, slot.slots, slot.tts_length, slot.graph_lengths)
+            self.llm = SlotLM(model.llm, slot.slots, slot.llm_length, (*slot.graph_lengths, slot.prefill_chunk),
+                              compile="llm" in slot.compile)
+            self.voice_lm = SlotLM(tts.model, slot.slots, slot.tts_length, slot.graph_lengths,
+                                   compile="tts" in slot.compile)
 
     def __len__(self) -> int:
         return len(self.answers)
