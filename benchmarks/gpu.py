@@ -498,10 +498,14 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU), same code")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu.json")
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "reprefill", "batching", "train"])
+    parser.add_argument("--train-batch", type=int, default=None, help="dialogues per training step (default: the "
+                        "shapes', 8 at production shapes)")
     parser.add_argument("--compile", nargs="*", default=["tts"], choices=["llm", "tts"],
                         help="LMs whose replayed decode steps are compiled first (GPU; latency and batching rows)")
     args = parser.parse_args()
     shapes = TINY if args.tiny else PRODUCTION
+    if args.train_batch is not None:
+        shapes = replace(shapes, train_batch=args.train_batch)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     device_name, peak = peak_flops(device, dtype)
@@ -537,6 +541,9 @@ def main() -> None:
             row, details["reprefill"] = timed_section("cached vs re-prefill (fp32)",
                                                       lambda: cached_vs_reprefill_row(model, shapes, clock))
             save([row])
+            # where that row's time goes: one step of each LM in fp32, eager (the re-prefill's LLM) vs replayed
+            details["step_ms_fp32"] = timed_section("decode steps (fp32)", lambda: step_times(model, shapes, clock, ()))
+            print(json.dumps(details["step_ms_fp32"]), flush=True)
         del model, decoder, batch
         if device.type == "cuda":
             torch.cuda.empty_cache()

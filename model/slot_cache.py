@@ -28,11 +28,12 @@ from omniforge.model.cuda_graph import Replayed
 
 @dataclass(frozen=True)
 class SlotCacheSettings:
-    """Sizes of the fixed caches (None in `GenerationSettings`: the eager, growing ones)."""
+    """Sizes of the fixed caches (None in `GenerationSettings`: the eager, growing ones); a run's
+    come from its config (`SlotCacheConfig`)."""
 
-    slots: int = 8                      # answers decoded at once (free slots still compute: size it to the load)
-    llm_length: int = 1024              # positions a row of the LLM's cache holds (prompt, speech, text)
-    tts_length: int = 4096              # and of the TTS LM's (text read and speech written)
+    slots: int                          # answers decoded at once (free slots still compute: size it to the load)
+    llm_length: int                     # positions a row of the LLM's cache holds (prompt, speech, text)
+    tts_length: int                     # and of the TTS LM's (text read and speech written)
     graph_lengths: tuple[int, ...] = (1, 2)  # new positions per row that a replayed graph covers (CUDA)
     prefill_chunk: int = 64             # a joining prompt goes through the LLM's cache this many positions a call
     # LMs ("llm", "tts") whose replayed steps are compiled first (torch.compile: fused kernels, so fewer of

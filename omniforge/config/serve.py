@@ -48,6 +48,13 @@ class ServeConfig(GenerationLimits):
                                       "average over a second's burst (audio in 20 ms chunks is 50 a second).")
 
     @model_validator(mode="after")
+    def _a_slot_per_conversation(self) -> "ServeConfig":
+        if self.slot_cache is not None and self.slot_cache.slots < self.max_conversations:
+            raise ValueError(f"serve.slot_cache.slots={self.slot_cache.slots} holds fewer answers than "
+                             f"serve.max_conversations={self.max_conversations}: raise it (or lower max_conversations)")
+        return self
+
+    @model_validator(mode="after")
     def _token_off_loopback(self) -> "ServeConfig":
         if self.token is None and self.token_from_env is None and not is_loopback(self.host):
             raise ValueError(f"serve.host={self.host} opens the server to the network: set serve.token (or "

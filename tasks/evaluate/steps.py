@@ -13,6 +13,7 @@ from omniforge.config import PipelineConfig
 from omniforge.config.evaluate import GenerationLimits
 from omniforge.config.units import DecoderRuntimeConfig
 from omniforge.hashing import stable_hash
+from omniforge.model.slot_cache import SlotCacheSettings
 from omniforge.model.streaming import GenerationSettings, SamplingSettings
 from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import encode_audio
@@ -35,15 +36,20 @@ def checkpoint_units(store: ArtifactStore, checkpoint: Manifest) -> Manifest:
 def generation_settings(limits: GenerationLimits) -> GenerationSettings:
     """The streaming generator's settings from a config section (evaluate, serve)."""
     temperature = limits.speech_temperature
+    slot = limits.slot_cache
     return GenerationSettings(max_text_tokens=limits.max_text_tokens, max_speech_tokens=limits.max_speech_tokens,
                               max_units_per_text_token=limits.max_units_per_text_token,
                               speech_per_step=limits.speech_per_step,
                               speech=SamplingSettings() if temperature is None else
-                              SamplingSettings(do_sample=True, temperature=temperature))
+                              SamplingSettings(do_sample=True, temperature=temperature),
+                              slot_cache=None if slot is None else SlotCacheSettings(
+                                  slots=slot.slots, llm_length=slot.llm_length, tts_length=slot.tts_length,
+                                  compile=tuple(slot.compile)))
 
 
 def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) -> str:
-    return stable_hash({"evaluate": config.evaluate.model_dump(mode="json", exclude={"name"}),
+    # how the caches are laid out changes no token (the slot cache answers as the eager one): not in the key
+    return stable_hash({"evaluate": config.evaluate.model_dump(mode="json", exclude={"name", "slot_cache"}),
                         "checkpoint": str(checkpoint.ref()), "decoder": str(decoder.ref())})
 
 

@@ -185,6 +185,30 @@ def test_sampled_speech_is_reproducible_with_its_seed():
     assert not generation_settings(GenerationLimits()).speech.do_sample
 
 
+@pytest.mark.parametrize("temperature", [None, 1.0])
+def test_answers_from_slot_caches_set_in_the_config_are_the_eager_caches_answers(temperature):
+    """`slot_cache` in an evaluate/serve section moves decoding to fixed-size caches (the GPU's graph-
+    replayed path; eager here): the engine answers with the same text and units, greedy or sampled
+    with the same seed; and a server is refused fewer slots than conversations."""
+    from omniforge.config.evaluate import GenerationLimits, SlotCacheConfig
+    from omniforge.config.serve import ServeConfig
+    from omniforge.tasks.evaluate.steps import generation_settings
+
+    engine, _ = _engine(max_text_tokens=12)
+    wave = np.random.default_rng(2).normal(0, 0.1, 16000).astype(np.float32)
+    answers = []
+    for slot_cache in (None, SlotCacheConfig(slots=2, llm_length=256, tts_length=256)):
+        engine.settings = generation_settings(GenerationLimits(max_text_tokens=12, max_speech_tokens=60,
+                                                               speech_temperature=temperature, slot_cache=slot_cache))
+        engine.generator = torch.Generator().manual_seed(5)
+        answer = engine.answer([("user", "")], [wave])
+        answers.append((answer.text, answer.units))
+    assert engine.settings.slot_cache is not None and answers[0][1]
+    assert answers[0] == answers[1]
+    with pytest.raises(ValueError, match="max_conversations"):
+        ServeConfig(max_conversations=4, slot_cache=SlotCacheConfig(slots=2))
+
+
 def test_an_item_the_model_cannot_take_is_a_reject_and_the_evaluation_goes_on():
     """A 35 s question (the speech encoder takes 30 s) between two answerable items: it is a reject
     naming its turn and why, none of its turns are counted, both others are answered."""
