@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,7 +40,7 @@ except ImportError:  # a bare checkout (the GPU machine): map them the way pypro
     omniforge.__path__.append(str(ROOT))
 
 from benchmarks.common import RESULTS, report, result_row  # noqa: E402
-from benchmarks.gpu_decoder import DecoderStandIn  # noqa: E402
+from benchmarks.gpu_decoder import cosyvoice2_decoder, replay_estimator  # noqa: E402
 from omniforge.model.configuration_omni import OmniConfig  # noqa: E402
 from omniforge.model.cuda_graph import Replayed  # noqa: E402
 from omniforge.model.mel import INPUT_SAMPLE_RATE, WhisperLogMel  # noqa: E402
@@ -53,6 +54,7 @@ from omniforge.model.streaming import GenerationSettings, StreamEvent, Streaming
 MFU_TARGET = 0.4  # the issue's target for the 1.5B full fine-tune on an H100; the LoRA row is held to it too
 PAPER_LATENCY_MS = 583.0  # LLaMA-Omni2-7B on one L40 (paper, Table 1)
 UNITS = 6561
+PROBE_TOLERANCE = 1e-3  # fp32: replayed and eager kernels are the same ones
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12}  # dense bf16 tensor cores
 
 
@@ -86,8 +88,7 @@ QWEN25_15B = dict(QWEN, vocab_size=151936, hidden_size=1536, intermediate_size=8
                   num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True)
 QWEN25_05B = dict(QWEN, vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)
-COSYVOICE2_DECODER = dict(width=512, heads=8, encoder_blocks=6, estimator_width=256, estimator_stages=14,
-                          estimator_blocks=4, euler_steps=10, vocoder_width=512, first_chunk=25 + 3)
+COSYVOICE2_DECODER = {}  # CosyVoice2-0.5B's published sizes (benchmarks/gpu_decoder.py)
 
 PRODUCTION = Shapes(WHISPER_LARGE_V3, QWEN25_7B, QWEN25_05B, QWEN25_15B, COSYVOICE2_DECODER, questions=20,
                     speech_seconds=(3.0, 6.0), long_answer=800, batch=8, train_batch=8, train_speech_seconds=10.0,
@@ -98,8 +99,8 @@ TINY_LM = dict(QWEN, vocab_size=512, hidden_size=64, intermediate_size=128, num_
 TINY = Shapes(dict(WHISPER_LARGE_V3, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
                    decoder_attention_heads=4, decoder_ffn_dim=128),
               TINY_LM, dict(TINY_LM, hidden_size=48, num_attention_heads=4), dict(TINY_LM, hidden_size=96),
-              dict(width=32, heads=4, encoder_blocks=1, estimator_width=32, estimator_stages=2, estimator_blocks=1,
-                   euler_steps=2, vocoder_width=32, first_chunk=28),
+              dict(flow_heads=2, flow_linear_units=128, flow_blocks=1, estimator_channels=32, estimator_blocks=1,
+                   estimator_mid_blocks=1, estimator_heads=2, hift_channels=32),
               questions=3, speech_seconds=(1.0, 2.0), long_answer=60, batch=3, train_batch=2,
               train_speech_seconds=2.0, train_text_tokens=24, full_train_text_tokens=32, train_steps=2,
               llm_cache=256, tts_cache=512)
@@ -134,31 +135,50 @@ def build_model(shapes: Shapes, device: torch.device, dtype: torch.dtype, llm: d
         torch.set_default_dtype(previous)
 
 
-def build_decoder(shapes: Shapes, device: torch.device, dtype: torch.dtype) -> "FirstChunk":
-    torch.manual_seed(1)
-    return FirstChunk(DecoderStandIn(UNITS, **shapes.decoder).to(device=device, dtype=dtype).eval())
-
-
 def replayed_on_cuda(fn: Callable, *examples: torch.Tensor) -> Callable:
     """`fn` replayed as a CUDA graph for the examples' shapes on a GPU; as it is elsewhere."""
     return Replayed(fn, *examples) if examples[0].device.type == "cuda" else fn
 
 
 class FirstChunk:
-    """The decoder on an answer's first chunk of units (the one shape first audio waits for),
-    replayed as a CUDA graph on a GPU."""
+    """CosyVoice 2's own decoder (omniforge's backend over FunAudioLLM's code) on an answer's first
+    chunk of units, the one first audio waits for: its token hop (25) plus the flow's look-ahead (3)."""
 
-    @torch.no_grad()
-    def __init__(self, decoder: DecoderStandIn) -> None:
-        self.first_chunk = decoder.first_chunk
-        self.device = decoder.window.device
-        example = torch.zeros(self.first_chunk, dtype=torch.long, device=self.device)
-        self.spectrum = replayed_on_cuda(lambda units: decoder.spectrum(decoder.mel(units)), example)
-        self.istft = decoder.istft
+    def __init__(self, shapes: Shapes, device: torch.device, graph: bool) -> None:
+        self.decoder = cosyvoice2_decoder(device, **shapes.decoder)
+        self.first_chunk = self.decoder.lookahead_units()
+        if graph:
+            replay_estimator(self.decoder)
 
-    @torch.no_grad()
-    def __call__(self, units: list[int]) -> torch.Tensor:
-        return self.istft(self.spectrum(torch.tensor(units[: self.first_chunk], device=self.device)))
+    def __call__(self, units: list[int]) -> list:
+        session = self.decoder.session()
+        try:
+            return session.push(units[: self.first_chunk])
+        finally:
+            session.close()
+
+
+def decoder_probe(shapes: Shapes, device: torch.device, clock: Clock, repeats: int = 5) -> dict:
+    """The first chunk's time with the estimator eager and replayed as a graph (median of `repeats`),
+    and how far the replayed audio is from the eager one (same units, same weights)."""
+    units = list(range(100, 100 + 28))
+    chunk = FirstChunk(shapes, device, graph=False)
+    times, audio = {}, {}
+    for kind in ("eager", "graph") if device.type == "cuda" else ("eager",):
+        if kind == "graph":
+            replay_estimator(chunk.decoder)
+        chunk(units)  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            torch.manual_seed(0)  # HiFT's excitation is random: the same draws for both
+            start = clock()
+            audio[kind] = np.concatenate(chunk(units))
+            seconds.append(clock() - start)
+        times[f"first_chunk_{kind}_ms"] = 1000 * statistics.median(seconds)
+    if "graph" in audio:
+        times["graph_vs_eager_relative_difference"] = float(np.linalg.norm(audio["graph"] - audio["eager"])
+                                                            / np.linalg.norm(audio["eager"]))
+    return times
 
 
 class PaddedSpeech:
@@ -500,6 +520,10 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["latency", "reprefill", "batching", "train"])
     parser.add_argument("--train-batch", type=int, default=None, help="dialogues per training step (default: the "
                         "shapes', 8 at production shapes)")
+    parser.add_argument("--decoder-graph", action="store_true", help="replay the decoder's flow-matching estimator "
+                        "as a CUDA graph (GPU)")
+    parser.add_argument("--decoder-probe", action="store_true", help="only time the decoder's first chunk, its "
+                        "estimator eager and replayed (GPU), and exit")
     parser.add_argument("--compile", nargs="*", default=["tts"], choices=["llm", "tts"],
                         help="LMs whose replayed decode steps are compiled first (GPU; latency and batching rows)")
     args = parser.parse_args()
@@ -511,6 +535,10 @@ def main() -> None:
     device_name, peak = peak_flops(device, dtype)
     clock = Clock(device)
     print(f"device {device_name}, torch {torch.__version__}, dtype {dtype}", flush=True)
+    if args.decoder_probe:  # exits 1 if the replayed estimator's audio is not the eager one's
+        probe = decoder_probe(shapes, device, clock)
+        print(json.dumps(probe), flush=True)
+        sys.exit(int(probe.get("graph_vs_eager_relative_difference", 0.0) > PROBE_TOLERANCE))
     rows, details = [], {}
 
     def save(new: list[dict]) -> None:
@@ -520,7 +548,7 @@ def main() -> None:
 
     if {"latency", "reprefill", "batching"} - set(args.skip):
         model = timed_section("build the model", lambda: build_model(shapes, device, dtype))
-        decoder = build_decoder(shapes, device, dtype)
+        decoder = FirstChunk(shapes, device, graph=args.decoder_graph and device.type == "cuda")
         mel = WhisperLogMel(model.config.encoder_config.num_mel_bins).to(device)
         batch = serving_batch(model, shapes, tuple(args.compile) if device.type == "cuda" else ())
         if "latency" not in args.skip:

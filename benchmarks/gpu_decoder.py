@@ -1,107 +1,88 @@
-"""The units -> audio step of benchmarks/gpu.py: CosyVoice 2's flow matching + HiFT at their real
-widths and depths, as a stand-in (their code and weights are not on the GPU machine). Time depends
-on shapes, not weights: a 6-block, 512-wide transformer token encoder with 2x upsampling to 50 Hz mel
-frames; a flow-matching estimator of 14 stages (one down, 12 mid, one up, as CosyVoice 2's U-Net),
-each a 1-D conv residual block and 4 transformer blocks 256 wide, run for 10 Euler steps with
-classifier-free guidance (a batch of 2); a HiFT-shaped vocoder (512 base channels, upsampling
-8 x 5 x 3, resblocks of kernels 3/7/11, a 16-point iSTFT head, 24 kHz)."""
+"""The units -> audio step of benchmarks/gpu.py: CosyVoice 2's own flow and HiFT (FunAudioLLM's code,
+through omniforge's CosyVoice 2 backend) at CosyVoice2-0.5B's published sizes, random weights (time
+depends on shapes, not values). First audio waits for one chunk: 25 + 3 units through the backend's
+session, that is `token2wav` in streaming mode (the flow's encoder, 10 Euler steps of the flow-matching
+estimator with classifier-free guidance, HiFT).
+
+Eagerly, the estimator's ~1500 small kernels a call, 10 calls a chunk, bind the chunk to the host.
+`replay_estimator` captures it as a CUDA graph at the first chunk's shapes. CosyVoice's chunk-mask
+helper checks on the host for rows with nothing to attend to (`.item()`, which no graph can hold);
+while the estimator is captured, its module sees an equivalent that does that fix as a tensor op.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from omniforge.model.cuda_graph import Replayed
+from omniforge.tasks.units.decoders.cosyvoice2 import (SPEAKER_EMBEDDING_SIZE, CosyVoice2UnitDecoder, build_flow_hift,
+                                                       import_cosyvoice)
 
-class _EstimatorStage(nn.Module):
-    def __init__(self, width: int, blocks: int, heads: int) -> None:
+MEL_FRAMES_PER_UNIT = 2  # token_mel_ratio: 25 Hz units, 50 Hz mel
+
+
+def cosyvoice2_decoder(device: torch.device, seed: int = 1, **sizes: float) -> CosyVoice2UnitDecoder:
+    """The backend over a freshly initialised CosyVoice 2 flow and HiFT at its published sizes (or
+    the `sizes` given: keys of `flow_hift_yaml`)."""
+    import_cosyvoice()
+    from cosyvoice.cli.model import CosyVoice2Model
+
+    torch.manual_seed(seed)
+    flow, hift = build_flow_hift(**sizes)
+    model = CosyVoice2Model(None, flow.to(device).eval(), hift.to(device).eval())
+    embedding = torch.randn(1, SPEAKER_EMBEDDING_SIZE, generator=torch.Generator().manual_seed(seed))
+    return CosyVoice2UnitDecoder(model, embedding.to(device))
+
+
+def _chunk_mask_without_sync(xs: torch.Tensor, masks: torch.Tensor, use_dynamic_chunk: bool,
+                             use_dynamic_left_chunk: bool, decoding_chunk_size: int, static_chunk_size: int,
+                             num_decoding_left_chunks: int, enable_full_context: bool = True) -> torch.Tensor:
+    """`cosyvoice.utils.mask.add_optional_chunk_mask` at inference (no dynamic chunks), its fix of
+    rows that see nothing (they see everything) done as a tensor op instead of on the host."""
+    from cosyvoice.utils.mask import subsequent_chunk_mask
+
+    if use_dynamic_chunk:
+        raise ValueError("dynamic chunks are for training")
+    chunk_masks = masks
+    if static_chunk_size > 0:
+        chunk_masks = masks & subsequent_chunk_mask(xs.size(1), static_chunk_size, num_decoding_left_chunks,
+                                                    xs.device).unsqueeze(0)
+    return chunk_masks | (chunk_masks.sum(dim=-1, keepdim=True) == 0)
+
+
+class ReplayedEstimator(nn.Module):
+    """The flow-matching estimator, replayed as a CUDA graph for the inputs it was captured with
+    (shapes and streaming mode); eager for any other."""
+
+    def __init__(self, estimator: nn.Module, frames: int, streaming: bool = True) -> None:
         super().__init__()
-        self.res = nn.Sequential(nn.Conv1d(width, width, 3, padding=1), nn.GroupNorm(8, width), nn.Mish(),
-                                 nn.Conv1d(width, width, 3, padding=1), nn.GroupNorm(8, width), nn.Mish())
-        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(width, heads, 4 * width, batch_first=True,
-                                                               norm_first=True, activation="gelu")
-                                    for _ in range(blocks))
+        self.estimator, self.streaming = estimator, streaming
+        parameter = next(estimator.parameters())
+        channels = 80
+        examples = [torch.randn(2, channels, frames), torch.ones(2, 1, frames), torch.randn(2, channels, frames),
+                    torch.rand(2), torch.randn(2, channels), torch.randn(2, channels, frames)]
+        examples = [e.to(device=parameter.device, dtype=parameter.dtype) for e in examples]
+        import cosyvoice.flow.decoder as decoder_module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.res(x)
-        h = x.transpose(1, 2)
-        for block in self.blocks:
-            h = block(h)
-        return h.transpose(1, 2)
+        original = decoder_module.add_optional_chunk_mask
+        decoder_module.add_optional_chunk_mask = _chunk_mask_without_sync
+        try:
+            with torch.no_grad():
+                self.replayed = Replayed(lambda *inputs: estimator(*inputs, streaming=streaming), *examples)
+        finally:
+            decoder_module.add_optional_chunk_mask = original
+        self.shapes = [e.shape for e in examples]
 
-
-class _ResBlock(nn.Module):
-    def __init__(self, channels: int, kernel: int) -> None:
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Sequential(nn.LeakyReLU(0.1), nn.Conv1d(channels, channels, kernel, dilation=d,
-                                                                               padding=d * (kernel - 1) // 2),
-                                                 nn.LeakyReLU(0.1), nn.Conv1d(channels, channels, kernel,
-                                                                               padding=(kernel - 1) // 2))
-                                   for d in (1, 3, 5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = x + conv(x)
-        return x
+    def forward(self, x, mask, mu, t, spks=None, cond=None, streaming=False):
+        inputs = [x, mask, mu, t, spks, cond]
+        if streaming == self.streaming and all(i is not None and i.shape == s for i, s in zip(inputs, self.shapes)):
+            return self.replayed(*inputs).clone()
+        return self.estimator(x, mask, mu, t, spks, cond, streaming=streaming)
 
 
-class DecoderStandIn(nn.Module):
-    """Units -> 24 kHz audio at CosyVoice 2's flow matching + HiFT shapes (module docstring)."""
-
-    MEL, TOKEN_MEL_RATIO, CFG, N_FFT, HOP = 80, 2, 0.7, 16, 4
-
-    def __init__(self, units: int, width: int, heads: int, encoder_blocks: int, estimator_width: int,
-                 estimator_stages: int, estimator_blocks: int, euler_steps: int, vocoder_width: int,
-                 first_chunk: int) -> None:
-        super().__init__()
-        self.first_chunk, self.euler_steps = first_chunk, euler_steps
-        self.embed = nn.Embedding(units, width)
-        self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(width, heads, 4 * width, batch_first=True,
-                                                                        norm_first=True), encoder_blocks)
-        self.to_mel = nn.Linear(width, self.MEL)
-        self.estimator_in = nn.Conv1d(4 * self.MEL, estimator_width, 1)  # x, mu, speaker, prompt mel
-        self.estimator = nn.ModuleList(_EstimatorStage(estimator_width, estimator_blocks, heads)
-                                       for _ in range(estimator_stages))
-        self.estimator_out = nn.Conv1d(estimator_width, self.MEL, 1)
-        channels = [vocoder_width // 2 ** i for i in range(4)]
-        self.vocoder_in = nn.Conv1d(self.MEL, channels[0], 7, padding=3)
-        self.upsample = nn.ModuleList(nn.ConvTranspose1d(channels[i], channels[i + 1], k, u, padding=(k - u) // 2)
-                                      for i, (u, k) in enumerate(((8, 16), (5, 11), (3, 7))))
-        self.resblocks = nn.ModuleList(nn.ModuleList(_ResBlock(channels[i + 1], k) for k in (3, 7, 11))
-                                       for i in range(3))
-        self.vocoder_out = nn.Conv1d(channels[3], 2 * (self.N_FFT // 2 + 1), 7, padding=3)
-        self.register_buffer("window", torch.hann_window(self.N_FFT), persistent=False)
-
-    def mel(self, units: torch.Tensor) -> torch.Tensor:
-        mu = self.to_mel(self.encoder(self.embed(units[None]))).repeat_interleave(self.TOKEN_MEL_RATIO, dim=1)
-        mu = mu.transpose(1, 2)
-        x = torch.randn_like(mu)
-        condition = torch.zeros_like(mu).repeat(1, 2, 1)  # speaker embedding and prompt mel, broadcast
-        for step in range(self.euler_steps):
-            both = torch.cat([torch.cat([x, mu, condition], 1), torch.cat([x, torch.zeros_like(mu), condition], 1)])
-            h = self.estimator_in(both)
-            for stage in self.estimator:
-                h = stage(h)
-            velocity = self.estimator_out(h)
-            guided = (1 + self.CFG) * velocity[:1] - self.CFG * velocity[1:]
-            x = x + guided / self.euler_steps
-        return x
-
-    def vocode(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.istft(self.spectrum(mel))
-
-    def istft(self, spectrum: torch.Tensor) -> torch.Tensor:
-        """The iSTFT head's last step (apart: it checks its window on the host, so no graph holds it)."""
-        return torch.istft(spectrum, self.N_FFT, self.HOP, self.N_FFT, window=self.window.float())
-
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        h = self.vocoder_in(mel)
-        for up, blocks in zip(self.upsample, self.resblocks):
-            h = up(nn.functional.leaky_relu(h, 0.1))
-            h = sum(block(h) for block in blocks) / len(blocks)
-        spec = self.vocoder_out(nn.functional.leaky_relu(h)).float()
-        half = spec.shape[1] // 2
-        return torch.polar(spec[:, :half].exp().clamp(max=1e2), torch.sin(spec[:, half:]))
-
-    @torch.no_grad()
-    def forward(self, units: list[int]) -> torch.Tensor:
-        return self.vocode(self.mel(torch.tensor(units, device=self.window.device)))
+def replay_estimator(decoder: CosyVoice2UnitDecoder) -> None:
+    """From now on the decoder's first chunk runs its estimator as a replayed graph."""
+    cfm = decoder.model.flow.decoder
+    frames = (decoder.lookahead_units() - decoder.model.flow.pre_lookahead_len) * MEL_FRAMES_PER_UNIT
+    cfm.estimator = ReplayedEstimator(cfm.estimator, frames)

@@ -26,4 +26,8 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 # constraints.txt pins torch to the CPU build; without it pip pulls several GB of CUDA wheels.
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+# CosyVoice 2's own code (FunAudioLLM's, packaged). Its declared requirements (onnxruntime-gpu, openai-whisper,
+# modelscope, torchaudio) serve its frontend and training, which omniforge does not use; what its flow and
+# HiFT import is in pyproject.toml.
+.venv/bin/python -m pip install -q --no-deps "cosyvoice-minicpmo==0.1.0"
 echo "omniforge is set up in .venv ($(.venv/bin/omniforge --version 2>/dev/null || echo ok))"

@@ -21,7 +21,7 @@ from omniforge.model.speech_encoder import max_input_frames
 from omniforge.model.streaming import GenerationSettings, stream_generate
 from omniforge.tasks.common.pronunciation import pronouncer_for
 from omniforge.tasks.train.text_tokenizer import ChatFormat
-from omniforge.tasks.units.decoder import UnitDecoder
+from omniforge.tasks.units.decoders.interface import UnitDecoder
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from omniforge.model.streaming import GenerationSettings, StreamingBatch
 from omniforge.tasks.common import threads
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
-from omniforge.tasks.units.decoder import AudioSession
+from omniforge.tasks.units.decoders.interface import AudioSession
 
 log = logging.getLogger(__name__)
 

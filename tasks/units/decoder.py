@@ -24,12 +24,10 @@ import functools
 import importlib.util
 import io
 import json
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -45,46 +43,14 @@ from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
 from omniforge.tasks.common.threads import torch_threads
+from omniforge.tasks.units.decoders.cosyvoice2 import CosyVoice2UnitDecoder
+from omniforge.tasks.units.decoders.interface import UnitDecoder, stream_through
 from omniforge.tasks.units.decoder_data import other_voices, paired_rows, training_speech
 from omniforge.tasks.units.frame_vocoder import train_frame_vocoder, vocoder_examples
 
 MODEL_DIR_SETTING = "units.decoder.cosyvoice2.model_dir"
 VOCODER_CONTEXT_FRAMES = 13  # HiFi-GAN V1 (universal): one mel frame reaches 12.5 frames each way
 LOSS_TAIL = 50  # steps averaged for a training's reported final loss
-
-
-class UnitDecoder(Protocol):
-    """Units back to audio, whichever the backend: the learned one, or CosyVoice 2's."""
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    def lookahead_units(self) -> int:
-        """Units that must be known before a sample can be emitted (the streaming latency)."""
-
-    def decode(self, units: list[int]) -> np.ndarray:
-        """All the audio at once."""
-
-    def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
-        """Audio chunks as the unit chunks arrive."""
-
-    def session(self) -> "AudioSession":
-        """The same, pushed: for a caller that gets units as events (a server's many answers)."""
-
-
-class AudioSession(Protocol):
-    def push(self, units: list[int]) -> list[np.ndarray]:
-        """Audio made exact by these units (maybe none yet)."""
-
-    def finish(self) -> list[np.ndarray]:
-        """The rest of the audio, once the units have ended."""
-
-
-def stream_through(session: AudioSession, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
-    """Pull-style streaming over a push session (the one way both decoders stream)."""
-    for chunk in chunks:
-        yield from session.push(chunk)
-    yield from session.finish()
 
 
 class UnitAudioDecoder:
@@ -308,68 +274,12 @@ def require_cosyvoice2_files(settings: CosyVoice2DecoderConfig) -> None:
                                    f"(got {settings.prompt_wav!r})")
 
 
-class CosyVoice2UnitDecoder:
-    """S3 units -> 24 kHz audio, one-shot or streamed (the `UnitDecoder` interface)."""
-
-    def __init__(self, settings: CosyVoice2DecoderConfig) -> None:
-        require_cosyvoice2_files(settings)
-        self.cosyvoice = load_cosyvoice2(settings.model_dir, MODEL_DIR_SETTING, settings.fp16)
-        self.model = self.cosyvoice.model  # CosyVoice2Model: flow, hift, token2wav and its per-session caches
-        self.embedding = self.cosyvoice.frontend._extract_spk_embedding(prompt_16k(settings.prompt_wav))
-        self.hop = settings.hop_units or self.model.token_hop_len
-
-    @property
-    def sample_rate(self) -> int:
-        return self.cosyvoice.sample_rate
-
-    def lookahead_units(self) -> int:
-        """Units needed before the first chunk can be decoded."""
-        return self.hop + self.model.flow.pre_lookahead_len
-
-    @torch.no_grad()
-    def _token2wav(self, units: list[int], offset: int, session: str, finalize: bool) -> np.ndarray:
-        speech = self.model.token2wav(token=torch.tensor([units], dtype=torch.int32),
-                                      prompt_token=torch.zeros(1, 0, dtype=torch.int32), prompt_feat=torch.zeros(1, 0, 80),
-                                      embedding=self.embedding, token_offset=offset, uuid=session,
-                                      stream=not finalize, finalize=finalize)
-        return speech[0].float().cpu().numpy()
-
-    def decode(self, units: list[int]) -> np.ndarray:
-        """One-shot: the session's final decode over every unit."""
-        session = self.session()
-        session.units = list(units)
-        return np.concatenate(session.finish() or [np.zeros(0, np.float32)])
-
-    def stream(self, chunks: Iterable[list[int]]) -> Iterator[np.ndarray]:
-        return stream_through(self.session(), chunks)
-
-    def session(self) -> "_CosyVoice2Session":
-        return _CosyVoice2Session(self)
-
-
-class _CosyVoice2Session:
-    """CosyVoice 2's own schedule: a chunk once `hop` new tokens plus the flow's look-ahead are known."""
-
-    def __init__(self, decoder: CosyVoice2UnitDecoder) -> None:
-        self.decoder = decoder
-        self.id = str(uuid.uuid4())
-        decoder.model.hift_cache_dict[self.id] = None  # the vocoder's cross-fade cache, per session
-        self.units: list[int] = []
-        self.offset = 0
-
-    def push(self, units: list[int]) -> list[np.ndarray]:
-        self.units.extend(units)
-        out, ahead = [], self.decoder.lookahead_units()
-        while len(self.units) - self.offset >= ahead:
-            out.append(self.decoder._token2wav(self.units[: self.offset + ahead], self.offset, self.id, finalize=False))
-            self.offset += self.decoder.hop
-        return out
-
-    def finish(self) -> list[np.ndarray]:
-        try:
-            return [self.decoder._token2wav(self.units, self.offset, self.id, finalize=True)] if self.units else []
-        finally:
-            self.decoder.model.hift_cache_dict.pop(self.id, None)
+def open_cosyvoice2(settings: CosyVoice2DecoderConfig) -> CosyVoice2UnitDecoder:
+    """CosyVoice 2's decoder from a CosyVoice2-0.5B directory, speaking in the voice of `settings.prompt_wav`."""
+    require_cosyvoice2_files(settings)
+    cosyvoice = load_cosyvoice2(settings.model_dir, MODEL_DIR_SETTING, settings.fp16)
+    embedding = cosyvoice.frontend._extract_spk_embedding(prompt_16k(settings.prompt_wav))
+    return CosyVoice2UnitDecoder(cosyvoice.model, embedding, settings.hop_units, cosyvoice.sample_rate)
 
 
 class MissingDecoder(InputError):
@@ -448,7 +358,7 @@ def open_decoder(store: ArtifactStore, manifest: Manifest, runtime: DecoderRunti
     """The decoder a `decoder` version describes, run as `runtime` says (the learned one's)."""
     settings = manifest.config["decoder"]
     if settings.get("backend") == "cosyvoice2":
-        return CosyVoice2UnitDecoder(CosyVoice2DecoderConfig.model_validate(
+        return open_cosyvoice2(CosyVoice2DecoderConfig.model_validate(
             {k: v for k, v in settings.items() if k != "backend"}))
     files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
     return load_decoder(files, settings["vocoder"], runtime)

@@ -12,7 +12,7 @@ from omniforge.storage.audio import decode_audio
 from omniforge.tasks.common.audio_ops import resample
 from omniforge.tasks.common.mos import UNAVAILABLE as MOS_UNAVAILABLE
 from omniforge.tasks.common.mos import dnsmos
-from omniforge.tasks.units.decoder import UnitDecoder
+from omniforge.tasks.units.decoders.interface import UnitDecoder
 from omniforge.tasks.units.decoder_data import paired_rows
 
 

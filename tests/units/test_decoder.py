@@ -159,18 +159,18 @@ def test_cosyvoice2_paths_say_what_is_missing(tmp_path):
     from omniforge.config.units import CosyVoice2DecoderConfig
     from omniforge.tasks.build.tts import TTSUnavailable
     from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable
-    from omniforge.tasks.units.decoder import CosyVoice2UnitDecoder
+    from omniforge.tasks.units.decoder import open_cosyvoice2
 
     with pytest.raises(TTSUnavailable, match="build.tts.cosyvoice_model_dir"):
         EngineSet(TTSConfig(cosyvoice_model_dir=str(tmp_path / "absent"))).get("cosyvoice2")
     with pytest.raises(CosyVoiceUnavailable, match="units.decoder.cosyvoice2.model_dir"):
-        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig())
+        open_cosyvoice2(CosyVoice2DecoderConfig())
     with pytest.raises(CosyVoiceUnavailable, match="units.decoder.cosyvoice2.prompt_wav"):
-        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path)))
+        open_cosyvoice2(CosyVoice2DecoderConfig(model_dir=str(tmp_path)))
     prompt = tmp_path / "prompt.wav"
     prompt.write_bytes(b"RIFF")
     with pytest.raises(CosyVoiceUnavailable, match="CosyVoice 2 code is not importable"):
-        CosyVoice2UnitDecoder(CosyVoice2DecoderConfig(model_dir=str(tmp_path), prompt_wav=str(prompt)))
+        open_cosyvoice2(CosyVoice2DecoderConfig(model_dir=str(tmp_path), prompt_wav=str(prompt)))
 
 
 @pytest.mark.slow
