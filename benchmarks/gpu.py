@@ -1,17 +1,20 @@
 """The production path on a GPU: first-audio latency, cached vs re-prefilled TTS LM, batching,
 s2t training throughput and MFU. Weights are random (no model hub is reachable there, and time does
 not depend on weight values); the shapes are the real ones: whisper-large-v3 encoder, Qwen2.5-7B-
-Instruct LLM, Qwen2.5-0.5B TTS LM, 6561 units, R=3/W=10, bf16.
+Instruct LLM, Qwen2.5-0.5B TTS LM, 6561 units, R=3/W=10, bf16, and CosyVoice 2's own flow and HiFT
+code at CosyVoice2-0.5B's sizes for units -> audio (benchmarks/gpu_decoder.py).
 
-    python benchmarks/gpu.py            # on a GPU, real shapes (about 5 minutes on an H100)
-    python benchmarks/gpu.py --tiny     # anywhere, tiny shapes, the same code (the test suite runs it)
+    python benchmarks/gpu.py --decoder-graph   # on a GPU, real shapes (about 2 minutes on an H200)
+    python benchmarks/gpu.py --decoder-probe   # on a GPU: the decoder's first chunk, estimator eager vs replayed
+    python benchmarks/gpu.py --tiny            # anywhere, tiny shapes, the same code (the test suite runs it)
 
-It needs only torch, transformers (>= 5.24), peft and the project's `model/` code, so it runs where
+Decoding runs as a server on a GPU runs it: slot caches whose steps replay as CUDA graphs
+(`model/slot_cache.py`), the LMs named by --compile compiled first, one batch kept across answers.
+The first chunk is CosyVoice 2's token hop (25) plus its flow look-ahead (3): 28 units.
+
+It needs torch, transformers (>= 5.24), peft, the project's `model/` code and, for the decoder,
+cosyvoice-minicpmo with what its flow and HiFT import (README: the GPU benchmark), so it runs where
 Ray and Prefect are not installed. Rows follow the benchmark JSON convention, each naming its device.
-
-The units -> audio decoder is CosyVoice 2's at its real widths and depths, as a stand-in
-(benchmarks/gpu_decoder.py). The first chunk is CosyVoice 2's token hop (25) plus its flow
-look-ahead (3): 28 units.
 """
 
 from __future__ import annotations

@@ -19,9 +19,6 @@ from omniforge.model.cuda_graph import Replayed
 from omniforge.tasks.units.decoders.cosyvoice2 import (SPEAKER_EMBEDDING_SIZE, CosyVoice2UnitDecoder, build_flow_hift,
                                                        import_cosyvoice)
 
-MEL_FRAMES_PER_UNIT = 2  # token_mel_ratio: 25 Hz units, 50 Hz mel
-
-
 def cosyvoice2_decoder(device: torch.device, seed: int = 1, **sizes: float) -> CosyVoice2UnitDecoder:
     """The backend over a freshly initialised CosyVoice 2 flow and HiFT at its published sizes (or
     the `sizes` given: keys of `flow_hift_yaml`)."""
@@ -83,6 +80,7 @@ class ReplayedEstimator(nn.Module):
 
 def replay_estimator(decoder: CosyVoice2UnitDecoder) -> None:
     """From now on the decoder's first chunk runs its estimator as a replayed graph."""
-    cfm = decoder.model.flow.decoder
-    frames = (decoder.lookahead_units() - decoder.model.flow.pre_lookahead_len) * MEL_FRAMES_PER_UNIT
+    flow = decoder.model.flow
+    frames = (decoder.lookahead_units() - flow.pre_lookahead_len) * flow.token_mel_ratio  # the look-ahead makes none
+    cfm = flow.decoder
     cfm.estimator = ReplayedEstimator(cfm.estimator, frames)

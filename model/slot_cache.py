@@ -122,9 +122,11 @@ class SlotLM:
 
     @torch.no_grad()
     def _initialise(self) -> None:
-        """Allocate every layer's cache now (a captured graph must not allocate them)."""
-        self._step(torch.zeros(self.slots, 1, self.width, dtype=self.dtype, device=self.device),
-                   torch.zeros(self.slots, 1, dtype=torch.long, device=self.device), hidden=False)
+        """Allocate every layer's cache now (a captured graph must not allocate them), and let
+        transformers install its hidden-state hooks (under a lock, which a compiled step cannot take)."""
+        for hidden in (False, True):
+            self._step(torch.zeros(self.slots, 1, self.width, dtype=self.dtype, device=self.device),
+                       torch.zeros(self.slots, 1, dtype=torch.long, device=self.device), hidden=hidden)
 
     # ------------------------------------------------------------------ the step
     def _step(self, embeds: torch.Tensor, mask: torch.Tensor, hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
