@@ -238,7 +238,8 @@ class CosyVoice2UnitDecoder:
     @torch.no_grad()
     def _token2wav(self, units: list[int], offset: int, session: str, finalize: bool) -> np.ndarray:
         speech = self.model.token2wav(token=torch.tensor([units], dtype=torch.int32),
-                                      prompt_token=torch.zeros(1, 0, dtype=torch.int32), prompt_feat=torch.zeros(1, 0, 80),
+                                      prompt_token=torch.zeros(1, 0, dtype=torch.int32),
+                                      prompt_feat=torch.zeros(1, 0, 80),
                                       embedding=self.embedding, token_offset=offset, uuid=session,
                                       stream=not finalize, finalize=finalize)
         return speech[0].float().cpu().numpy()
