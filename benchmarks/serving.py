@@ -123,7 +123,7 @@ def start_server(chain, vocoder, conversations: int):
     from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
     from omniforge.tasks.serve.app import create_app
     from omniforge.tasks.serve.engine import BatchedAnswerer
-    from omniforge.tasks.units.decoder import speaking_decoder
+    from omniforge.tasks.units.decoders.learned import speaking_decoder
     from tests.conftest import free_port
 
     settings = chain.config.serve.model_copy(update={"max_conversations": conversations})

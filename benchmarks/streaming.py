@@ -69,7 +69,7 @@ def main() -> None:
     from benchmarks.demo_model import demo_chain
     from omniforge.model.streaming import GenerationSettings
     from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
-    from omniforge.tasks.units.decoder import EXACT_TORCH, speaking_decoder
+    from omniforge.tasks.units.decoders.learned import EXACT_TORCH, speaking_decoder
 
     chain = demo_chain(args.questions + 1)
     config, model, chat, unit_to_mel, waves = chain.config, chain.model, chain.chat, chain.unit_to_mel, chain.questions

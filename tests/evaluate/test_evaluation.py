@@ -16,7 +16,7 @@ from omniforge.tasks.evaluate.eval_sets import EvalSetError, input_wave, load_ev
 from omniforge.tasks.evaluate.metrics import Scorer, TurnResult, contains_answer, summarize
 from omniforge.tasks.evaluate.streaming_engine import StreamingEngine
 from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
-from omniforge.tasks.units.decoder import UnitAudioDecoder, load_hifigan
+from omniforge.tasks.units.decoders.learned import UnitAudioDecoder, load_hifigan
 from tests.tiny_model import tiny_model
 
 

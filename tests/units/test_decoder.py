@@ -12,7 +12,7 @@ from omniforge.model.frame_vocoder import FrameVocoder
 from omniforge.model.unit_vocoder import HifiMel, MelGrid, UnitToMel, UnitToMelSettings
 from omniforge.tasks.build.tts import EngineSet
 from omniforge.tasks.common.audio_ops import resample
-from omniforge.tasks.units.decoder import (
+from omniforge.tasks.units.decoders.learned import (
     OnnxVocoder,
     UnitAudioDecoder,
     hifigan_onnx,

@@ -3,6 +3,11 @@ HiFT vocoder (FunAudioLLM's code, packaged as `cosyvoice-minicpmo`), driven on i
 schedule. Its parts are built and loaded by that code: from a CosyVoice2-0.5B directory, or from
 scratch at any size (its published sizes by default) for tests and benchmarks.
 
+It is driven the way LLaMA-Omni 2's released decoder drives it: no prompt tokens, only a prompt
+wav's speaker embedding. A chunk is decoded once `hop` new units plus the flow's look-ahead are
+known, and the vocoder's cache cross-fades the chunk edges, so (unlike the learned backend's) its
+chunks do not add up exactly to the one-shot decode.
+
 The package imports, at import time, modules the decoder never calls: torchaudio (wav loading, which
 does not load on the CPU build of torch) and Matcha-TTS's training utilities (Lightning, Hydra).
 Where those are missing, `import_cosyvoice` registers stand-ins that fail if anything touches them,
