@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -43,145 +42,25 @@ except ImportError:  # a bare checkout (the GPU machine): map them the way pypro
     omniforge.__path__.append(str(ROOT))
 
 from benchmarks.common import RESULTS, report, result_row  # noqa: E402
-from benchmarks.gpu_decoder import cosyvoice2_decoder, replay_estimator  # noqa: E402
-from omniforge.model.configuration_omni import OmniConfig  # noqa: E402
+from benchmarks.gpu_decoder import PROBE_TOLERANCE, FirstChunk, decoder_probe  # noqa: E402
+from benchmarks.gpu_shapes import PRODUCTION, TINY, Clock, Shapes, build_model  # noqa: E402
+from benchmarks.gpu_training import peak_flops, train_row  # noqa: E402
 from omniforge.model.cuda_graph import Replayed  # noqa: E402
+from omniforge.model.growing_cache import CachedLM  # noqa: E402
 from omniforge.model.mel import INPUT_SAMPLE_RATE, WhisperLogMel  # noqa: E402
-from omniforge.model.modeling_omni import IGNORE_INDEX, OmniModel  # noqa: E402
+from omniforge.model.modeling_omni import OmniModel  # noqa: E402
 from omniforge.model.reference_generation import generate_reference  # noqa: E402
-from omniforge.model.stage_objectives import StageBatch, StageObjective, set_trainable  # noqa: E402
 from omniforge.model.slot_cache import SlotCacheSettings, SlotLM  # noqa: E402
 from omniforge.model.speech_encoder import encode_speech, encoder_lengths, max_input_frames  # noqa: E402
-from omniforge.model.streaming import GenerationSettings, StreamEvent, StreamingBatch, _CachedLM  # noqa: E402
+from omniforge.model.streaming import GenerationSettings, StreamEvent, StreamingBatch  # noqa: E402
 
-MFU_TARGET = 0.4  # the issue's target for the 1.5B full fine-tune on an H100; the LoRA row is held to it too
 PAPER_LATENCY_MS = 583.0  # LLaMA-Omni2-7B on one L40 (paper, Table 1)
-UNITS = 6561
-PROBE_TOLERANCE = 1e-3  # fp32: replayed and eager kernels are the same ones
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12}  # dense bf16 tensor cores
-
-
-@dataclass(frozen=True)
-class Shapes:
-    encoder: dict
-    llm: dict
-    tts: dict
-    llm_full: dict          # the LLM of the full fine-tune row
-    decoder: dict
-    questions: int
-    speech_seconds: tuple[float, float]
-    long_answer: int        # speech tokens of the cached-vs-re-prefill row
-    batch: int
-    train_batch: int
-    train_speech_seconds: float
-    train_text_tokens: int  # per dialogue, LoRA row (the 7B model's activations bound it)
-    full_train_text_tokens: int  # per dialogue, full fine-tune row
-    train_steps: int
-    llm_cache: int          # positions of a slot cache's row: the LLM's (prompt, speech, text)
-    tts_cache: int          # and the TTS LM's (text read, speech written)
-
-
-WHISPER_LARGE_V3 = dict(model_type="whisper", num_mel_bins=128, d_model=1280, encoder_layers=32,
-                        encoder_attention_heads=20, encoder_ffn_dim=5120, max_source_positions=1500,
-                        decoder_layers=1, decoder_attention_heads=20, decoder_ffn_dim=5120, vocab_size=51866)
-QWEN = dict(model_type="qwen2", max_position_embeddings=32768, rope_theta=1e6)
-QWEN25_7B = dict(QWEN, vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                 num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False)
-QWEN25_15B = dict(QWEN, vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                  num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True)
-QWEN25_05B = dict(QWEN, vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                  num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True)
-COSYVOICE2_DECODER = {}  # CosyVoice2-0.5B's published sizes (benchmarks/gpu_decoder.py)
-
-PRODUCTION = Shapes(WHISPER_LARGE_V3, QWEN25_7B, QWEN25_05B, QWEN25_15B, COSYVOICE2_DECODER, questions=20,
-                    speech_seconds=(3.0, 6.0), long_answer=800, batch=8, train_batch=8, train_speech_seconds=10.0,
-                    train_text_tokens=400, full_train_text_tokens=1000, train_steps=6, llm_cache=1024,
-                    tts_cache=2048)
-TINY_LM = dict(QWEN, vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
-TINY = Shapes(dict(WHISPER_LARGE_V3, d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
-                   decoder_attention_heads=4, decoder_ffn_dim=128),
-              TINY_LM, dict(TINY_LM, hidden_size=48, num_attention_heads=4), dict(TINY_LM, hidden_size=96),
-              dict(flow_heads=2, flow_linear_units=128, flow_blocks=1, estimator_channels=32, estimator_blocks=1,
-                   estimator_mid_blocks=1, estimator_heads=2, hift_channels=32),
-              questions=3, speech_seconds=(1.0, 2.0), long_answer=60, batch=3, train_batch=2,
-              train_speech_seconds=2.0, train_text_tokens=24, full_train_text_tokens=32, train_steps=2,
-              llm_cache=256, tts_cache=512)
-
-
-class Clock:
-    """Wall time with the device drained first, so GPU work is counted where it happens."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __call__(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter()
 
 
 # ---------------------------------------------------------------- building
-def build_model(shapes: Shapes, device: torch.device, dtype: torch.dtype, llm: dict | None = None) -> OmniModel:
-    llm = llm or shapes.llm
-    config = OmniConfig(encoder_config=shapes.encoder, llm_config=llm,
-                        tts_config=dict(shapes.tts, vocab_size=llm["vocab_size"] + UNITS + 1), unit_vocab_size=UNITS,
-                        speech_token_id=llm["vocab_size"] - 1, eos_token_id=llm["vocab_size"] - 2,
-                        stream_read=3, stream_write=10)
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):  # made where it runs: a 7B model initialised on the CPU takes minutes
-            return OmniModel(config).eval()
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def replayed_on_cuda(fn: Callable, *examples: torch.Tensor) -> Callable:
     """`fn` replayed as a CUDA graph for the examples' shapes on a GPU; as it is elsewhere."""
     return Replayed(fn, *examples) if examples[0].device.type == "cuda" else fn
-
-
-class FirstChunk:
-    """CosyVoice 2's own decoder (omniforge's backend over FunAudioLLM's code) on an answer's first
-    chunk of units, the one first audio waits for: its token hop (25) plus the flow's look-ahead (3)."""
-
-    def __init__(self, shapes: Shapes, device: torch.device, graph: bool) -> None:
-        self.decoder = cosyvoice2_decoder(device, **shapes.decoder)
-        self.first_chunk = self.decoder.lookahead_units()
-        if graph:
-            replay_estimator(self.decoder)
-
-    def __call__(self, units: list[int]) -> list:
-        session = self.decoder.session()
-        try:
-            return session.push(units[: self.first_chunk])
-        finally:
-            session.close()
-
-
-def decoder_probe(shapes: Shapes, device: torch.device, clock: Clock, repeats: int = 5) -> dict:
-    """The first chunk's time with the estimator eager and replayed as a graph (median of `repeats`),
-    and how far the replayed audio is from the eager one (same units, same weights)."""
-    units = list(range(100, 100 + 28))
-    chunk = FirstChunk(shapes, device, graph=False)
-    times, audio = {}, {}
-    for kind in ("eager", "graph") if device.type == "cuda" else ("eager",):
-        if kind == "graph":
-            replay_estimator(chunk.decoder)
-        chunk(units)  # warm-up
-        seconds = []
-        for _ in range(repeats):
-            torch.manual_seed(0)  # HiFT's excitation is random: the same draws for both
-            start = clock()
-            audio[kind] = np.concatenate(chunk(units))
-            seconds.append(clock() - start)
-        times[f"first_chunk_{kind}_ms"] = 1000 * statistics.median(seconds)
-    if "graph" in audio:
-        times["graph_vs_eager_relative_difference"] = float(np.linalg.norm(audio["graph"] - audio["eager"])
-                                                            / np.linalg.norm(audio["eager"]))
-    return times
 
 
 class PaddedSpeech:
@@ -389,7 +268,7 @@ def step_times(model: OmniModel, shapes: Shapes, clock: Clock, compile: tuple[st
         device = next(lm.parameters()).device
         width = lm.config.hidden_size
         one = torch.ones(1, 1, dtype=torch.long, device=device)
-        eager = _CachedLM(lm, 1, device)
+        eager = CachedLM(lm, 1, device)
         eager.feed(torch.randn(1, 40, width, device=device, dtype=dtype), torch.ones(1, 40, dtype=torch.long,
                                                                                      device=device))
         variants = {"eager": eager, "slot": SlotLM(lm, shapes.batch, length, graph_lengths=(1,))}
@@ -412,100 +291,6 @@ def step_times(model: OmniModel, shapes: Shapes, clock: Clock, compile: tuple[st
             times[f"{name}_{kind}_logits_relative_difference"] = float(
                 (last[kind] - last["eager"]).float().norm() / last["eager"].float().norm())
     return times
-
-
-def s2t_batch(model: OmniModel, shapes: Shapes, text_tokens: int, device: torch.device) -> StageBatch:
-    """Dialogues of one spoken question and a text answer; the loss is on the answer's tokens."""
-    generator = torch.Generator().manual_seed(5)
-    mel = WhisperLogMel(model.config.encoder_config.num_mel_bins)
-    wave_batch = [0.1 * torch.randn(int(shapes.train_speech_seconds * INPUT_SAMPLE_RATE), generator=generator)
-                  for _ in range(shapes.train_batch)]
-    features, lengths = mel.batch(wave_batch)
-    ids, labels = [], []
-    for _ in range(shapes.train_batch):
-        row = torch.randint(0, model.config.speech_token_id - 2, (text_tokens + 20,), generator=generator)
-        row[10] = model.config.speech_token_id
-        label = row.clone()
-        label[:20] = IGNORE_INDEX  # the prompt and the question carry no loss
-        ids.append(row)
-        labels.append(label)
-    return StageBatch(ids, labels, [], features, lengths, [], []).to(device)
-
-
-def train_row(model: OmniModel, shapes: Shapes, device: torch.device, clock: Clock, label: str,
-              prefixes: list[str], lora: bool, peak: float) -> tuple[list[dict], dict]:
-    """Stage s2t steps (bf16 autocast, AdamW) as the project's loop takes them: tokens/s and MFU."""
-    set_trainable(model, prefixes)
-    if lora:
-        from peft import LoraConfig, get_peft_model
-
-        model.llm = get_peft_model(model.llm, LoraConfig(r=16, lora_alpha=32, target_modules=[
-            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-    trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    model.train()
-    objective = StageObjective(model, "s2t")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda")
-    batch = s2t_batch(model, shapes, shapes.train_text_tokens if lora else shapes.full_train_text_tokens, device)
-    tokens = sum(len(ids) for ids in batch.input_ids) + int(sum(
-        model.speech_projector.output_lengths((batch.mel_lengths + 1) // 2)))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step() -> None:
-        with autocast:
-            loss = objective(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    flops = counted_flops(model, step)
-    step()
-    start = clock()
-    for _ in range(shapes.train_steps):
-        step()
-    seconds = (clock() - start) / shapes.train_steps
-    rate = tokens / seconds
-    achieved = flops / seconds
-    # MFU: the FLOPs a step executes (counted by torch) per second, over the chip's peak
-    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
-    rows = [result_row(f"s2t training step, {label}: model FLOPs utilisation ({precision}, batch {shapes.train_batch})",
-                       achieved, peak, "FLOP/s", MFU_TARGET) | {"tokens_per_s": round(rate)}]
-    return rows, {"step_s": seconds, "tokens_per_step": tokens, "tokens_per_s": rate, "flops_per_step": flops,
-                  "achieved_flops": achieved, "mfu": achieved / peak,
-                  "trainable_parameters": trainable_parameters}
-
-
-def counted_flops(model: OmniModel, step: Callable[[], None]) -> int:
-    """The FLOPs one step executes, counted by torch. The LLM's attention runs eagerly for this
-    step: torch's counter has no formula for grouped-query SDPA (Qwen2.5 has fewer KV heads)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    config = model.llm.config  # the LLM's own (from_config copies the one it is given)
-    previous = config._attn_implementation
-    config._attn_implementation = "eager"
-    try:
-        with FlopCounterMode(display=False) as counter:
-            step()
-    finally:
-        config._attn_implementation = previous
-    return counter.get_total_flops()
-
-
-def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[str, float]:
-    """The chip's name and its peak FLOP/s: the data-sheet dense bf16 figure for GPUs we know,
-    else the rate of a large matrix product measured here (CPUs)."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    known = next((flops for chip, flops in PEAK_BF16_FLOPS.items() if chip in name), None)
-    if known is not None:
-        return name, known
-    size = 2048
-    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    clock = Clock(device)
-    start = clock()
-    for _ in range(5):
-        a @ b
-    return f"{name} (peak measured: {size}^3 matmul)", 5 * 2 * size ** 3 / (clock() - start)
 
 
 def timed_section(title: str, action: Callable):

@@ -12,12 +12,19 @@ while the estimator is captured, its module sees an equivalent that does that fi
 
 from __future__ import annotations
 
+import statistics
+
+import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.gpu_shapes import Clock, Shapes
 from omniforge.model.cuda_graph import Replayed
 from omniforge.tasks.units.decoders.cosyvoice2 import (SPEAKER_EMBEDDING_SIZE, CosyVoice2UnitDecoder, build_flow_hift,
                                                        import_cosyvoice)
+
+PROBE_TOLERANCE = 1e-3  # fp32: replayed and eager kernels are the same ones
+
 
 def cosyvoice2_decoder(device: torch.device, seed: int = 1, **sizes: float) -> CosyVoice2UnitDecoder:
     """The backend over a freshly initialised CosyVoice 2 flow and HiFT at its published sizes (or
@@ -84,3 +91,44 @@ def replay_estimator(decoder: CosyVoice2UnitDecoder) -> None:
     frames = (decoder.lookahead_units() - flow.pre_lookahead_len) * flow.token_mel_ratio  # the look-ahead makes none
     cfm = flow.decoder
     cfm.estimator = ReplayedEstimator(cfm.estimator, frames)
+
+
+class FirstChunk:
+    """CosyVoice 2's own decoder (omniforge's backend over FunAudioLLM's code) on an answer's first
+    chunk of units, the one first audio waits for: its token hop (25) plus the flow's look-ahead (3)."""
+
+    def __init__(self, shapes: Shapes, device: torch.device, graph: bool) -> None:
+        self.decoder = cosyvoice2_decoder(device, **shapes.decoder)
+        self.first_chunk = self.decoder.lookahead_units()
+        if graph:
+            replay_estimator(self.decoder)
+
+    def __call__(self, units: list[int]) -> list:
+        session = self.decoder.session()
+        try:
+            return session.push(units[: self.first_chunk])
+        finally:
+            session.close()
+
+
+def decoder_probe(shapes: Shapes, device: torch.device, clock: Clock, repeats: int = 5) -> dict:
+    """The first chunk's time with the estimator eager and replayed as a graph (median of `repeats`),
+    and how far the replayed audio is from the eager one (same units, same weights)."""
+    units = list(range(100, 100 + 28))
+    chunk = FirstChunk(shapes, device, graph=False)
+    times, audio = {}, {}
+    for kind in ("eager", "graph") if device.type == "cuda" else ("eager",):
+        if kind == "graph":
+            replay_estimator(chunk.decoder)
+        chunk(units)  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            torch.manual_seed(0)  # HiFT's excitation is random: the same draws for both
+            start = clock()
+            audio[kind] = np.concatenate(chunk(units))
+            seconds.append(clock() - start)
+        times[f"first_chunk_{kind}_ms"] = 1000 * statistics.median(seconds)
+    if "graph" in audio:
+        times["graph_vs_eager_relative_difference"] = float(np.linalg.norm(audio["graph"] - audio["eager"])
+                                                            / np.linalg.norm(audio["eager"]))
+    return times

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 
 from omniforge.model.modeling_omni import OmniModel
-from omniforge.model.streaming import GenerationSettings, _CachedLM, pick
+from omniforge.model.growing_cache import CachedLM
+from omniforge.model.streaming import GenerationSettings, pick
 
 
 @torch.no_grad()
@@ -27,7 +28,7 @@ def generate_reference(model: OmniModel, input_ids: torch.Tensor, speech: list[t
     device = input_ids.device
     prompt, _, _ = model.splice([input_ids], speech)
     llm_inputs = prompt[0]
-    cached_llm = _CachedLM(model.llm, 1, device) if llm_cache else None
+    cached_llm = CachedLM(model.llm, 1, device) if llm_cache else None
     tts_inputs: list[torch.Tensor] = []
     text: list[int] = []
     units: list[int] = []

@@ -96,7 +96,7 @@ class SlotCache(Cache):
 class SlotLM:
     """A causal LM (transformers, full attention) over a `SlotCache`: `feed` the live rows' new
     positions, `absorb` rows prefilled elsewhere, `select` which rows live on. The same interface
-    as the eager `streaming._CachedLM`, so a `StreamingBatch` runs on either."""
+    as the eager `growing_cache.CachedLM`, so a `StreamingBatch` runs on either."""
 
     def __init__(self, lm: torch.nn.Module, slots: int, length: int, graph_lengths: tuple[int, ...] = (),
                  compile: bool = False) -> None:
@@ -194,7 +194,7 @@ class SlotLM:
 
     @torch.no_grad()
     def absorb(self, other) -> None:
-        """Append the rows of an eager `_CachedLM` (prefilled on its own) after ours: each row's
+        """Append the rows of an eager `CachedLM` (prefilled on its own) after ours: each row's
         history, its padding left out, goes to the start of a free slot."""
         count = len(other.mask)
         if count > len(self.free):

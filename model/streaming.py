@@ -11,7 +11,6 @@ out as they happen: text tokens, chunks of speech units, ends.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
 from collections.abc import Hashable, Iterator
@@ -20,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from omniforge.model.growing_cache import CachedLM, PromptHead
 from omniforge.model.modeling_omni import OmniModel
 from omniforge.model.pronunciation import Pronounce, phoneme_rows
 from omniforge.model.slot_cache import SlotCacheSettings, SlotLM
@@ -112,86 +112,6 @@ class _Voice:
                 self.text_read += 1
 
 
-class _CachedLM:
-    """A causal LM fed a few new positions per call, per item, with a growing KV cache. Rows can
-    join (another cache's, left-padded to the same history length, the padding masked out) and leave."""
-
-    def __init__(self, lm: torch.nn.Module, batch: int, device: torch.device) -> None:
-        self.lm = lm
-        self.past = None
-        self.mask = torch.zeros(batch, 0, dtype=torch.long, device=device)
-        self.positions = torch.zeros(batch, dtype=torch.long, device=device)
-
-    def feed(self, embeds: torch.Tensor, mask: torch.Tensor, hidden: bool = False):
-        """embeds (B, L, H), mask (B, L) of real (1) and padding (0) positions."""
-        mask = mask.to(self.mask.device)
-        self.mask = torch.cat([self.mask, mask], dim=1)
-        position_ids = self.positions[:, None] + mask.cumsum(-1) - 1
-        self.positions = self.positions + mask.sum(-1)
-        out = self.lm(inputs_embeds=embeds, attention_mask=self.mask, position_ids=position_ids.clamp(min=0),
-                      cache=self.past, use_cache=True, output_hidden_states=hidden)
-        self.past = out.cache
-        return out
-
-    def select(self, keep: list[int]) -> None:
-        """Keep these rows, in this order (the others' answers ended; a row named twice is copied)."""
-        index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
-        if self.past is not None:
-            self.past.batch_select_indices(index)
-        self.mask, self.positions = self.mask[index], self.positions[index]
-
-    def absorb(self, other: "_CachedLM") -> None:
-        """Append `other`'s rows after ours."""
-        length = max(self.mask.shape[1], other.mask.shape[1])
-        rows = (len(self.mask), len(other.mask))
-        self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(other.mask, length, 1)])
-        self.positions = torch.cat([self.positions, other.positions])
-        template = self.past if self.past is not None else other.past
-        if template is None:
-            return
-        parts = [self._layers(cache, template, n) for cache, n in ((self.past, rows[0]), (other.past, rows[1]))]
-        for layer, mine, theirs in zip(template.layers, *parts):
-            layer.keys = torch.cat([_left_pad(mine[0], length, 2), _left_pad(theirs[0], length, 2)])
-            layer.values = torch.cat([_left_pad(mine[1], length, 2), _left_pad(theirs[1], length, 2)])
-        self.past = template
-
-    @staticmethod
-    def _layers(cache, template, rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's (keys, values); an LM never fed yet has empty ones shaped like `template`'s."""
-        if cache is not None:
-            return [(layer.keys, layer.values) for layer in cache.layers]
-        return [(layer.keys.new_zeros(rows, layer.keys.shape[1], 0, layer.keys.shape[3]),
-                 layer.values.new_zeros(rows, layer.values.shape[1], 0, layer.values.shape[3])) for layer in template.layers]
-
-
-class _PromptHead:
-    """The text a prompt has before its first speech turn (the chat format's system turn and user
-    header, the same in every conversation), prefilled once: answers joining later start from a copy
-    of its KV cache and prefill only the rest of their prompt."""
-
-    def __init__(self, lm: torch.nn.Module, ids: torch.Tensor) -> None:
-        self.ids = ids
-        self.cached = _CachedLM(lm, 1, ids.device)
-        self.cached.feed(lm.get_input_embeddings()(ids)[None], torch.ones(1, len(ids), dtype=torch.long, device=ids.device))
-
-    def start(self, batch: int) -> _CachedLM:
-        """A cached LM of `batch` rows that has read the head (its one row, repeated)."""
-        lm = copy.copy(self.cached)
-        lm.past = copy.deepcopy(self.cached.past)
-        lm.select([0] * batch)
-        return lm
-
-
-def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """Zeros before the existing history along `dim`, up to `length` positions."""
-    missing = length - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
 @dataclass
 class _Answer:
     """One conversation's answer in a running batch: its LLM side and its voice."""
@@ -229,9 +149,9 @@ class StreamingBatch:
         self.units = slice(config.unit_offset, config.unit_offset + config.unit_vocab_size)
         self.sep = tts.embed(torch.tensor([config.sep_token_id], device=self.device))[0]
         self.answers: list[_Answer] = []
-        self.llm: _CachedLM | SlotLM | None = None
-        self.voice_lm: _CachedLM | SlotLM | None = None
-        self.head: _PromptHead | None = None
+        self.llm: CachedLM | SlotLM | None = None
+        self.voice_lm: CachedLM | SlotLM | None = None
+        self.head: PromptHead | None = None
         slot = settings.slot_cache
         if slot is not None:  # made once: their graphs are captured once and replayed for every answer
             self.llm = SlotLM(model.llm, slot.slots, slot.llm_length, (*slot.graph_lengths, slot.prefill_chunk),
@@ -251,12 +171,12 @@ class StreamingBatch:
         model = self.model
         head = self._head_for(input_ids)
         if head is None:
-            llm = _CachedLM(model.llm, len(keys), self.device)
+            llm = CachedLM(model.llm, len(keys), self.device)
         else:
             llm = head.start(len(keys))
             input_ids = [ids[len(head.ids):] for ids in input_ids]
         embeds, mask, _ = model.splice(input_ids, speech, left_pad=True)
-        voice_lm = _CachedLM(model.speech_generator.model, len(keys), self.device)
+        voice_lm = CachedLM(model.speech_generator.model, len(keys), self.device)
         if self.settings.slot_cache is not None:
             self.llm.absorb(llm)
             self.voice_lm.absorb(voice_lm)
@@ -289,7 +209,7 @@ class StreamingBatch:
             out = self.llm.feed(padded[:, start:start + chunk], padded_mask[:, start:start + chunk], hidden=True)
         return out.logits[live - joining:, -1], out.hidden_states[-1][live - joining:, -1]
 
-    def _head_for(self, input_ids: list[torch.Tensor]) -> "_PromptHead | None":
+    def _head_for(self, input_ids: list[torch.Tensor]) -> "PromptHead | None":
         """The cached head these prompts all start with (computed now if they share one), or None."""
         def starts(head: torch.Tensor) -> bool:
             return all(len(ids) > len(head) and torch.equal(ids[:len(head)], head) for ids in input_ids)
@@ -300,7 +220,7 @@ class StreamingBatch:
         placeholders = (first == self.model.config.speech_token_id).nonzero().flatten()
         if len(placeholders) == 0 or placeholders[0] == 0 or not starts(first[:placeholders[0]]):
             return None
-        self.head = _PromptHead(self.model.llm, first[:placeholders[0]])
+        self.head = PromptHead(self.model.llm, first[:placeholders[0]])
         return self.head
 
     @torch.no_grad()
@@ -399,7 +319,7 @@ def stream_generate(model: OmniModel, input_ids: list[torch.Tensor], speech: lis
         yield from batch.step()
 
 
-def _write(voice_lm: _CachedLM, voices: list[_Voice], tts, units: slice, eos: int,
+def _write(voice_lm: CachedLM, voices: list[_Voice], tts, units: slice, eos: int,
            settings: GenerationSettings, generator: torch.Generator | None) -> Iterator[StreamEvent]:
     """Feed every item's pending inputs, then sample speech while budgets last, one token for every
     writing item per TTS forward (picked together). Returns when no item can write without reading
@@ -488,7 +408,7 @@ def _flush(item: int, voice: _Voice) -> Iterator[StreamEvent]:
         voice.chunk = []
 
 
-def _feed_pending(voice_lm: _CachedLM, voices: list[_Voice]) -> bool:
+def _feed_pending(voice_lm: CachedLM, voices: list[_Voice]) -> bool:
     """One TTS forward over every item's pending inputs (right-padded within the call)."""
     longest = max(len(v.pending) for v in voices)
     if longest == 0:

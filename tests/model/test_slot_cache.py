@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config
 
 from omniforge.model.slot_cache import SlotCacheSettings, SlotLM
-from omniforge.model.streaming import GenerationSettings, StreamingBatch, _CachedLM
+from omniforge.model.growing_cache import CachedLM
+from omniforge.model.streaming import GenerationSettings, StreamingBatch
 from tests.tiny_model import three_prompts, tiny_model
 
 WIDTH = 32
@@ -27,7 +28,7 @@ class Alone:
     """One row decoded on its own through the eager cache: the reference."""
 
     def __init__(self, lm: torch.nn.Module, embeds: torch.Tensor) -> None:
-        self.cached = _CachedLM(lm, 1, embeds.device)
+        self.cached = CachedLM(lm, 1, embeds.device)
         self.logits = self.feed(embeds)
 
     def feed(self, embeds: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ class Alone:
         return out.logits[0]
 
 
-def prefill(lm: torch.nn.Module, prompts: list[torch.Tensor]) -> _CachedLM:
+def prefill(lm: torch.nn.Module, prompts: list[torch.Tensor]) -> CachedLM:
     """Prompts of different lengths prefilled together, left-padded (the way `StreamingBatch.add` does)."""
     longest = max(len(p) for p in prompts)
     embeds = torch.zeros(len(prompts), longest, WIDTH, dtype=torch.float64)
@@ -43,7 +44,7 @@ def prefill(lm: torch.nn.Module, prompts: list[torch.Tensor]) -> _CachedLM:
     for row, prompt in enumerate(prompts):
         embeds[row, longest - len(prompt):] = prompt
         mask[row, longest - len(prompt):] = 1
-    cached = _CachedLM(lm, len(prompts), embeds.device)
+    cached = CachedLM(lm, len(prompts), embeds.device)
     cached.feed(embeds, mask)
     return cached
 
