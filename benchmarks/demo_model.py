@@ -29,12 +29,13 @@ def demo_chain(questions: int) -> DemoChain:
     from omniforge.config import load_pipeline_config
     from omniforge.config.build import DemoSourceConfig, TTSConfig
     from omniforge.model.mel import INPUT_SAMPLE_RATE
-    from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
+    from omniforge.model.unit_vocoder import MelGrid, UnitToMel
     from omniforge.tasks.build.sources import demo_dialogues
     from omniforge.tasks.build.tts import EngineSet
     from omniforge.tasks.common.audio_ops import resample
     from omniforge.tasks.train.model_factory import build_model
     from omniforge.tasks.train.text_tokenizer import ChatFormat, train_bpe
+    from omniforge.tasks.units.decoders.learned import unit_to_mel_settings
     from omniforge.tasks.units.frame_vocoder import new_frame_vocoder
 
     config = load_pipeline_config("configs/demo.yaml")
@@ -44,8 +45,7 @@ def demo_chain(questions: int) -> DemoChain:
     model = build_model(config.train.model, chat, config.units.kmeans.k).eval()
     d = config.units.decoder
     grid = MelGrid(unit_rate=config.units.frame_rate)
-    unit_to_mel = UnitToMel(UnitToMelSettings(vocab_size=config.units.kmeans.k, embed_dim=d.embed_dim, channels=d.channels,
-                                              layers=d.layers, kernel=d.kernel), grid)
+    unit_to_mel = UnitToMel(unit_to_mel_settings(d, config.units.kmeans.k), grid)
     frame_vocoder = new_frame_vocoder(d.frame, grid).eval().requires_grad_(False)
     piper = EngineSet(TTSConfig()).get("piper")
     said = [d["conversations"][0]["value"] for d in dialogues[:questions]]

@@ -15,13 +15,19 @@ import torch
 from omniforge.config.units import CosyVoice2DecoderConfig, DecoderRuntimeConfig, UnitsConfig
 from omniforge.errors import InputError
 from omniforge.hashing import sha256_bytes, stable_hash
-from omniforge.model.unit_vocoder import MelGrid, UnitToMelSettings
+from omniforge.model.unit_vocoder import MelGrid
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.tasks.common.cosyvoice import CosyVoiceUnavailable, load_cosyvoice2, prompt_16k, require_model_dir
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.units.decoders.cosyvoice2 import CosyVoice2UnitDecoder
 from omniforge.tasks.units.decoders.interface import UnitDecoder
-from omniforge.tasks.units.decoders.learned import EXACT_TORCH, load_decoder, save_decoder, train_unit_to_mel
+from omniforge.tasks.units.decoders.learned import (
+    EXACT_TORCH,
+    load_decoder,
+    save_decoder,
+    train_unit_to_mel,
+    unit_to_mel_settings,
+)
 from omniforge.tasks.units.decoder_data import other_voices, paired_rows, training_speech
 from omniforge.tasks.units.frame_vocoder import train_frame_vocoder, vocoder_examples
 
@@ -79,10 +85,9 @@ def _train_decoder(store: ArtifactStore, units: Manifest, config: UnitsConfig, s
     tokenizer, d = units.parent_of(Kind.tokenizer), config.decoder
     vocab = store.manifest(tokenizer).stats["vocab_size"]
     grid = MelGrid(unit_rate=config.frame_rate)
-    net = UnitToMelSettings(vocab_size=vocab, embed_dim=d.embed_dim, channels=d.channels, layers=d.layers, kernel=d.kernel)
     speech = training_speech(paired_rows(store, units), grid)
-    model, losses = train_unit_to_mel([(s.units, s.mel) for s in speech], net, grid, d.steps, d.batch_size,
-                                      d.crop_frames, d.lr, d.seed)
+    model, losses = train_unit_to_mel([(s.units, s.mel) for s in speech], unit_to_mel_settings(d, vocab), grid,
+                                      d.steps, d.batch_size, d.crop_frames, d.lr, d.seed)
     writer = store.writer(Kind.decoder, tokenizer.name, parents=[units, store.manifest(tokenizer)], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-LOSS_TAIL:])), 4),

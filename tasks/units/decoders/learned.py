@@ -29,7 +29,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch.nn import functional as F
 
-from omniforge.config.units import DecoderRuntimeConfig
+from omniforge.config.units import DecoderConfig, DecoderRuntimeConfig
 from omniforge.model.frame_vocoder import FrameVocoder, FrameVocoderSettings
 from omniforge.model.unit_vocoder import MelGrid, UnitToMel, UnitToMelSettings
 from omniforge.tasks.common.threads import torch_threads
@@ -117,6 +117,12 @@ class _LearnedSession:
         audio = self.decoder._samples(torch.tensor(self.units), self.emitted, total, final=True)
         self.emitted = total
         return [audio]
+
+
+def unit_to_mel_settings(config: DecoderConfig, vocab_size: int) -> UnitToMelSettings:
+    """The units -> mel network that `units.decoder` describes, for `vocab_size` units."""
+    return UnitToMelSettings(vocab_size=vocab_size, embed_dim=config.embed_dim, channels=config.channels,
+                             layers=config.layers, kernel=config.kernel)
 
 
 def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: UnitToMelSettings, grid: MelGrid,
