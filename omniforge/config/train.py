@@ -109,6 +109,9 @@ class StageConfig(Section):
                                         "frozen (checked and logged at the start); None: the paper's choice "
                                         "(s2t: speech_projector, llm; tts: speech_generator.model and, where it "
                                         "reads pronunciations, their embedding; s2s: speech_generator).")
+    rehearsal: int = Field(0, ge=0, description="tts only: sentences of the TTS pretraining's corpus (the speech and "
+                           "units `train.tts_from` learned from) added to each micro-batch, so fine-tuning on the "
+                           "dialogues' answers does not unlearn speaking other text (0: off).")
 
 
 class AugmentConfig(Section):
@@ -169,10 +172,13 @@ class TrainConfig(Section):
                                "relative to the working folder, made absolute on loading).", validate_default=True)
 
     @model_validator(mode="after")
-    def _lora_only_in_s2t(self) -> "TrainConfig":
+    def _settings_of_one_stage(self) -> "TrainConfig":
         for stage in ("tts", "s2s"):
             if self.stage(stage).lora is not None:
                 raise ValueError(f"{stage}.lora: only the s2t stage trains the LLM")
+        for stage in ("s2t", "s2s"):
+            if self.stage(stage).rehearsal:
+                raise ValueError(f"{stage}.rehearsal: only the tts stage rehearses the TTS pretraining's corpus")
         return self
 
     def stage(self, name: str) -> StageConfig:

@@ -14,7 +14,7 @@ import random
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -96,6 +96,14 @@ class DialogueIndex:
         if not kept:
             raise ValueError(f"{speech.ref()}: no usable dialogue for training (left out: {skipped})")
         return cls(kept, paths, skipped)
+
+    def joined(self, other: "DialogueIndex") -> "DialogueIndex":
+        """This index followed by `other`'s dialogues, their shards numbered after this one's: a number
+        below len(self.dialogues) is the same dialogue in both."""
+        offset = len(self.shard_paths)
+        moved = [DialogueEntry(d.dialogue_id, d.shard + offset, [replace(t, shard=t.shard + offset) for t in d.turns])
+                 for d in other.dialogues]
+        return DialogueIndex(self.dialogues + moved, self.shard_paths + other.shard_paths, self.skipped)
 
     def epoch_batches(self, epoch: int, seed: int, batch_size: int, window: int) -> list[list[int]]:
         """Batches of dialogue indices for one epoch: shards in a seeded order, dialogues shuffled
@@ -194,19 +202,33 @@ def batch_plan(index: DialogueIndex, seed: int, batch_size: int, window: int, ra
         epoch += 1
 
 
+@dataclass(frozen=True)
+class Rehearsal:
+    """Corpus sentences added to every batch: dialogue numbers first..first+count of a joined index, `per_batch`
+    of them drawn by the batch's own seed (a resumed run draws the same)."""
+
+    first: int
+    count: int
+    per_batch: int
+
+    def draw(self, rng: np.random.Generator) -> list[int]:
+        return (self.first + rng.choice(self.count, min(self.per_batch, self.count), replace=False)).tolist()
+
+
 class BatchMaker:
     """Reads the user turns' audio for a batch and turns dialogues into a StageBatch."""
 
     def __init__(self, store: ArtifactStore, index: DialogueIndex, chat: ChatFormat, n_mels: int,
                  augment: AugmentConfig, seed: int, with_speech: bool = True,
                  unit_vocab_size: int | None = None, unit_rate: float | None = None,
-                 pronounce: Pronounce | None = None) -> None:
+                 pronounce: Pronounce | None = None, rehearsal: Rehearsal | None = None) -> None:
         self.store, self.index, self.chat = store, index, chat
         self.mel = WhisperLogMel(n_mels)
         self.augment, self.seed, self.with_speech = augment, seed, with_speech
         self.unit_vocab_size = unit_vocab_size  # None: the batches' units are not read by a TTS LM (no noise)
         self.unit_rate = unit_rate  # units per second: each text token's units are counted (aligned read-write)
         self.pronounce = pronounce  # each text token's phonemes (a TTS LM that reads pronunciations)
+        self.rehearsal = rehearsal
         self._shards: OrderedDict[int, dict[str, bytes]] = OrderedDict()
         self._texts: dict[int, tuple] = {}  # dialogue number -> its token tensors (they never change)
 
@@ -259,6 +281,8 @@ class BatchMaker:
 
     def make(self, dialogue_numbers: list[int], batch_number: int) -> StageBatch:
         rng = np.random.default_rng([self.seed, batch_number])
+        if self.rehearsal is not None:
+            dialogue_numbers = dialogue_numbers + self.rehearsal.draw(rng)
         input_ids, labels, marks, text_ids, units, counts, phonemes, waves = [], [], [], [], [], [], [], []
         for number in dialogue_numbers:
             dialogue = self.index.dialogues[number]

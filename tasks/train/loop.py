@@ -25,6 +25,7 @@ from omniforge.model.modeling_omni import OmniModel
 from omniforge.model.stage_objectives import StageBatch, StageObjective, set_trainable
 from omniforge.storage import ArtifactStore, store_from_config
 from omniforge.storage.manifest import Manifest
+from omniforge.storage.names import ArtifactRef, Kind
 from omniforge.tasks.common.pronunciation import pronouncer_for
 from omniforge.tasks.common.threads import torch_threads
 from omniforge.tasks.train import training_state
@@ -36,7 +37,7 @@ from omniforge.tasks.train.checkpoints import (
     load_checkpoint,
     publish_checkpoint,
 )
-from omniforge.tasks.train.data import BatchMaker, DialogueIndex, batch_plan
+from omniforge.tasks.train.data import BatchMaker, DialogueIndex, Rehearsal, batch_plan
 from omniforge.tasks.train.lora import add_lora, merged
 from omniforge.tasks.train.sharding import checkpoint_activations, full_state, is_sharded, shard
 from omniforge.tasks.train.text_tokenizer import ChatFormat
@@ -206,12 +207,16 @@ class StageRun:
                                     need_dialogue=self.stage != "tts", need_words=aligned)
         if index.skipped:
             self.log(f"left out: {index.skipped}")
-        maker = BatchMaker(self.store, index, ChatFormat(tokenizer, train.model.tokenizer.system_prompt),
+        corpus = self.rehearsal_corpus(aligned)
+        rehearsal = None if corpus is None else Rehearsal(len(index.dialogues), len(corpus.dialogues),
+                                                          settings.rehearsal)
+        maker = BatchMaker(self.store, index if corpus is None else index.joined(corpus), ChatFormat(tokenizer, train.model.tokenizer.system_prompt),
                            model.config.encoder_config.num_mel_bins, train.augment, train.seed,
                            with_speech=self.stage != "tts",
                            unit_vocab_size=None if self.stage == "s2t" else model.config.unit_vocab_size,
                            unit_rate=self.units.config["frame_rate"] if aligned else None,
-                           pronounce=None if self.stage == "s2t" else pronouncer_for(model.config, tokenizer))
+                           pronounce=None if self.stage == "s2t" else pronouncer_for(model.config, tokenizer),
+                           rehearsal=rehearsal)
         objective = workers.prepare(StageObjective(model, self.stage), model, train, self.device)
         parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts: no optimizer state
         optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -223,6 +228,19 @@ class StageRun:
                           start=first, per_step=micro_batches(train, settings))
         return Training(objective, optimizer, scheduler, parameters, maker.stream(plan, first, workers.rank,
                                                                                   workers.world))
+
+    def rehearsal_corpus(self, aligned: bool) -> DialogueIndex | None:
+        """The corpus the TTS pretraining learned from (`train.tts_from`'s speech and units), whose sentences
+        join every batch of a stage that rehearses it; None when it does not."""
+        if not self.settings.rehearsal:
+            return None
+        if not self.train.tts_from:
+            raise ValueError(f"train.{self.stage}.rehearsal: there is no TTS pretraining to rehearse; set "
+                             f"train.tts_from (or corpus.enabled) or train.{self.stage}.rehearsal=0")
+        pretraining = self.store.manifest(self.store.resolve(ArtifactRef.parse(self.train.tts_from)))
+        speech, units = (self.store.manifest(pretraining.parents_of(kind)[0]) for kind in (Kind.speech, Kind.units))
+        self.log(f"rehearsing {self.settings.rehearsal} sentences of {speech.ref()} per batch")
+        return DialogueIndex.build(self.store, speech, units, need_units=True, need_dialogue=False, need_words=aligned)
 
     def _loop(self, model, tokenizer, state: CheckpointState, found: Manifest | None) -> Manifest | None:
         settings, train, workers = self.settings, self.train, self.workers
