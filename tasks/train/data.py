@@ -97,13 +97,15 @@ class DialogueIndex:
             raise ValueError(f"{speech.ref()}: no usable dialogue for training (left out: {skipped})")
         return cls(kept, paths, skipped)
 
-    def joined(self, other: "DialogueIndex") -> "DialogueIndex":
-        """This index followed by `other`'s dialogues, their shards numbered after this one's: a number
-        below len(self.dialogues) is the same dialogue in both."""
+    def rehearsing(self, corpus: "DialogueIndex", per_batch: int) -> tuple["DialogueIndex", "Rehearsal"]:
+        """This index followed by `corpus`'s dialogues (their shards numbered after this one's), for a
+        BatchMaker that adds `per_batch` of them to every batch: a number below len(self.dialogues) is the
+        same dialogue in both indexes, so the batch plan stays this index's."""
         offset = len(self.shard_paths)
         moved = [DialogueEntry(d.dialogue_id, d.shard + offset, [replace(t, shard=t.shard + offset) for t in d.turns])
-                 for d in other.dialogues]
-        return DialogueIndex(self.dialogues + moved, self.shard_paths + other.shard_paths, self.skipped)
+                 for d in corpus.dialogues]
+        joined = DialogueIndex(self.dialogues + moved, self.shard_paths + corpus.shard_paths, self.skipped)
+        return joined, Rehearsal(len(self.dialogues), len(corpus.dialogues), per_batch)
 
     def epoch_batches(self, epoch: int, seed: int, batch_size: int, window: int) -> list[list[int]]:
         """Batches of dialogue indices for one epoch: shards in a seeded order, dialogues shuffled

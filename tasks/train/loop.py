@@ -37,7 +37,7 @@ from omniforge.tasks.train.checkpoints import (
     load_checkpoint,
     publish_checkpoint,
 )
-from omniforge.tasks.train.data import BatchMaker, DialogueIndex, Rehearsal, batch_plan
+from omniforge.tasks.train.data import BatchMaker, DialogueIndex, batch_plan
 from omniforge.tasks.train.lora import add_lora, merged
 from omniforge.tasks.train.sharding import checkpoint_activations, full_state, is_sharded, shard
 from omniforge.tasks.train.text_tokenizer import ChatFormat
@@ -208,9 +208,8 @@ class StageRun:
         if index.skipped:
             self.log(f"left out: {index.skipped}")
         corpus = self.rehearsal_corpus(aligned)
-        rehearsal = None if corpus is None else Rehearsal(len(index.dialogues), len(corpus.dialogues),
-                                                          settings.rehearsal)
-        maker = BatchMaker(self.store, index if corpus is None else index.joined(corpus), ChatFormat(tokenizer, train.model.tokenizer.system_prompt),
+        batch_index, rehearsal = (index, None) if corpus is None else index.rehearsing(corpus, settings.rehearsal)
+        maker = BatchMaker(self.store, batch_index, ChatFormat(tokenizer, train.model.tokenizer.system_prompt),
                            model.config.encoder_config.num_mel_bins, train.augment, train.seed,
                            with_speech=self.stage != "tts",
                            unit_vocab_size=None if self.stage == "s2t" else model.config.unit_vocab_size,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from omniforge.config import ConfigError
 from omniforge.flows.build_corpus import build_corpus
 from omniforge.flows.pretrain_tts import corpus_units as corpus_units_config
 from omniforge.flows.pretrain_tts import pretrain_tts
 from omniforge.flows.tokenize_units import tokenize_units
 from omniforge.storage import Kind, store_from_config
 from omniforge.tasks.train import steps as train_steps
-from omniforge.config import ConfigError
 from omniforge.tasks.train.checkpoints import load_checkpoint
-from omniforge.tasks.train.data import BatchMaker, DialogueIndex, Rehearsal
+from omniforge.tasks.train.data import BatchMaker, DialogueIndex
 from omniforge.tasks.train.text_tokenizer import ChatFormat
 from tests.training_data import corpus_config, tiny_training
 
@@ -88,15 +88,14 @@ def test_the_tts_stage_rehearses_the_pretraining_corpus(data_store, tmp_path, ca
     # each batch: its dialogues' answers, then 2 corpus sentences drawn by the batch's number
     dialogues = DialogueIndex.build(store, dialogue_speech, dialogue_units, need_units=True, need_dialogue=False)
     corpus = DialogueIndex.build(store, corpus_speech, corpus_units_version, need_units=True, need_dialogue=False)
-    joined = dialogues.joined(corpus)
+    joined, rehearsal = dialogues.rehearsing(corpus, 2)
     assert [t.utterance_id for d in joined.dialogues[len(dialogues.dialogues):] for t in d.turns] == \
         [t.utterance_id for d in corpus.dialogues for t in d.turns]
     assert all(joined.shard_paths[t.shard] == corpus.shard_paths[c.shard] for d, e in
                zip(joined.dialogues[len(dialogues.dialogues):], corpus.dialogues) for t, c in zip(d.turns, e.turns))
     tokenizer = load_checkpoint(store, start)[1]
     maker = BatchMaker(store, joined, ChatFormat(tokenizer, tts.train.model.tokenizer.system_prompt), 80,
-                       tts.train.augment, 0, with_speech=False,
-                       rehearsal=Rehearsal(len(dialogues.dialogues), len(corpus.dialogues), 2))
+                       tts.train.augment, 0, with_speech=False, rehearsal=rehearsal)
     answers = [t for t in dialogues.dialogues[0].turns if t.role == "assistant"]
     corpus_units_of = {tuple(t.units) for d in corpus.dialogues for t in d.turns}
     batch = maker.make([0], 7)
