@@ -112,6 +112,21 @@ class FrameVocoderConfig(Section):
                               "after 1500 steps, worse after 3000, when the assistant's voice alone is learnt best).")
 
 
+class DecoderAdaptConfig(Section):
+    """A tokenizer's one decoder, fine-tuned on the speech of another units version of it (the dialogues' answers
+    after the corpus it was trained on): it says the new words as their own speech does, and keeps what it
+    learned by rehearsing its own training speech in every batch. The base decoder stays as it was, shared."""
+
+    steps: int = Field(0, ge=0, description="Fine-tuning steps of the units -> mel network on a units version it was "
+                       "not trained on (0: every units version of the tokenizer speaks through its one decoder).")
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate of the fine-tuning.")
+    share: float = Field(0.5, gt=0, le=1, description="Share of each batch's crops from the new units' speech; the "
+                         "rest rehearses the decoder's own training speech.")
+    rehearsed: int = Field(1500, ge=0, description="At most this many utterances of that training speech are "
+                           "rehearsed (evenly spaced through it), so a large corpus is not all read again.")
+    seed: int = Field(0, description="Seed of the crops.")
+
+
 class DecoderConfig(Section):
     """Units -> audio. `learned` (the offline default, for k-means units): a small units -> mel
     network trained on the assistant's speech, then a mel -> wave vocoder: the pretrained HiFi-GAN
@@ -126,6 +141,8 @@ class DecoderConfig(Section):
     batch_size: int = Field(16, ge=1, description="Crops per step.")
     crop_frames: int = Field(128, ge=16, description="Mel frames per training crop.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="The learning rate over the steps (and "
+                                                    "over `adapt`'s): constant, or a cosine decay to zero.")
     seed: int = Field(0, description="Seed of initialisation and crops.")
     embed_dim: int = Field(128, ge=8, description="Unit embedding size.")
     channels: int = Field(256, ge=8, description="Convolution channels.")
@@ -136,14 +153,18 @@ class DecoderConfig(Section):
                                                                "see `frame`).")
     frame: FrameVocoderConfig = Field(default_factory=FrameVocoderConfig,
                                       description="The frame vocoder's sizes and training (vocoder: frame).")
+    adapt: DecoderAdaptConfig = Field(default_factory=DecoderAdaptConfig, description="Fine-tuning on another units "
+                                      "version's speech; a version of its own, so not part of the base decoder's.")
     threads: int | None = Field(None, ge=1, description="Torch threads while training it (None: every core). How "
                                 "it is trained, not what it is: its version ignores this. `omniforge run` trains it "
                                 "alongside the model's stages, so the two can share the cores (with train.torch_threads).")
 
     def identity(self) -> dict:
-        """The settings that decide the decoder: the frame vocoder's count only where it is used (a
-        HiFi-GAN decoder keeps its version), and the thread count never does."""
-        unused = {"cosyvoice2", "threads"} | ({"frame"} if self.vocoder != "frame" else set())
+        """The settings that decide the base decoder: the frame vocoder's only where it is used (a HiFi-GAN
+        decoder keeps its version), the schedule only where it is not the constant rate decoders were trained
+        with before it existed; the thread count and the fine-tuning never do."""
+        unused = {"cosyvoice2", "threads", "adapt"} | ({"frame"} if self.vocoder != "frame" else set()) | \
+            ({"schedule"} if self.schedule == "constant" else set())
         return self.model_dump(mode="json", exclude=unused)
 
 

@@ -23,7 +23,9 @@ from omniforge.tasks.units.decoders.cosyvoice2 import CosyVoice2UnitDecoder
 from omniforge.tasks.units.decoders.interface import UnitDecoder
 from omniforge.tasks.units.decoders.learned import (
     EXACT_TORCH,
+    fit_unit_to_mel,
     load_decoder,
+    load_networks,
     save_decoder,
     train_unit_to_mel,
     unit_to_mel_settings,
@@ -59,23 +61,67 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
                     train: bool = True) -> Manifest:
     """The decoder for `units`' tokenizer with these settings, named after the tokenizer (every
     units version of that tokenizer shares it): reused if one exists, else trained on `units`
-    (learned) or described (cosyvoice2, whose weights stay in the user's directory). `train` False
-    (evaluate, serve, speak): a missing learned decoder is an error naming the command that trains it."""
+    (learned) or described (cosyvoice2, whose weights stay in the user's directory). With
+    `units.decoder.adapt.steps`, a units version the learned decoder was not trained on gets it fine-tuned
+    on its speech (`adapted_version`). `train` False (evaluate, serve, speak): a missing learned decoder
+    is an error naming the command that trains it."""
     tokenizer = units.parent_of(Kind.tokenizer)
     d = config.decoder
     if d.backend == "cosyvoice2":
         return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
     settings = {"decoder": d.identity(), "tokenizer": str(tokenizer)}
+    base = store.find_version(Kind.decoder, tokenizer.name, stable_hash(settings))
+    if base is None:
+        if not train:
+            raise _missing(units)
+        with torch_threads(d.threads or torch.get_num_threads()):
+            base = _train_decoder(store, units, config, settings, stable_hash(settings), flow_run_id)
+    if d.adapt.steps == 0 or base.parent_of(Kind.units) == units.ref():
+        return base
+    return adapted_version(store, base, units, config, flow_run_id, train)
+
+
+def _missing(units: Manifest, which: str = "") -> MissingDecoder:
+    tokenizer = units.parent_of(Kind.tokenizer)
+    return MissingDecoder(f"no units -> audio decoder for {tokenizer}{which} with these units.decoder settings; train "
+                          f"it with `omniforge tokenize-units -c CONFIG --set units.speech={units.parent_of(Kind.speech)} "
+                          f"units.name={units.name} units.tokenizer={tokenizer.name}` (same units.decoder settings)")
+
+
+def adapted_version(store: ArtifactStore, base: Manifest, units: Manifest, config: UnitsConfig,
+                    flow_run_id: str | None = None, train: bool = True) -> Manifest:
+    """`base` fine-tuned on `units`' speech, its own training speech rehearsed (`units.decoder.adapt`): a
+    decoder version of its own whose parents are both, so the base stays shared and this is found again."""
+    settings = {**base.config, "adapt": config.decoder.adapt.model_dump(mode="json"), "base": str(base.ref()),
+                "units": str(units.ref())}
     settings_hash = stable_hash(settings)
-    existing = store.find_version(Kind.decoder, tokenizer.name, settings_hash)
+    existing = store.find_version(Kind.decoder, base.name, settings_hash)
     if existing is not None:
         return existing
     if not train:
-        raise MissingDecoder(f"no units -> audio decoder for {tokenizer} with these units.decoder settings; train it "
-                             f"with `omniforge tokenize-units -c CONFIG --set units.speech={units.parent_of(Kind.speech)} "
-                             f"units.name={units.name} units.tokenizer={tokenizer.name}` (same units.decoder settings)")
-    with torch_threads(d.threads or torch.get_num_threads()):
-        return _train_decoder(store, units, config, settings, settings_hash, flow_run_id)
+        raise _missing(units, f" fine-tuned on {units.ref()}")
+    with torch_threads(config.decoder.threads or torch.get_num_threads()):
+        return _train_adapted(store, base, units, config, settings, settings_hash, flow_run_id)
+
+
+def _train_adapted(store: ArtifactStore, base: Manifest, units: Manifest, config: UnitsConfig, settings: dict,
+                   settings_hash: str, flow_run_id: str | None) -> Manifest:
+    a, d = config.decoder.adapt, config.decoder
+    model, vocoder = load_networks(_files(store, base))
+    new = training_speech(paired_rows(store, units), model.grid)
+    own_rows = paired_rows(store, store.manifest(base.parent_of(Kind.units))) if a.rehearsed else []
+    own = training_speech(own_rows[:: -(-len(own_rows) // a.rehearsed)] if own_rows else [], model.grid)
+    weights = [a.share / len(new)] * len(new) + [(1 - a.share) / len(own)] * len(own) if own else None
+    model, losses = fit_unit_to_mel(model, [(s.units, s.mel) for s in new + own], a.steps, d.batch_size,
+                                    d.crop_frames, a.lr, a.seed, weights, decay=d.schedule == "cosine")
+    writer = store.writer(Kind.decoder, base.name, parents=[base, units], config=settings, config_hash=settings_hash,
+                          flow_run_id=flow_run_id)
+    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-LOSS_TAIL:])), 4),
+                        steps=len(losses), vocoder=base.config["decoder"]["vocoder"], adapted_from=str(base.ref()),
+                        utterances=len(new), rehearsed=len(own))
+    for name, data in save_decoder(model, vocoder).items():
+        writer.add_file(name, data)
+    return writer.publish()
 
 
 def _train_decoder(store: ArtifactStore, units: Manifest, config: UnitsConfig, settings: dict, settings_hash: str,
@@ -87,7 +133,7 @@ def _train_decoder(store: ArtifactStore, units: Manifest, config: UnitsConfig, s
     grid = MelGrid(unit_rate=config.frame_rate)
     speech = training_speech(paired_rows(store, units), grid)
     model, losses = train_unit_to_mel([(s.units, s.mel) for s in speech], unit_to_mel_settings(d, vocab), grid,
-                                      d.steps, d.batch_size, d.crop_frames, d.lr, d.seed)
+                                      d.steps, d.batch_size, d.crop_frames, d.lr, d.seed, d.schedule == "cosine")
     writer = store.writer(Kind.decoder, tokenizer.name, parents=[units, store.manifest(tokenizer)], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
     writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-LOSS_TAIL:])), 4),
@@ -128,5 +174,8 @@ def open_decoder(store: ArtifactStore, manifest: Manifest, runtime: DecoderRunti
     if settings.get("backend") == "cosyvoice2":
         return open_cosyvoice2(CosyVoice2DecoderConfig.model_validate(
             {k: v for k, v in settings.items() if k != "backend"}))
-    files = {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}
-    return load_decoder(files, settings["vocoder"], runtime)
+    return load_decoder(_files(store, manifest), settings["vocoder"], runtime)
+
+
+def _files(store: ArtifactStore, manifest: Manifest) -> dict[str, bytes]:
+    return {name: store.read_bytes(entry.path) for name, entry in manifest.files.items()}

@@ -169,3 +169,14 @@ def test_credentials_are_secrets_masked_everywhere_but_where_the_store_is_opened
     assert config.store.storage_options() == {"endpoint_url": "http://x", "token": "t0ken", "secret": "s3cr3t"}
     with pytest.raises(ConfigError, match="store.options.password looks like a credential"):
         load_pipeline_config(None, ["store.options.password={a: 1}"])
+
+
+def test_decoder_settings_added_later_keep_the_versions_of_decoders_trained_before_them():
+    """A decoder's version is the hash of its identity: the schedule counts only when it is not the constant rate
+    every earlier decoder trained with, and the fine-tuning (a version of its own) never does."""
+    from omniforge.config.units import DecoderConfig
+
+    plain = DecoderConfig().identity()
+    assert "schedule" not in plain and "adapt" not in plain
+    assert DecoderConfig(adapt={"steps": 400}).identity() == plain
+    assert DecoderConfig(schedule="cosine").identity() == {**plain, "schedule": "cosine"}

@@ -118,7 +118,8 @@ def test_audio_arrives_before_the_last_units(decoder):
     assert decoder.lookahead_units() <= 10
 
 
-def test_unit_to_mel_learns_real_speech_and_round_trips_its_files():
+@pytest.mark.parametrize("decay", [False, True])
+def test_unit_to_mel_learns_real_speech_and_round_trips_its_files(decay):
     grid = MelGrid()
     wave, rate = EngineSet(TTSConfig()).get("piper").synthesize("Paris is the capital of France.", TTSConfig().assistant)
     mel = HifiMel(grid)(torch.from_numpy(resample(wave, rate, grid.sample_rate)))
@@ -126,7 +127,8 @@ def test_unit_to_mel_learns_real_speech_and_round_trips_its_files():
     units = torch.arange(n_units) % 8  # stand-in units, one per 40 ms
     settings = UnitToMelSettings(vocab_size=8, channels=32, embed_dim=16, layers=2)
     model, losses = train_unit_to_mel([(units, mel[:, : grid.frames_for_samples(grid.samples(n_units))])], settings,
-                                      grid, steps=60, batch_size=4, crop_frames=64, lr=3e-3, seed=0, log_every=0)
+                                      grid, steps=60, batch_size=4, crop_frames=64, lr=3e-3, seed=0, decay=decay,
+                                      log_every=0)
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
     loaded = load_decoder(save_decoder(model))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.unit_to_mel.state_dict().values()))
@@ -230,3 +232,61 @@ def test_a_decoder_trains_on_16khz_audio_and_says_so_when_there_is_none(data_sto
     assert decoder_version(store, made["no-native"], config).stats["steps"] == 2
     with pytest.raises(DecoderNeedsAudio, match="holds no audio"):
         paired_rows(store, made["no-audio"])
+
+
+def test_a_decoder_fine_tunes_on_another_units_version_as_a_version_of_its_own(data_store):
+    """units.decoder.adapt: the tokenizer's decoder, trained on one units version (a corpus), is fine-tuned on
+    another's speech (the dialogues' answers), starting from it, with its own speech rehearsed: a new version whose
+    parents are both, found again, never trained by a command that only speaks; the base stays the decoder of
+    the units it was trained on, and the frame vocoder is kept as it was."""
+    from omniforge.storage import Kind, store_from_config
+    from omniforge.tasks.units.decoder import MissingDecoder, decoder_version
+    from omniforge.tasks.units.decoder_data import paired_rows, training_speech
+    from omniforge.tasks.units.decoders.learned import load_networks
+    from tests.training_data import data_config
+
+    store = store_from_config(data_config(data_store).store)
+    units = store.manifest("units/demo")
+    rows = store.read_table(units)
+    halves = {}
+    for name, part in (("adapt-corpus", rows.slice(0, rows.num_rows // 2)),
+                       ("adapt-answers", rows.slice(rows.num_rows // 2))):
+        writer = store.writer(Kind.units, name, parents=[units.parent_of(Kind.speech), units.parent_of(Kind.tokenizer)])
+        writer.write_table("data", part)
+        halves[name] = writer.publish()
+    corpus, answers = halves["adapt-corpus"], halves["adapt-answers"]
+    config = data_config(data_store).units
+    config.decoder.vocoder, config.decoder.steps, config.decoder.seed = "frame", 2, 23  # a base of its own
+    base = decoder_version(store, corpus, config)
+    assert base.parent_of(Kind.units) == corpus.ref() and decoder_version(store, answers, config).ref() == base.ref()
+
+    config.decoder.adapt.steps, config.decoder.adapt.lr, config.decoder.adapt.rehearsed = 30, 3e-3, 2
+    before = store.versions(Kind.decoder, base.name)
+    with pytest.raises(MissingDecoder, match=f"fine-tuned on {answers.ref()}.*omniforge tokenize-units"):
+        decoder_version(store, answers, config, train=False)
+    assert store.versions(Kind.decoder, base.name) == before
+    adapted = decoder_version(store, answers, config)
+    assert adapted.ref() != base.ref() and adapted.parents_of(Kind.decoder) == [base.ref()]
+    assert adapted.parent_of(Kind.units) == answers.ref()
+    assert adapted.stats["adapted_from"] == str(base.ref()) and adapted.stats["steps"] == 30
+    assert adapted.stats["rehearsed"] == 2 and adapted.stats["utterances"] == len(paired_rows(store, answers))
+    assert decoder_version(store, answers, config).ref() == adapted.ref()  # found again, not trained twice
+    assert decoder_version(store, corpus, config).ref() == base.ref()  # the units it learned from: the base
+
+    files = {m.ref(): {n: store.read_bytes(e.path) for n, e in m.files.items()} for m in (base, adapted)}
+    assert files[adapted.ref()]["frame_vocoder.safetensors"] == files[base.ref()]["frame_vocoder.safetensors"]
+    base_network = load_networks(files[base.ref()])[0]
+    speech = training_speech(paired_rows(store, answers), base_network.grid)
+
+    def error(ref) -> float:
+        network = load_networks(files[ref])[0].eval()
+        with torch.no_grad():
+            return float(np.mean([(network(network.frame_inputs(s.units, 0, s.mel.shape[1])[None])[0] - s.mel)
+                                  .abs().mean() for s in speech]))
+
+    assert error(adapted.ref()) < error(base.ref())  # it learned the new speech
+    torch.manual_seed(1)
+    fresh = UnitToMel(base_network.settings, base_network.grid).state_dict()
+    start, end = base_network.state_dict(), load_networks(files[adapted.ref()])[0].state_dict()
+    moved, apart = (sum(float((other[k] - start[k]).norm()) for k in start) for other in (end, fresh))
+    assert moved < apart / 2  # from the base (a new network would start as far as `fresh`)

@@ -18,6 +18,7 @@ import functools
 import importlib.util
 import io
 import json
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -126,17 +127,31 @@ def unit_to_mel_settings(config: DecoderConfig, vocab_size: int) -> UnitToMelSet
 
 
 def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: UnitToMelSettings, grid: MelGrid,
-                      steps: int, batch_size: int, crop_frames: int, lr: float, seed: int,
+                      steps: int, batch_size: int, crop_frames: int, lr: float, seed: int, decay: bool = False,
                       log_every: int = 100) -> tuple[UnitToMel, list[float]]:
-    """pairs: (units, target mel (n_mels, frames)). Random crops, L1 loss, Adam."""
+    """A new units -> mel network trained on pairs: (units, target mel (n_mels, frames))."""
     torch.manual_seed(seed)
     model = UnitToMel(settings, grid)
+    return fit_unit_to_mel(model, pairs, steps, batch_size, crop_frames, lr, seed, decay=decay, log_every=log_every)
+
+
+def fit_unit_to_mel(model: UnitToMel, pairs: list[tuple[torch.Tensor, torch.Tensor]], steps: int, batch_size: int,
+                    crop_frames: int, lr: float, seed: int, weights: list[float] | None = None, decay: bool = False,
+                    log_every: int = 100) -> tuple[UnitToMel, list[float]]:
+    """Trains `model` on random crops of the pairs (drawn evenly, or in proportion to `weights`), L1 loss, Adam
+    at `lr`, or from `lr` down to zero on a cosine (`decay`)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    rate = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps))
+                                             if decay else 1.0)
     generator = torch.Generator().manual_seed(seed)
+    odds = None if weights is None else torch.tensor(weights, dtype=torch.float64)
+    model.train()
     losses = []
     for step in range(steps):
         inputs, targets = [], []
-        for index in torch.randint(len(pairs), (batch_size,), generator=generator).tolist():
+        drawn = torch.randint(len(pairs), (batch_size,), generator=generator) if odds is None else \
+            torch.multinomial(odds, batch_size, replacement=True, generator=generator)
+        for index in drawn.tolist():
             units, mel = pairs[index]
             length = min(crop_frames, mel.shape[1])
             start = int(torch.randint(mel.shape[1] - length + 1, (1,), generator=generator))
@@ -152,6 +167,7 @@ def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        rate.step()
         losses.append(loss.item())
         if log_every and step % log_every == 0:
             print(f"unit-to-mel step {step}/{steps} loss {loss:.4f}", flush=True)
@@ -171,21 +187,27 @@ def save_decoder(model: UnitToMel, vocoder: FrameVocoder | None = None) -> dict[
 EXACT_TORCH = DecoderRuntimeConfig(runtime="torch", max_chunk_seconds=0.0)
 
 
-def load_decoder(files: dict[str, bytes], vocoder: str = "universal",
-                 runtime: DecoderRuntimeConfig = EXACT_TORCH) -> UnitAudioDecoder:
-    """A saved decoder: its units -> mel network with its own frame vocoder, or else the named HiFi-GAN;
-    with the HiFi-GAN `runtime.vocoder` names, if it names one."""
+def load_networks(files: dict[str, bytes]) -> tuple[UnitToMel, FrameVocoder | None]:
+    """A saved decoder's units -> mel network, and its frame vocoder (None: it speaks through a HiFi-GAN)."""
     description = json.loads(files["decoder.json"])
     grid = MelGrid(**description["grid"])
     model = UnitToMel(UnitToMelSettings(**description["unit_to_mel"]), grid)
     model.load_state_dict(load_safetensors(files["unit_to_mel.safetensors"]))
+    if "frame_vocoder" not in description:
+        return model, None
+    frame = FrameVocoder(FrameVocoderSettings(**description["frame_vocoder"]), grid)
+    frame.load_state_dict(load_safetensors(files["frame_vocoder.safetensors"]))
+    return model, frame.eval().requires_grad_(False)
+
+
+def load_decoder(files: dict[str, bytes], vocoder: str = "universal",
+                 runtime: DecoderRuntimeConfig = EXACT_TORCH) -> UnitAudioDecoder:
+    """A saved decoder: its units -> mel network with its own frame vocoder, or else the named HiFi-GAN;
+    with the HiFi-GAN `runtime.vocoder` names, if it names one."""
+    model, frame = load_networks(files)
     if runtime.vocoder != "own":
         return speaking_decoder(model, runtime.vocoder, runtime)
-    if "frame_vocoder" in description:
-        frame = FrameVocoder(FrameVocoderSettings(**description["frame_vocoder"]), grid)
-        frame.load_state_dict(load_safetensors(files["frame_vocoder.safetensors"]))
-        return speaking_decoder(model, frame.eval().requires_grad_(False), runtime)
-    return speaking_decoder(model, vocoder, runtime)
+    return speaking_decoder(model, vocoder if frame is None else frame, runtime)
 
 
 def speaking_decoder(unit_to_mel: UnitToMel, vocoder: str | FrameVocoder,
