@@ -1,5 +1,6 @@
 """Units -> audio decoders as versioned artifacts: a `decoder` version pairs a decoder with a units
-version's tokenizer, the learned backend (`decoders/learned.py`, trained once and reused after) or
+version's tokenizer, the learned backend (`decoders/learned.py`, trained once and reused after, or
+fine-tuned as a version of its own on a later units version's speech) or
 CosyVoice 2's (`decoders/cosyvoice2.py`, whose weights stay in the user's directory); `open_decoder`
 opens either behind the `UnitDecoder` interface (`decoders/interface.py`).
 """
@@ -70,12 +71,13 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
     if d.backend == "cosyvoice2":
         return _cosyvoice2_version(store, units, store.manifest(tokenizer), config, flow_run_id)
     settings = {"decoder": d.identity(), "tokenizer": str(tokenizer)}
-    base = store.find_version(Kind.decoder, tokenizer.name, stable_hash(settings))
+    settings_hash = stable_hash(settings)
+    base = store.find_version(Kind.decoder, tokenizer.name, settings_hash)
     if base is None:
         if not train:
             raise _missing(units)
         with torch_threads(d.threads or torch.get_num_threads()):
-            base = _train_decoder(store, units, config, settings, stable_hash(settings), flow_run_id)
+            base = _train_decoder(store, units, config, settings, settings_hash, flow_run_id)
     if d.adapt.steps == 0 or base.parent_of(Kind.units) == units.ref():
         return base
     return adapted_version(store, base, units, config, flow_run_id, train)
@@ -83,8 +85,9 @@ def decoder_version(store: ArtifactStore, units: Manifest, config: UnitsConfig, 
 
 def _missing(units: Manifest, which: str = "") -> MissingDecoder:
     tokenizer = units.parent_of(Kind.tokenizer)
+    speech = units.parent_of(Kind.speech)
     return MissingDecoder(f"no units -> audio decoder for {tokenizer}{which} with these units.decoder settings; train "
-                          f"it with `omniforge tokenize-units -c CONFIG --set units.speech={units.parent_of(Kind.speech)} "
+                          f"it with `omniforge tokenize-units -c CONFIG --set units.speech={speech} "
                           f"units.name={units.name} units.tokenizer={tokenizer.name}` (same units.decoder settings)")
 
 
@@ -116,12 +119,16 @@ def _train_adapted(store: ArtifactStore, base: Manifest, units: Manifest, config
                                     d.crop_frames, a.lr, a.seed, weights, decay=d.schedule == "cosine")
     writer = store.writer(Kind.decoder, base.name, parents=[base, units], config=settings, config_hash=settings_hash,
                           flow_run_id=flow_run_id)
-    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-LOSS_TAIL:])), 4),
-                        steps=len(losses), vocoder=base.config["decoder"]["vocoder"], adapted_from=str(base.ref()),
-                        utterances=len(new), rehearsed=len(own))
+    writer.stats.update(**_training_stats(losses), vocoder=base.config["decoder"]["vocoder"],
+                        adapted_from=str(base.ref()), utterances=len(new), rehearsed=len(own))
     for name, data in save_decoder(model, vocoder).items():
         writer.add_file(name, data)
     return writer.publish()
+
+
+def _training_stats(losses: list[float]) -> dict:
+    return {"first_loss": round(losses[0], 4), "final_loss": round(float(np.mean(losses[-LOSS_TAIL:])), 4),
+            "steps": len(losses)}
 
 
 def _train_decoder(store: ArtifactStore, units: Manifest, config: UnitsConfig, settings: dict, settings_hash: str,
@@ -136,8 +143,7 @@ def _train_decoder(store: ArtifactStore, units: Manifest, config: UnitsConfig, s
                                       d.steps, d.batch_size, d.crop_frames, d.lr, d.seed, d.schedule == "cosine")
     writer = store.writer(Kind.decoder, tokenizer.name, parents=[units, store.manifest(tokenizer)], config=settings,
                           config_hash=settings_hash, flow_run_id=flow_run_id)
-    writer.stats.update(first_loss=round(losses[0], 4), final_loss=round(float(np.mean(losses[-LOSS_TAIL:])), 4),
-                        steps=len(losses), vocoder=d.vocoder)
+    writer.stats.update(**_training_stats(losses), vocoder=d.vocoder)
     vocoder = None
     if d.vocoder == "frame":
         examples = vocoder_examples(speech, model) + (other_voices(store, units, grid) if d.frame.every_voice else [])
