@@ -9,6 +9,7 @@ tokenizer takes an ASR encoder's states: they keep what was said and drop most o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -80,15 +81,20 @@ def fit_kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 30) ->
 
 
 class EncoderFrontend(nn.Module):
-    """A Whisper encoder's states after `depth` layers (50 Hz), averaged in pairs of frames to the unit
-    rate and standardized per dimension: a few dimensions of Whisper's states are orders of
-    magnitude larger than the rest and would otherwise decide the clusters alone. Then, where one was
-    learnt (`CtcRecognizer`), a linear projection that keeps what is said. A padded batch encodes each
-    wave as alone (`encode_speech`)."""
+    """A Whisper encoder's states after `depth` layers (50 Hz), less the mean state at each place in
+    Whisper's window where one was fitted (`fit_positions`), averaged in pairs of frames to the unit rate
+    and standardized per dimension: a few dimensions of Whisper's states are orders of magnitude larger
+    than the rest and would otherwise decide the clusters alone. Then, where one was learnt
+    (`CtcRecognizer`), a linear projection that keeps what is said. A padded batch encodes each wave as
+    alone (`encode_speech`).
+
+    Why the places: an early layer's state still carries the positional encoding Whisper added to its
+    input, so the same sound said 1 s later in the window lands in another cluster for a quarter of its
+    frames; a unit then means a sound *at a place*, which the decoder and the TTS LM must both untangle."""
 
     def __init__(self, settings: FrontendSettings, encoder: WhisperEncoder, depth: int,
                  mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 projection: nn.Linear | None = None) -> None:
+                 projection: nn.Linear | None = None, position_mean: torch.Tensor | None = None) -> None:
         super().__init__()
         if not 1 <= depth <= len(encoder.layers):
             raise ValueError(f"depth must be 1..{len(encoder.layers)} (the encoder's layers), got {depth}")
@@ -101,6 +107,7 @@ class EncoderFrontend(nn.Module):
         dim = encoder.config.d_model
         self.register_buffer("mean", torch.zeros(dim) if mean is None else mean.float())
         self.register_buffer("std", torch.ones(dim) if std is None else std.float())
+        self.register_buffer("position_mean", None if position_mean is None else position_mean.float())
         self.projection = projection
 
     def project(self, standardized: torch.Tensor) -> torch.Tensor:
@@ -118,14 +125,39 @@ class EncoderFrontend(nn.Module):
         return (states - self.mean) / self.std
 
     @torch.no_grad()
-    def features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Each wave -> (settings.frames(samples), d_model) standardized states."""
+    def states(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each wave -> its (valid frames, d_model) states at the encoder's rate, as Whisper leaves them."""
         features, lengths = self.mel.batch(waves)
         states = encode_speech(self.encoder, features, lengths, self.depth)
+        return [item[:valid] for item, valid in zip(states, encoder_lengths(lengths).tolist())]
+
+    @torch.no_grad()
+    def fit_positions(self, batches: Iterable[list[torch.Tensor]], min_waves: int) -> int:
+        """Fit the mean state at each place in the window over the waves of `batches`, where at least
+        `min_waves` of them reach it; later places take the last such place's. Returns how many places
+        that is (an error if none)."""
+        places = self.encoder.embed_positions.num_embeddings
+        sums, counts = torch.zeros(places, self.encoder.config.d_model), torch.zeros(places, 1)
+        for waves in batches:
+            for item in self.states(waves):
+                sums[:len(item)] += item
+                counts[:len(item)] += 1
+        covered = int((counts[:, 0] >= min_waves).sum())
+        if covered == 0:
+            raise ValueError(f"no place in the window is reached by {min_waves} waves: too little speech to "
+                             "fit the mean state at each place (units.kmeans.encoder.position_min_waves)")
+        mean = sums[:covered] / counts[:covered]
+        self.position_mean = torch.cat([mean, mean[-1:].expand(places - covered, -1)])
+        return covered
+
+    @torch.no_grad()
+    def features(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each wave -> (settings.frames(samples), d_model) standardized states."""
         out = []
-        for wave, item, valid in zip(waves, states, encoder_lengths(lengths).tolist()):
-            item = item[:valid]
-            item = torch.cat([item, item[-1:].expand(-valid % self.pool, -1)])  # a whole last group
+        for wave, item in zip(waves, self.states(waves)):
+            if self.position_mean is not None:
+                item = item - self.position_mean[:len(item)]
+            item = torch.cat([item, item[-1:].expand(-len(item) % self.pool, -1)])  # a whole last group
             pooled = item.view(-1, self.pool, item.shape[-1]).mean(1)
             frames = self.settings.frames(len(wave))
             pooled = torch.cat([pooled, pooled[-1:].expand(max(0, frames - len(pooled)), -1)])[:frames]

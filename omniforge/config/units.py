@@ -42,6 +42,11 @@ class EncoderFeaturesConfig(Section):
     supervised: SupervisedProjectionConfig = Field(default_factory=SupervisedProjectionConfig,
                                                    description="A projection of the states learnt from the "
                                                                "speech's text before clustering (dim > 0).")
+    center_positions: bool = Field(False, description="Subtract from each state the mean state at its place in "
+                                   "Whisper's window (fitted on the tokenizer's speech) before clustering, so a "
+                                   "sound gets the same units wherever it is said (README, 'Speech units').")
+    position_min_waves: int = Field(20, ge=1, description="center_positions: the mean is fitted at the places at "
+                                    "least this many utterances reach; later places take the last one's.")
 
 
 class KMeansConfig(Section):
@@ -71,6 +76,9 @@ class KMeansConfig(Section):
             identity["encoder"]["supervised"] = supervised.identity()
         else:  # an encoder tokenizer fitted before supervision existed keeps its version
             del identity["encoder"]["supervised"]
+        if not self.encoder.center_positions:  # nor does one fitted before centering existed lose its version
+            for name in ("center_positions", "position_min_waves"):
+                del identity["encoder"][name]
         return identity
 
 

@@ -70,7 +70,24 @@ def build_frontend(settings: FrontendSettings, kmeans: KMeansConfig, tensors: di
         projection = nn.Linear(weight.shape[1], weight.shape[0]).requires_grad_(False)
         projection.load_state_dict({"weight": weight, "bias": tensors["projection.bias"]})
     return EncoderFrontend(settings, load_speech_encoder(kmeans.encoder.encoder), kmeans.encoder.depth,
-                           tensors.get("mean"), tensors.get("std"), projection)
+                           tensors.get("mean"), tensors.get("std"), projection, tensors.get("position_mean"))
+
+
+def speech_batches(store: ArtifactStore, speech: Manifest, config: UnitsConfig,
+                   settings: FrontendSettings) -> Iterator[tuple[list[torch.Tensor], list[str]]]:
+    """The tokenized roles' waves and texts, `config.batch_size` at a time."""
+    waves, texts = [], []
+    for row in speech_rows(store, speech, config.roles, ["role", "audio", "text"]):
+        wave, rate = decode_audio(row["audio"]["bytes"])
+        if rate != settings.sample_rate:
+            raise ValueError(f"speech must be {settings.sample_rate} Hz for the tokenizer, got {rate} Hz")
+        waves.append(torch.from_numpy(wave))
+        texts.append(row["text"])
+        if len(waves) == config.batch_size:
+            yield waves, texts
+            waves, texts = [], []
+    if waves:
+        yield waves, texts
 
 
 def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig
@@ -79,25 +96,22 @@ def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig
     speech's text, where `kmeans.encoder.supervised` asks for one); returns it and what the fit measured."""
     settings = frontend_settings(config)
     frontend = build_frontend(settings, config.kmeans)
-    frames, texts, waves = [], [], []
-    for row in speech_rows(store, speech, config.roles, ["role", "audio", "text"]):
-        wave, rate = decode_audio(row["audio"]["bytes"])
-        if rate != settings.sample_rate:
-            raise ValueError(f"speech must be {settings.sample_rate} Hz for the tokenizer, got {rate} Hz")
-        waves.append(torch.from_numpy(wave))
-        texts.append(row["text"])
-        if len(waves) == config.batch_size:
-            frames += frontend.features(waves)
-            waves = []
-    frames += frontend.features(waves) if waves else []
+    stats: dict = {}
+    encoder = config.kmeans.encoder
+    if isinstance(frontend, EncoderFrontend) and encoder.center_positions:
+        stats["centered_places"] = frontend.fit_positions(
+            (waves for waves, _ in speech_batches(store, speech, config, settings)), encoder.position_min_waves)
+    frames, texts = [], []
+    for waves, batch_texts in speech_batches(store, speech, config, settings):
+        frames += frontend.features(waves)
+        texts += batch_texts
     points = torch.cat(frames)
     if len(points) > config.kmeans.max_fit_frames:
         chosen = torch.randperm(len(points), generator=torch.Generator().manual_seed(config.kmeans.seed))
         points = points[chosen[: config.kmeans.max_fit_frames]]
-    stats: dict = {}
     if isinstance(frontend, EncoderFrontend):
         points = frontend.fit_scale(points)
-        supervised = config.kmeans.encoder.supervised
+        supervised = encoder.supervised
         if supervised.dim:
             standardized = [frontend.standardize(f) for f in frames]
             frontend.projection, stats = train_projection(standardized, texts, supervised)
@@ -132,6 +146,8 @@ def tokenizer_version(store: ArtifactStore, speech: Manifest, config: UnitsConfi
         frontend = tokenizer.frontend
         if isinstance(frontend, EncoderFrontend):
             tensors.update(mean=frontend.mean, std=frontend.std)
+            if frontend.position_mean is not None:
+                tensors.update(position_mean=frontend.position_mean)
             if frontend.projection is not None:
                 tensors.update({f"projection.{k}": v for k, v in frontend.projection.state_dict().items()})
         writer.add_file("centroids.safetensors", save_safetensors({k: v.contiguous() for k, v in tensors.items()}))
