@@ -114,7 +114,8 @@ def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig
         supervised = encoder.supervised
         if supervised.dim:
             standardized = [frontend.standardize(f) for f in frames]
-            frontend.projection, stats = train_projection(standardized, texts, supervised)
+            frontend.projection, learnt = train_projection(standardized, texts, supervised)
+            stats.update(learnt)
             with torch.no_grad():
                 points = frontend.projection(points)
     centroids = fit_kmeans(points, config.kmeans.k, config.kmeans.seed, config.kmeans.iterations)

@@ -197,15 +197,20 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     rows = store.read_table(store.manifest(supervised["units_version"])).to_pylist()
     wave = torch.from_numpy(decode_audio(audio[rows[0]["utterance_id"]]["bytes"])[0])
     assert rebuilt.encode([wave])[0].tolist() == rows[0]["units"]
-    # centered units: the mean state at each place in the window is fitted, stored and rebuilt with the tokenizer
+    # centered (and supervised) units: the mean state at each place in the window is fitted, stored and rebuilt
+    # with the tokenizer
     centered = tokenize_units(config_for(tmp_path, 9, "units.name=phonetic", "units.kmeans.features=encoder",
                                          "units.kmeans.k=16", "units.kmeans.encoder.center_positions=true",
-                                         "units.kmeans.encoder.position_min_waves=2"))
+                                         "units.kmeans.encoder.position_min_waves=2",
+                                         "units.kmeans.encoder.supervised.dim=8",
+                                         "units.kmeans.encoder.supervised.steps=60"))
     assert centered["tokenizer_version"] == "tokenizer/phonetic@3"
     fitted = store.manifest(centered["tokenizer_version"])
     assert fitted.stats["centered_places"] > 25  # every answer lasts more than half a second
+    assert fitted.stats["recognizer_symbols"] > 10  # what the projection's fit measured is kept beside it
     rebuilt = build_tokenizer(tokenizer_state(store, fitted))
     assert rebuilt.frontend.position_mean.shape == (1500, 384) and rebuilt.frontend.position_mean.abs().sum() > 0
+    assert rebuilt.frontend.projection.out_features == 8
     rows = store.read_table(store.manifest(centered["units_version"])).to_pylist()
     wave = torch.from_numpy(decode_audio(audio[rows[0]["utterance_id"]]["bytes"])[0])
     assert rebuilt.encode([wave])[0].tolist() == rows[0]["units"]
