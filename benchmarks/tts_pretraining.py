@@ -18,8 +18,8 @@ the share of sentences whose key word is heard (ratio = ours / goal: meets when 
     python benchmarks/tts_pretraining.py      # ~8 min: 80 corpus sentences, 40 steps, a 50-step decoder
     python benchmarks/tts_pretraining.py --config configs/demo-pretrained.yaml --store omniforge-data/store \
         --sentences 6000 --steps 3200 --rows 4 --said 40 --decoder-steps 0 --set units.decoder.vocoder=universal
-        # the committed rows: demo-pretrained's corpus (6000 sentences), units and 42-minute pretraining (with
-        # pronunciations) on 2 cores, the decoder with HiFi-GAN
+        # the committed rows: demo-pretrained's corpus (6000 sentences), centered phonetic units and ~40-minute
+        # pretraining (with pronunciations) on 2 cores, the decoder with HiFi-GAN
 """
 
 from __future__ import annotations
