@@ -65,24 +65,28 @@ class UnitToMelSettings:
     channels: int = 256
     layers: int = 4
     kernel: int = 5
+    dilation_cycle: int = 1  # layer i's dilation is 2 ** (i % dilation_cycle): 1 keeps every layer undilated
+
+    def dilations(self) -> list[int]:
+        return [2 ** (i % self.dilation_cycle) for i in range(self.layers)]
 
     @property
     def receptive_field(self) -> int:
         """Mel frames each side that influence one output frame."""
-        return self.layers * (self.kernel // 2)
+        return sum(self.dilations()) * (self.kernel // 2)
 
 
 class UnitToMel(nn.Module):
     """Unit embedding per mel frame, plus where in its unit the frame falls, then a residual
-    convolution stack."""
+    convolution stack (dilated, for a view of more units at the same depth)."""
 
     def __init__(self, settings: UnitToMelSettings, grid: MelGrid) -> None:
         super().__init__()
         self.settings, self.grid = settings, grid
         self.embed = nn.Embedding(settings.vocab_size, settings.embed_dim)
         self.inp = nn.Conv1d(settings.embed_dim + 1, settings.channels, 1)
-        self.convs = nn.ModuleList(nn.Conv1d(settings.channels, settings.channels, settings.kernel,
-                                             padding=settings.kernel // 2) for _ in range(settings.layers))
+        self.convs = nn.ModuleList(nn.Conv1d(settings.channels, settings.channels, settings.kernel, dilation=d,
+                                             padding=d * (settings.kernel // 2)) for d in settings.dilations())
         self.out = nn.Conv1d(settings.channels, grid.n_mels, 1)
 
     def frame_inputs(self, units: torch.Tensor, start: int, stop: int) -> torch.Tensor:

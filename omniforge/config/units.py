@@ -156,6 +156,8 @@ class DecoderConfig(Section):
     channels: int = Field(256, ge=8, description="Convolution channels.")
     layers: int = Field(4, ge=1, description="Residual convolution layers.")
     kernel: int = Field(5, ge=1, description="Convolution kernel (odd).")
+    dilation_cycle: int = Field(1, ge=1, description="Layer i's dilation is 2 ** (i % dilation_cycle): a wider "
+                                "view of the units at the same depth, and that much more streaming look-ahead.")
     vocoder: Literal["universal", "LJSpeech", "frame"] = Field("universal", description="Mel -> wave: a pretrained "
                                                                "HiFi-GAN generator, or `frame` (trained here, "
                                                                "see `frame`).")
@@ -170,9 +172,10 @@ class DecoderConfig(Section):
     def identity(self) -> dict:
         """The settings that decide the base decoder: the frame vocoder's only where it is used (a HiFi-GAN
         decoder keeps its version), the schedule only where it is not the constant rate decoders were trained
-        with before it existed; the thread count and the fine-tuning never do."""
+        with before it existed (the dilation likewise); the thread count and the fine-tuning never do."""
         unused = {"cosyvoice2", "threads", "adapt"} | ({"frame"} if self.vocoder != "frame" else set()) | \
-            ({"schedule"} if self.schedule == "constant" else set())
+            ({"schedule"} if self.schedule == "constant" else set()) | \
+            ({"dilation_cycle"} if self.dilation_cycle == 1 else set())
         return self.model_dump(mode="json", exclude=unused)
 
 

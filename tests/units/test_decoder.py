@@ -41,9 +41,17 @@ def frame_decoder(decoder) -> UnitAudioDecoder:
     return UnitAudioDecoder(decoder.unit_to_mel, vocoder, vocoder.settings.receptive_field)
 
 
-@pytest.fixture(params=["hifigan", "frame"])
+@pytest.fixture(scope="module")
+def dilated_decoder(decoder) -> UnitAudioDecoder:
+    """A units -> mel network whose layers are dilated 1, 2, 4, 1: its look-ahead must count the dilations."""
+    torch.manual_seed(0)
+    settings = UnitToMelSettings(vocab_size=16, channels=32, embed_dim=16, dilation_cycle=3)
+    return UnitAudioDecoder(UnitToMel(settings, MelGrid()), decoder.vocoder)
+
+
+@pytest.fixture(params=["decoder", "frame_decoder", "dilated_decoder"])
 def any_decoder(request) -> UnitAudioDecoder:
-    return request.getfixturevalue("decoder" if request.param == "hifigan" else "frame_decoder")
+    return request.getfixturevalue(request.param)
 
 
 @pytest.mark.parametrize("n_units", [1, 7, 40])

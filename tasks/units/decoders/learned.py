@@ -123,7 +123,7 @@ class _LearnedSession:
 def unit_to_mel_settings(config: DecoderConfig, vocab_size: int) -> UnitToMelSettings:
     """The units -> mel network that `units.decoder` describes, for `vocab_size` units."""
     return UnitToMelSettings(vocab_size=vocab_size, embed_dim=config.embed_dim, channels=config.channels,
-                             layers=config.layers, kernel=config.kernel)
+                             layers=config.layers, kernel=config.kernel, dilation_cycle=config.dilation_cycle)
 
 
 def train_unit_to_mel(pairs: list[tuple[torch.Tensor, torch.Tensor]], settings: UnitToMelSettings, grid: MelGrid,
