@@ -78,7 +78,7 @@ class UnitToMelSettings:
 
 class UnitToMel(nn.Module):
     """Unit embedding per mel frame, plus where in its unit the frame falls, then a residual
-    convolution stack (dilated, for a view of more units at the same depth)."""
+    convolution stack (its layers dilated where `dilation_cycle` asks, to see more units at the same depth)."""
 
     def __init__(self, settings: UnitToMelSettings, grid: MelGrid) -> None:
         super().__init__()
