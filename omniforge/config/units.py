@@ -135,6 +135,11 @@ class DecoderAdaptConfig(Section):
     seed: int = Field(0, description="Seed of the crops.")
 
 
+# Decoder settings that came after decoders had been trained: at their defaults (what those decoders were), they stay
+# out of a decoder's identity, so its version holds
+ADDED_LATER = ("schedule", "dilation_cycle")
+
+
 class DecoderConfig(Section):
     """Units -> audio. `learned` (the offline default, for k-means units): a small units -> mel
     network trained on the assistant's speech, then a mel -> wave vocoder: the pretrained HiFi-GAN
@@ -172,10 +177,10 @@ class DecoderConfig(Section):
     def identity(self) -> dict:
         """The settings that decide the base decoder: the frame vocoder's only where it is used (a HiFi-GAN
         decoder keeps its version), the schedule only where it is not the constant rate decoders were trained
-        with before it existed (the dilation likewise); the thread count and the fine-tuning never do."""
-        unused = {"cosyvoice2", "threads", "adapt"} | ({"frame"} if self.vocoder != "frame" else set()) | \
-            ({"schedule"} if self.schedule == "constant" else set()) | \
-            ({"dilation_cycle"} if self.dilation_cycle == 1 else set())
+        with before it existed (every setting of `ADDED_LATER` likewise); the thread count and the fine-tuning
+        never do."""
+        at_default = {name for name in ADDED_LATER if getattr(self, name) == type(self).model_fields[name].default}
+        unused = {"cosyvoice2", "threads", "adapt"} | ({"frame"} if self.vocoder != "frame" else set()) | at_default
         return self.model_dump(mode="json", exclude=unused)
 
 
