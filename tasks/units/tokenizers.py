@@ -28,6 +28,7 @@ from omniforge.model.unit_tokenizer import (
     KMeansUnitTokenizer,
     LogMelFrontend,
     fit_kmeans,
+    unexplained_variance,
 )
 from omniforge.storage import ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import decode_audio
@@ -119,6 +120,7 @@ def fit_tokenizer(store: ArtifactStore, speech: Manifest, config: UnitsConfig
             with torch.no_grad():
                 points = frontend.projection(points)
     centroids = fit_kmeans(points, config.kmeans.k, config.kmeans.seed, config.kmeans.iterations)
+    stats["unexplained_variance"] = round(unexplained_variance(points, centroids), 4)
     return KMeansUnitTokenizer(frontend, centroids), {"fit_frames": len(points), **stats}
 
 

@@ -19,6 +19,7 @@ from omniforge.model.unit_tokenizer import (
     KMeansUnitTokenizer,
     LogMelFrontend,
     fit_kmeans,
+    unexplained_variance,
 )
 from omniforge.storage import Kind, store_from_config
 from omniforge.storage.audio import decode_audio
@@ -52,6 +53,15 @@ def test_kmeans_fit_is_reproducible_with_a_seed():
     assert torch.equal(first, again) and not torch.equal(first, other)
     with pytest.raises(ValueError, match="at least k=16"):
         fit_kmeans(points[:10], 16, seed=0)
+
+
+def test_unexplained_variance_is_what_the_nearest_centroid_leaves_of_the_frames():
+    frontend = LogMelFrontend(FrontendSettings())
+    frames = frontend(piper_16k("The doctor told him to drink more water before the long walk home."))
+    left = [unexplained_variance(frames, fit_kmeans(frames, k, seed=0)) for k in (1, 4, 16)]
+    assert np.isclose(left[0], 1.0, atol=1e-4)  # one centroid, the mean: all of the variance is left
+    assert 1.0 > left[1] > left[2] > 0.0
+    assert unexplained_variance(frames, frames) == 0.0  # every frame its own centroid
 
 
 def piper_16k(text: str) -> torch.Tensor:
@@ -170,6 +180,7 @@ def test_tokenize_flow_versions_lineage_and_incremental_units(tmp_path):
     assert encoder["tokenizer_version"] == "tokenizer/phonetic@1"
     fitted = store.manifest(encoder["tokenizer_version"])
     assert fitted.stats["vocab_size"] == 16 and fitted.parents[0].ref() == v2.parent_of(Kind.speech)
+    assert 0.0 < fitted.stats["unexplained_variance"] < 1.0  # what 16 units lose of the states, kept with them
     rebuilt = build_tokenizer(tokenizer_state(store, fitted))
     assert isinstance(rebuilt.frontend, EncoderFrontend) and rebuilt.frontend.depth == 2
     assert rebuilt.frontend.std.min() > 0 and not torch.equal(rebuilt.frontend.std, torch.ones(384))
