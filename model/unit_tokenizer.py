@@ -80,14 +80,14 @@ def fit_kmeans(points: torch.Tensor, k: int, seed: int, iterations: int = 30) ->
     return centroids
 
 
-
 def unexplained_variance(points: torch.Tensor, centroids: torch.Tensor) -> float:
     """Share of the points' variance that their nearest centroid leaves out: what units lose of the frames they
-    stand for. k-means in many dimensions buys little with more clusters (the recipe's 384-d states of 80 unseen
-    sentences: 0.52 left with 512, 0.45 with 2048), which is why the true units' ceiling barely moves with k (README, "Speech units")."""
+    stand for. In many dimensions more clusters buy little (the recipe's 384-d states of 80 unseen sentences:
+    0.52 left with 512, 0.45 with 2048; README, "Speech units")."""
     nearest = centroids[torch.cdist(points, centroids).argmin(-1)]
     spread = ((points - points.mean(0)) ** 2).sum()
     return float(((points - nearest) ** 2).sum() / spread) if spread > 0 else 0.0
+
 
 class EncoderFrontend(nn.Module):
     """A Whisper encoder's states after `depth` layers (50 Hz), less the mean state at each place in
