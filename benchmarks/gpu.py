@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION_CONFIG = ROOT / "configs" / "llama-omni2-7b.yaml"
 sys.path.insert(0, str(ROOT))
 try:
     import omniforge.model  # noqa: F401  (installed: the package maps the root folders)
@@ -301,6 +302,13 @@ def timed_section(title: str, action: Callable):
     return out
 
 
+def production_loss_chunk() -> int:
+    """The production config's loss chunk, read as YAML (the GPU machine has no omniforge config stack)."""
+    import yaml
+
+    return int(yaml.safe_load(PRODUCTION_CONFIG.read_text())["train"]["loss_chunk_tokens"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU), same code")
@@ -312,6 +320,9 @@ def main() -> None:
                         "as a CUDA graph (GPU)")
     parser.add_argument("--decoder-probe", action="store_true", help="only time the decoder's first chunk, its "
                         "estimator eager and replayed (GPU), and exit")
+    parser.add_argument("--loss-chunk", type=int, default=production_loss_chunk(), help="training rows: labelled "
+                        "positions whose logits are computed at once (0: all; default: train.loss_chunk_tokens of "
+                        f"{PRODUCTION_CONFIG.name})")
     parser.add_argument("--compile", nargs="*", default=["tts"], choices=["llm", "tts"],
                         help="LMs whose replayed decode steps are compiled first (GPU; latency and batching rows)")
     args = parser.parse_args()
@@ -369,7 +380,7 @@ def main() -> None:
         model = timed_section("build the model (LoRA row)", lambda: build_model(shapes, device, dtype))
         more, details["train_lora"] = timed_section("s2t LoRA on the LLM", lambda: train_row(
             model, shapes, device, clock, f"LoRA r=16 on the {shapes.llm['hidden_size']}-wide LLM",
-            ["speech_projector"], True, peak))
+            ["speech_projector"], True, peak, args.loss_chunk))
         save(more)
         del model
         if device.type == "cuda":
@@ -378,7 +389,7 @@ def main() -> None:
                                                                                            llm=shapes.llm_full))
         more, details["train_full"] = timed_section("s2t full fine-tune", lambda: train_row(
             model, shapes, device, clock, f"full fine-tune of the {shapes.llm_full['hidden_size']}-wide LLM",
-            ["speech_projector", "llm"], False, peak))
+            ["speech_projector", "llm"], False, peak, args.loss_chunk))
         save(more)
     print(json.dumps(details, indent=1))
 

@@ -36,8 +36,9 @@ def s2t_batch(model: OmniModel, shapes: Shapes, text_tokens: int, device: torch.
 
 
 def train_row(model: OmniModel, shapes: Shapes, device: torch.device, clock: Clock, label: str,
-              prefixes: list[str], lora: bool, peak: float) -> tuple[list[dict], dict]:
-    """Stage s2t steps (bf16 autocast, AdamW) as the project's loop takes them: tokens/s and MFU."""
+              prefixes: list[str], lora: bool, peak: float, loss_chunk: int) -> tuple[list[dict], dict]:
+    """Stage s2t steps (bf16 autocast, AdamW) as the project's loop takes them: tokens/s and MFU. The
+    loss computes the logits of `loss_chunk` labelled positions at a time (`train.loss_chunk_tokens`)."""
     set_trainable(model, prefixes)
     if lora:
         from peft import LoraConfig, get_peft_model
@@ -46,7 +47,7 @@ def train_row(model: OmniModel, shapes: Shapes, device: torch.device, clock: Clo
             "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model.train()
-    objective = StageObjective(model, "s2t")
+    objective = StageObjective(model, "s2t", loss_chunk)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda")
     batch = s2t_batch(model, shapes, shapes.train_text_tokens if lora else shapes.full_train_text_tokens, device)
@@ -71,7 +72,8 @@ def train_row(model: OmniModel, shapes: Shapes, device: torch.device, clock: Clo
     achieved = flops / seconds
     # MFU: the FLOPs a step executes (counted by torch) per second, over the chip's peak
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
-    rows = [result_row(f"s2t training step, {label}: model FLOPs utilisation ({precision}, batch {shapes.train_batch})",
+    rows = [result_row(f"s2t training step, {label}: model FLOPs utilisation ({precision}, batch {shapes.train_batch}, "
+                       f"loss chunk {loss_chunk})",
                        achieved, peak, "FLOP/s", MFU_TARGET) | {"tokens_per_s": round(rate)}]
     return rows, {"step_s": seconds, "tokens_per_step": tokens, "tokens_per_s": rate, "flops_per_step": flops,
                   "achieved_flops": achieved, "mfu": achieved / peak,

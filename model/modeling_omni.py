@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -19,8 +18,7 @@ from omniforge.model.pronunciation import PhonemeEmbedding
 from omniforge.model.read_write import ReadWrite, Slot, interleave
 from omniforge.model.speech_adapter import SpeechAdapter
 from omniforge.model.speech_encoder import encode_speech, encoder_lengths
-
-IGNORE_INDEX = -100
+from omniforge.model.token_loss import IGNORE_INDEX, causal_lm_loss
 
 
 class SpeechGenerator(GateFusion):
@@ -167,25 +165,25 @@ class OmniModel(PreTrainedModel):
         return embeds, mask, padded_labels
 
     # ------------------------------------------------------------------ training losses
-    def forward(self, input_ids: list[torch.Tensor], features: torch.Tensor | None = None,
-                mel_lengths: torch.Tensor | None = None, labels: list[torch.Tensor] | None = None,
-                output_hidden_states: bool = False):
+    def s2t_loss(self, input_ids: list[torch.Tensor], features: torch.Tensor | None, mel_lengths: torch.Tensor | None,
+                 labels: list[torch.Tensor], chunk_tokens: int = 0) -> torch.Tensor:
         """Speech-to-text: the LLM over chat prompts with spliced speech; loss on the labels
-        (assistant tokens only: the data path sets everything else to IGNORE_INDEX)."""
+        (assistant tokens only: the data path sets everything else to IGNORE_INDEX), each predicted by
+        the position before it. `chunk_tokens`: see `labelled_cross_entropy`."""
         speech = self.speech_embeddings(features, mel_lengths) if features is not None else []
         embeds, mask, padded = self.splice(input_ids, speech, labels)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=padded,
-                        output_hidden_states=output_hidden_states)
+        targets = torch.cat([padded[:, 1:], padded.new_full((len(padded), 1), IGNORE_INDEX)], dim=1)
+        return causal_lm_loss(self.llm, embeds, mask, targets, chunk_tokens)
 
     def tts_loss(self, text_ids: list[torch.Tensor], units: list[torch.Tensor],
                  llm_hidden: list[torch.Tensor] | None = None, read_units: list[torch.Tensor] | None = None,
                  unit_counts: list[torch.Tensor] | None = None,
-                 phonemes: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 phonemes: list[torch.Tensor] | None = None, chunk_tokens: int = 0) -> torch.Tensor:
         """Text(-states) -> speech units on read-write interleaved sequences. Without `llm_hidden`
         this is stage-1 TTS pretraining; with it, stage-2 speech-to-speech (gate fusion).
         `read_units`: what the speech positions read instead of `units` (noised for robustness);
         `unit_counts`: each text token's speech tokens (aligned read-write); `phonemes`: each text
-        token's pronunciation (a TTS LM that reads them)."""
+        token's pronunciation (a TTS LM that reads them); `chunk_tokens`: see `labelled_cross_entropy`."""
         generator = self.speech_generator
         rows, targets = [], []
         for i, ids in enumerate(text_ids):
@@ -198,8 +196,7 @@ class OmniModel(PreTrainedModel):
             targets.append(target)
         embeds, mask = pad_sequences(rows)
         target = pad_sequences(targets, value=IGNORE_INDEX)[0]
-        logits = generator.model(inputs_embeds=embeds, attention_mask=mask).logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE_INDEX)
+        return causal_lm_loss(generator.model, embeds, mask, target, chunk_tokens)
 
 
 def pad_sequences(rows: list[torch.Tensor], left: bool = False, value: float = 0) -> tuple[torch.Tensor, torch.Tensor]:

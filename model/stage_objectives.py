@@ -63,20 +63,22 @@ def set_trainable(model: nn.Module, prefixes: list[str]) -> dict[str, int]:
 
 
 class StageObjective(nn.Module):
-    def __init__(self, model: OmniModel, stage: str) -> None:
+    """`chunk_tokens`: labelled positions whose logits are computed at once (0: all of them; see
+    `labelled_cross_entropy`)."""
+
+    def __init__(self, model: OmniModel, stage: str, chunk_tokens: int = 0) -> None:
         super().__init__()
         if stage not in ("s2t", "tts", "s2s"):
             raise ValueError(f"unknown stage {stage!r}")
-        self.model, self.stage = model, stage
+        self.model, self.stage, self.chunk_tokens = model, stage, chunk_tokens
 
     def forward(self, batch: StageBatch) -> torch.Tensor:
         if self.stage == "s2t":
-            return self.model(batch.input_ids, batch.features, batch.mel_lengths, labels=batch.labels).loss
-        if self.stage == "tts":
-            return self.model.tts_loss(batch.text_ids, batch.units, read_units=batch.read_units,
-                                       unit_counts=batch.unit_counts, phonemes=batch.phonemes)
-        return self.model.tts_loss(batch.text_ids, batch.units, self.assistant_states(batch), batch.read_units,
-                                   batch.unit_counts, batch.phonemes)
+            return self.model.s2t_loss(batch.input_ids, batch.features, batch.mel_lengths, batch.labels,
+                                       self.chunk_tokens)
+        llm_states = self.assistant_states(batch) if self.stage == "s2s" else None
+        return self.model.tts_loss(batch.text_ids, batch.units, llm_states, batch.read_units, batch.unit_counts,
+                                   batch.phonemes, self.chunk_tokens)
 
     @torch.no_grad()
     def assistant_states(self, batch: StageBatch) -> list[torch.Tensor]:

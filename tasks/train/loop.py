@@ -216,7 +216,8 @@ class StageRun:
                            unit_rate=self.units.config["frame_rate"] if aligned else None,
                            pronounce=None if self.stage == "s2t" else pronouncer_for(model.config, tokenizer),
                            rehearsal=rehearsal)
-        objective = workers.prepare(StageObjective(model, self.stage), model, train, self.device)
+        objective = workers.prepare(StageObjective(model, self.stage, train.loss_chunk_tokens), model, train,
+                                    self.device)
         parameters = [p for p in model.parameters() if p.requires_grad]  # frozen parts: no optimizer state
         optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(settings))

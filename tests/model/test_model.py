@@ -118,16 +118,16 @@ def test_loss_supervises_only_labelled_assistant_tokens():
     features, lengths = torch.randn(1, 16, 40), torch.tensor([40])
     ids = torch.tensor([1, SPEECH_TOKEN, 7, 8, 9, 10])
     labels = torch.tensor([IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 8, 9, 10])
-    out = model([ids], features, lengths, [labels])
+    loss = model.s2t_loss([ids], features, lengths, [labels])
     speech = model.speech_embeddings(features, lengths)[0]
     embeds = torch.cat([model.llm.get_input_embeddings()(ids[:1]), speech, model.llm.get_input_embeddings()(ids[2:])])
     logits = model.llm(inputs_embeds=embeds[None]).logits[0]
     start = 1 + len(speech) + 1  # token 8 sits here; the logits one position earlier predict it
     manual = torch.nn.functional.cross_entropy(logits[start - 1 : start + 2], torch.tensor([8, 9, 10]))
-    assert torch.allclose(out.loss, manual, atol=1e-5)
+    assert torch.allclose(loss, manual, atol=1e-5)
     # labels on the prompt, if any, would change the loss: the masks are what select the tokens
-    other = model([ids], features, lengths, [torch.tensor([IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9, 10])])
-    assert not torch.allclose(out.loss, other.loss)
+    other = model.s2t_loss([ids], features, lengths, [torch.tensor([IGNORE_INDEX, IGNORE_INDEX, 7, 8, 9, 10])])
+    assert not torch.allclose(loss, other)
 
 
 def answers(model, prompts, speech, settings):
