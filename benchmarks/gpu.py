@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_CONFIG = ROOT / "configs" / "llama-omni2-7b.yaml"
@@ -46,48 +45,18 @@ from benchmarks.common import RESULTS, report, result_row  # noqa: E402
 from benchmarks.gpu_decoder import PROBE_TOLERANCE, FirstChunk, decoder_probe  # noqa: E402
 from benchmarks.gpu_shapes import PRODUCTION, TINY, Clock, Shapes, build_model  # noqa: E402
 from benchmarks.gpu_training import peak_flops, train_row  # noqa: E402
-from omniforge.model.cuda_graph import Replayed  # noqa: E402
 from omniforge.model.growing_cache import CachedLM  # noqa: E402
 from omniforge.model.mel import INPUT_SAMPLE_RATE, WhisperLogMel  # noqa: E402
 from omniforge.model.modeling_omni import OmniModel  # noqa: E402
+from omniforge.model.padded_speech import PaddedSpeech  # noqa: E402
 from omniforge.model.reference_generation import generate_reference  # noqa: E402
 from omniforge.model.slot_cache import SlotCacheSettings, SlotLM  # noqa: E402
-from omniforge.model.speech_encoder import encode_speech, encoder_lengths, max_input_frames  # noqa: E402
 from omniforge.model.streaming import GenerationSettings, StreamEvent, StreamingBatch  # noqa: E402
 
 PAPER_LATENCY_MS = 583.0  # LLaMA-Omni2-7B on one L40 (paper, Table 1)
 
 
 # ---------------------------------------------------------------- building
-def replayed_on_cuda(fn: Callable, *examples: torch.Tensor) -> Callable:
-    """`fn` replayed as a CUDA graph for the examples' shapes on a GPU; as it is elsewhere."""
-    return Replayed(fn, *examples) if examples[0].device.type == "cuda" else fn
-
-
-class PaddedSpeech:
-    """Speech -> LLM inputs for one question padded to the encoder's longest input (30 s), so that
-    every question has one shape and, on a GPU, replays one graph; padding is masked, so each
-    question encodes as it would alone."""
-
-    @torch.no_grad()
-    def __init__(self, model: OmniModel) -> None:
-        self.model = model
-        parameter = next(model.parameters())
-        self.frames = max_input_frames(model.speech_encoder)
-        example = torch.zeros(1, model.config.encoder_config.num_mel_bins, self.frames, device=parameter.device,
-                              dtype=parameter.dtype)
-        self.encode = replayed_on_cuda(lambda features, lengths: model.speech_projector(encode_speech(
-            model.speech_encoder, features, lengths)), example, torch.full((1,), self.frames, device=parameter.device))
-
-    @torch.no_grad()
-    def __call__(self, features: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """features (1, n_mels, T) and lengths (1,) on the host, as `WhisperLogMel.batch` gives them."""
-        padded = nn.functional.pad(features, (0, self.frames - features.shape[-1]))
-        projected = self.encode(padded.to(next(self.model.parameters()).dtype), lengths.to(padded.device))
-        kept = int(self.model.speech_projector.output_lengths(encoder_lengths(lengths))[0])
-        return [projected[0, :kept].clone()]
-
-
 def prompt_ids(model: OmniModel, length: int = 24, seed: int = 0) -> torch.Tensor:
     """A chat prompt's worth of token ids with the speech placeholder two thirds in."""
     generator = torch.Generator().manual_seed(seed)
@@ -143,7 +112,7 @@ def first_audio(batch: StreamingBatch, decoder: FirstChunk, speech_inputs: Padde
     model = batch.model
     start = clock()
     features, lengths = mel.batch([wave.float()])
-    speech = speech_inputs(features, lengths)
+    speech = [speech_inputs(features, lengths)]
     marks = {"speech": clock() - start}
     units: list[int] = []
     text = 0

@@ -52,7 +52,8 @@ class TimedRun:
         optimizer = torch.optim.AdamW(parameters, lr=run.settings.lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         self.run, self.threads = run, threads
-        self.training = Training(StageObjective(model, run.stage), optimizer, scheduler, parameters, batches)
+        self.training = Training(StageObjective(model, run.stage, run.train.loss_chunk_tokens), optimizer, scheduler,
+                                 parameters, batches)
         self.block(1)  # warm-up
 
     def block(self, steps: int) -> float:

@@ -58,6 +58,11 @@ class StreamEvent:
     tokens: list[int] = field(default_factory=list)  # text ids, or unit ids (0-based) for speech
 
 
+def sampling_generator(model: torch.nn.Module, seed: int) -> torch.Generator:
+    """A seeded generator on the model's device: sampling draws where the logits are."""
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+
 def pick(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None = None) -> torch.Tensor:
     """Greedy or temperature/top-k/top-p sampling over the last dimension."""
     if not settings.do_sample:
@@ -169,6 +174,7 @@ class StreamingBatch:
         the text tokens to say instead of the LLM's (the LLM reads them, so its states are those it has
         on that text); `llm_states` False: the TTS LM reads the text's embeddings alone (stage-1 TTS)."""
         model = self.model
+        input_ids, speech = [ids.to(self.device) for ids in input_ids], [s.to(self.device) for s in speech]
         head = self._head_for(input_ids)
         if head is None:
             llm = CachedLM(model.llm, len(keys), self.device)

@@ -49,6 +49,12 @@ class GenerationLimits(Section):
     slot_cache: SlotCacheConfig | None = Field(None, description="Decode from fixed-size caches replayed as CUDA "
                                                "graphs (GPU); None: eager caches that grow (CPU). Both answer with "
                                                "the same tokens.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where the checkpoint answers: cuda (the first GPU: "
+                                           "the user's speech encodes as one replayed graph a turn, and with "
+                                           "slot_cache the LMs' steps replay too) or cpu.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="The weights' dtype while answering "
+                                                  "(bfloat16 on a GPU: half the bytes read per step; its tokens "
+                                                  "may differ from float32's).")
 
 
 class EvaluateConfig(GenerationLimits):

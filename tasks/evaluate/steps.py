@@ -12,9 +12,10 @@ import torch
 from omniforge.config import PipelineConfig
 from omniforge.config.evaluate import GenerationLimits
 from omniforge.config.units import DecoderRuntimeConfig
+from omniforge.errors import InputError
 from omniforge.hashing import stable_hash
 from omniforge.model.slot_cache import SlotCacheSettings
-from omniforge.model.streaming import GenerationSettings, SamplingSettings
+from omniforge.model.streaming import GenerationSettings, SamplingSettings, sampling_generator
 from omniforge.storage import ArtifactRef, ArtifactStore, Kind, Manifest
 from omniforge.storage.audio import encode_audio
 from omniforge.tasks.common.threads import torch_threads
@@ -48,8 +49,11 @@ def generation_settings(limits: GenerationLimits) -> GenerationSettings:
 
 
 def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) -> str:
-    # how the caches are laid out changes no token (the slot cache answers as the eager one): not in the key
-    return stable_hash({"evaluate": config.evaluate.model_dump(mode="json", exclude={"name", "slot_cache"}),
+    # how the caches are laid out and where they live change no token (the slot cache answers as the eager
+    # one, a GPU as the CPU): not in the key; nor is the default dtype, so versions made before it count
+    settings = config.evaluate
+    unkeyed = {"name", "slot_cache", "device"} | ({"dtype"} if settings.dtype == "float32" else set())
+    return stable_hash({"evaluate": settings.model_dump(mode="json", exclude=unkeyed),
                         "checkpoint": str(checkpoint.ref()), "decoder": str(decoder.ref())})
 
 
@@ -65,10 +69,20 @@ def open_engine(store: ArtifactStore, checkpoint: Manifest, decoder: Manifest,
     """The checkpoint and its decoder as a streaming engine answering within `limits`, in the chat
     format it was trained with. Evaluate, serve and speak all open it here (`part_way`: see
     `load_checkpoint`)."""
+    device = answering_device(limits)
     model, tokenizer = load_checkpoint(store, checkpoint, part_way)
+    model = model.to(device=device, dtype=getattr(torch, limits.dtype))
     return StreamingEngine(model, checkpoint_chat(checkpoint, tokenizer),
                            open_decoder(store, decoder, runtime), generation_settings(limits),
-                           torch.Generator().manual_seed(seed))
+                           sampling_generator(model, seed))
+
+
+def answering_device(limits: GenerationLimits) -> torch.device:
+    """Where `limits` has the checkpoint answer; an error where that is a GPU torch cannot see."""
+    if limits.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device is cuda (evaluate.device / serve.device), but torch sees no CUDA device here "
+                         "(torch.cuda.is_available() is False): set it to cpu, or run where a GPU is")
+    return torch.device(limits.device)
 
 
 def evaluate(store: ArtifactStore, config: PipelineConfig, flow_run_id: str | None, progress=None) -> Manifest:

@@ -17,6 +17,7 @@ import torch
 
 from omniforge.model.mel import WhisperLogMel
 from omniforge.model.modeling_omni import OmniModel
+from omniforge.model.padded_speech import PaddedSpeech
 from omniforge.model.speech_encoder import max_input_frames
 from omniforge.model.streaming import GenerationSettings, stream_generate
 from omniforge.tasks.common.pronunciation import pronouncer_for
@@ -68,6 +69,7 @@ class StreamingEngine:
         self.generator = generator  # of the sampling, where the settings sample
         self.features = WhisperLogMel(model.config.encoder_config.num_mel_bins)
         self.pronounce = pronouncer_for(model.config, chat.tokenizer)
+        self.padded_speech: PaddedSpeech | None = None  # on a GPU, made at the first turn (it captures a graph)
 
     @torch.no_grad()
     def prompt(self, history: list[tuple[str, str]], speech: list[np.ndarray],
@@ -88,9 +90,15 @@ class StreamingEngine:
 
     @torch.no_grad()
     def encode_speech(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
-        """16 kHz waves -> their adapter outputs, in one batch."""
+        """16 kHz waves -> their adapter outputs: in one padded batch, or on a GPU each wave at the
+        encoder's longest input, one replayed graph a wave (`PaddedSpeech`)."""
+        parameter = next(self.model.parameters())
+        if parameter.device.type == "cuda":
+            if self.padded_speech is None:
+                self.padded_speech = PaddedSpeech(self.model)
+            return [self.padded_speech(*self.features.batch([torch.from_numpy(w)])) for w in waves]
         padded, lengths = self.features.batch([torch.from_numpy(w) for w in waves])
-        return self.model.speech_embeddings(padded, lengths)
+        return self.model.speech_embeddings(padded.to(parameter.dtype), lengths)
 
     @torch.no_grad()
     def answer(self, history: list[tuple[str, str]], speech: list[np.ndarray],

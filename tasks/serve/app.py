@@ -15,7 +15,6 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 import numpy as np
-import torch
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, Response
 
@@ -23,6 +22,7 @@ from omniforge.config import PipelineConfig
 from omniforge.config.serve import ServeConfig
 from omniforge.errors import InputError
 from omniforge.model.mel import INPUT_SAMPLE_RATE
+from omniforge.model.streaming import sampling_generator
 from omniforge.storage import ArtifactRef, ArtifactStore
 from omniforge.tasks.common.audio_ops import AudioResampler, resample
 from omniforge.tasks.evaluate.steps import open_engine, speaking_decoder
@@ -65,7 +65,7 @@ def open_answerer(store: ArtifactStore, config: PipelineConfig) -> BatchedAnswer
     if settings.max_turn_seconds > engine.max_turn_seconds:
         raise InputError(f"serve.max_turn_seconds={settings.max_turn_seconds:g} is longer than the checkpoint's speech "
                          f"encoder accepts ({engine.max_turn_seconds:g} s); set it to at most that")
-    return BatchedAnswerer(engine, engine.settings, settings.torch_threads, torch.Generator().manual_seed(0),
+    return BatchedAnswerer(engine, engine.settings, settings.torch_threads, sampling_generator(engine.model, 0),
                            settings.admit_window_ms / 1000, settings.prompt_threads)
 
 

@@ -36,14 +36,16 @@ def _kill_one_worker_once(store_root: Path, after_versions: int, killed: list[in
         time.sleep(0.05)
 
 
-def _config(data_store: str, tmp_path: Path, name: str, workers: int, strategy: str = "fsdp", init: str | None = None):
+def _config(data_store: str, tmp_path: Path, name: str, workers: int, strategy: str = "fsdp", init: str | None = None,
+            loss_chunk: int = 0):
     """s2t through LoRA adapters (frozen base LLM), then tts training its whole TTS LM; one step is 2
     micro-batches of 2 dialogues, split over the workers (2 x 1) or accumulated by one (1 x 2)."""
     accum = 2 // workers
     return tiny_training(data_store, str(tmp_path / "tb"), name=name, steps=4, extra=(
         f"train.workers={workers}", f"train.strategy={strategy}", "train.stages=[s2t,tts]", "train.tts.steps=6",
         "train.s2t.lora={rank: 4, alpha: 8}", f"train.s2t.grad_accum={accum}", f"train.tts.grad_accum={accum}",
-        "train.checkpoint_every=2", *((f"train.init_from={init}",) if init else ())))
+        "train.checkpoint_every=2", f"train.loss_chunk_tokens={loss_chunk}",
+        *((f"train.init_from={init}",) if init else ())))
 
 
 def _train(config, here: bool = False) -> None:
@@ -87,16 +89,17 @@ def _copy(store, manifest, name: str) -> None:
 
 
 def test_fsdp_trains_as_ddp_and_one_worker_and_resumes_on_any_worker_count(data_store, tmp_path):
-    """FSDP and DDP on two Ray Train workers give one worker's losses and weights (same global
-    batches); a stage saved by 2 workers resumes on 1, one saved by 1 resumes on 2, and a worker
-    SIGKILLed mid-stage is started again and the stage resumes from its sharded checkpoint."""
+    """FSDP and DDP on two Ray Train workers, their losses in chunks of 3 labelled positions, give one
+    worker's losses and weights, its loss in one piece (same global batches); a stage saved by 2
+    workers resumes on 1, one saved by 1 resumes on 2, and a worker SIGKILLed mid-stage is started
+    again and the stage resumes from its sharded checkpoint."""
     from omniforge.flows.train import train
 
     store = store_from_config(_config(data_store, tmp_path, "one", 1).store)
     _train(_config(data_store, tmp_path, "one", 1), here=True)
     init = "checkpoint/one@1"  # every run starts from the same fresh model: the same stage keys
-    _train(_config(data_store, tmp_path, "fsdp", 2, init=init))
-    ddp = _config(data_store, tmp_path, "ddp", 2, "ddp", init=init)
+    _train(_config(data_store, tmp_path, "fsdp", 2, init=init, loss_chunk=3))
+    ddp = _config(data_store, tmp_path, "ddp", 2, "ddp", init=init, loss_chunk=3)
     result = train(ddp)  # DDP through the train flow: a Prefect run launching Ray Train
     assert set(result["stages"]) == {"s2t", "tts"} and store.manifest(result["checkpoint"]).flow_run_id is not None
     versions = store.versions("checkpoint", "ddp")

@@ -241,3 +241,21 @@ def test_any_item_id_names_a_file_of_its_own():
     assert len(set(names)) == len(ids)
     assert all(n and len(n) <= 90 and "/" not in n and not n.startswith(".") for n in names)
     assert file_name_for("q1") == "q1"
+
+
+def test_where_the_model_answers_is_not_in_the_eval_key_but_a_new_dtype_is():
+    """A GPU answers as the CPU does (so an evaluation made on one is found from the other); bf16
+    weights answer otherwise; float32, the dtype every earlier evaluation had, keeps their keys."""
+    from omniforge.config import load_pipeline_config
+    from omniforge.storage import Kind, Manifest
+    from omniforge.tasks.evaluate.steps import eval_key
+
+    checkpoint, decoder = Manifest(kind=Kind.checkpoint, name="demo", version=3), Manifest(kind=Kind.decoder,
+                                                                                           name="demo", version=1)
+
+    def key(*settings: str) -> str:
+        return eval_key(load_pipeline_config("configs/demo.yaml", list(settings)), checkpoint, decoder)
+
+    assert key() == key("evaluate.device=cuda") == key("evaluate.slot_cache={slots: 2}")
+    assert key("evaluate.dtype=bfloat16") != key()
+    assert key("evaluate.seed=5") != key()

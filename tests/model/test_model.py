@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from omniforge.model.gate_fusion import GateFusion
 from omniforge.model.mel import slaney_mel_filters
 from omniforge.model.modeling_omni import IGNORE_INDEX, OmniModel
+from omniforge.model.padded_speech import PaddedSpeech
 from omniforge.model.read_write import ReadWrite, interleave
 from omniforge.model.reference_generation import generate_reference
 from omniforge.model.released_checkpoint import export_released_state, load_released, ours_to_released, released_to_ours
@@ -42,6 +43,17 @@ def test_padded_batches_keep_per_item_lengths_and_values():
     for i, n in enumerate(lengths.tolist()):
         alone = model.speech_embeddings(features[i : i + 1, :, :n], lengths[i : i + 1])[0]
         assert torch.allclose(batch[i], alone, atol=1e-5)
+
+
+def test_speech_padded_to_the_encoders_longest_input_encodes_as_alone():
+    """The fixed shape a GPU replays one graph for: every turn padded to the longest input, masked."""
+    model = tiny_model()
+    padded = PaddedSpeech(model)
+    assert padded.frames == 2 * model.config.encoder_config.max_source_positions  # its positions, before stride 2
+    features = torch.randn(2, 16, 81)
+    for n in (81, 37):
+        alone = model.speech_embeddings(features[:1, :, :n], torch.tensor([n]))[0]
+        assert torch.allclose(padded(features[:1, :, :n], torch.tensor([n])), alone, atol=1e-5)
 
 
 def test_tts_vocabulary_is_text_plus_units_plus_sep():

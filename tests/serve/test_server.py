@@ -429,6 +429,29 @@ def test_the_served_engine_answers_in_the_chat_format_its_checkpoint_was_trained
     assert engine.chat.system_prompt == served.engine.chat.system_prompt != "Talk like a pirate."
 
 
+def test_the_served_engine_answers_in_the_dtype_and_on_the_device_its_settings_say(served, data_store):
+    import torch
+
+    from omniforge.config import load_pipeline_config
+    from omniforge.errors import InputError
+    from omniforge.storage import store_from_config
+    from omniforge.tasks.serve.app import open_served_engine
+    from tests.serve.conftest import SERVE
+
+    def opened(*settings: str):
+        config = load_pipeline_config("configs/demo.yaml", [f"store.url={data_store}", "units.kmeans.k=32",
+                                                            *TINY_DECODER, *SERVE, *settings])
+        return open_served_engine(store_from_config(config.store), config)
+
+    engine = opened("serve.dtype=bfloat16")
+    assert {p.dtype for p in engine.model.parameters()} == {torch.bfloat16}
+    trace = engine.answer([("user", "")], [served.questions[0]])
+    assert trace.units and len(trace.audio) > 0  # it answers, in speech, from bf16 weights
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="device is cuda .* but torch sees no CUDA device"):
+            opened("serve.device=cuda")
+
+
 def test_a_server_open_to_the_network_needs_a_token():
     from pydantic import ValidationError
 
