@@ -35,6 +35,11 @@ class Section(BaseModel):
         """Stable hash of this section's resolved values (used for caching and lineage)."""
         return stable_hash(self.model_dump(mode="json"))
 
+    def at_defaults(self, names: tuple[str, ...]) -> set[str]:
+        """Which of `names` hold their field's default: settings added after versions were made stay out
+        of an identity at their default (what those versions had), so the versions hold."""
+        return {name for name in names if getattr(self, name) == type(self).model_fields[name].default}
+
 
 class ConfigError(InputError, ValueError):
     """A config that cannot be used; the message names every bad field."""

@@ -179,8 +179,8 @@ class DecoderConfig(Section):
         decoder keeps its version), the schedule only where it is not the constant rate decoders were trained
         with before it existed (every setting of `ADDED_LATER` likewise); the thread count and the fine-tuning
         never do."""
-        at_default = {name for name in ADDED_LATER if getattr(self, name) == type(self).model_fields[name].default}
-        unused = {"cosyvoice2", "threads", "adapt"} | ({"frame"} if self.vocoder != "frame" else set()) | at_default
+        unused = ({"cosyvoice2", "threads", "adapt"} | ({"frame"} if self.vocoder != "frame" else set())
+                  | self.at_defaults(ADDED_LATER))
         return self.model_dump(mode="json", exclude=unused)
 
 

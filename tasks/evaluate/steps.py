@@ -50,9 +50,9 @@ def generation_settings(limits: GenerationLimits) -> GenerationSettings:
 
 def eval_key(config: PipelineConfig, checkpoint: Manifest, decoder: Manifest) -> str:
     # how the caches are laid out and where they live change no token (the slot cache answers as the eager
-    # one, a GPU as the CPU): not in the key; nor is the default dtype, so versions made before it count
+    # one, a GPU as the CPU): not in the key; nor is the dtype at its default, so versions made before it count
     settings = config.evaluate
-    unkeyed = {"name", "slot_cache", "device"} | ({"dtype"} if settings.dtype == "float32" else set())
+    unkeyed = {"name", "slot_cache", "device"} | settings.at_defaults(("dtype",))
     return stable_hash({"evaluate": settings.model_dump(mode="json", exclude=unkeyed),
                         "checkpoint": str(checkpoint.ref()), "decoder": str(decoder.ref())})
 
