@@ -66,20 +66,15 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_weight += (grad_logits.T @ rows.to(logits.dtype)).float()
             if wants_bias:
                 grad_bias += grad_logits.float().sum(0)
-        ctx.save_for_backward(*(g for g in (grad_states, grad_weight, grad_bias) if g is not None))
-        ctx.wants = (wants_states, wants_weight, wants_bias)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.save_for_backward(grad_states, grad_weight, grad_bias)  # None where no gradient is wanted
+        ctx.dtypes = (states.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total
 
     @staticmethod
     def backward(ctx, grad_total: torch.Tensor):
-        saved = iter(ctx.saved_tensors)
-        grads = [next(saved) * grad_total if wanted else None for wanted in ctx.wants]
-        if grads[1] is not None:
-            grads[1] = grads[1].to(ctx.dtypes[0])
-        if grads[2] is not None:
-            grads[2] = grads[2].to(ctx.dtypes[1])
-        return grads[0], grads[1], grads[2], None, None
+        grads = [None if grad is None else (grad * grad_total).to(dtype)
+                 for grad, dtype in zip(ctx.saved_tensors, ctx.dtypes)]
+        return *grads, None, None
 
 
 def causal_lm_loss(lm: PreTrainedModel, embeds: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor,

@@ -165,9 +165,9 @@ class TrainConfig(Section):
     max_failures: int = Field(2, ge=0, description="Times Ray Train starts the workers again after one dies (a "
                               "killed process, a lost node); every stage then resumes from its last checkpoint.")
     loss_chunk_tokens: int = Field(0, ge=0, description="The output head runs only at the positions that carry a "
-                                   "loss; with N > 0 it runs on N of them at a time and recomputes each chunk in the "
-                                   "backward pass, so a 152k-word vocabulary's logits never fill memory (production "
-                                   "LLMs). 0: all of them at once, kept (small vocabularies, fastest).")
+                                   "loss; with N > 0 it runs on N of them at a time, each chunk's gradients taken as "
+                                   "it goes and its logits dropped, so a 152k-word vocabulary's logits never fill "
+                                   "memory (production LLMs). 0: all of them at once, kept (small vocabularies).")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast under DDP; under FSDP on GPU, bf16 "
                                                "parameters with fp32 gradient reduction (CPU stays fp32).")
     checkpoint_every: int = Field(100, ge=1, description="Save a checkpoint version every N steps (and at the end).")
